@@ -1,0 +1,1 @@
+"""Code every service shares: serving bootstrap, health, shutdown, logging, errors."""

@@ -1,0 +1,49 @@
+"""Client side of every gRPC hop: channels with sane limits, and status codes mapped
+back into the MaestroError family (the mirror of the server interceptor)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+
+from maestro.core.errors import Code, MaestroError, Unavailable, error_for_code
+
+# Artifacts are capped at 1 MiB each, but a step result carries many files.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Notice a dead peer on a long, quiet stream instead of waiting forever.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def insecure_channel(address: str) -> grpc.aio.Channel:
+    """Opens a plaintext channel (loopback and in-cluster traffic)."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def error_from_rpc(err: grpc.aio.AioRpcError, peer: str = "") -> MaestroError:
+    """Turns a failed call back into the MaestroError the server raised."""
+    details = err.details() or err.code().name
+    try:
+        code = Code(err.code().name)
+    except ValueError:
+        code = Code.INTERNAL
+    if code is Code.UNAVAILABLE and peer:
+        return Unavailable(f"{peer} is unavailable: {details}")
+    return error_for_code(code, details)
+
+
+@contextmanager
+def mapped_rpc_errors(peer: str = "") -> Iterator[None]:
+    """Re-raises any AioRpcError inside the block as a MaestroError."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as err:
+        raise error_from_rpc(err, peer) from err
