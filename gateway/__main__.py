@@ -1,0 +1,40 @@
+"""Starts the gateway: `python -m gateway` (settings from MAESTRO_GATEWAY_*)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.scheduler_client import SchedulerClient
+from gateway.servicer import MaestroServicer
+from gateway.settings import GatewaySettings
+from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.core.log_setup import configure_logging
+from maestro.core.serving import serve
+from maestro.core.settings import load_settings
+from maestro.store import open_store
+
+
+async def main(settings: GatewaySettings) -> None:
+    store = await open_store(settings.database)
+    scheduler = SchedulerClient(
+        settings.scheduler_address, timeout=settings.scheduler_timeout_seconds
+    )
+
+    async def on_stop() -> None:
+        await scheduler.close()
+        await store.close()
+
+    await serve(
+        settings,
+        service_names=[gateway_pb2.DESCRIPTOR.services_by_name["MaestroService"].full_name],
+        register=lambda server: gateway_pb2_grpc.add_MaestroServiceServicer_to_server(
+            MaestroServicer(store, scheduler, poll_seconds=settings.event_poll_seconds), server
+        ),
+        on_stop=on_stop,
+    )
+
+
+if __name__ == "__main__":
+    settings = load_settings(GatewaySettings)
+    configure_logging("gateway", settings.log_level)
+    asyncio.run(main(settings))

@@ -1,0 +1,44 @@
+"""The gateway's client of the scheduler's internal API, with deadlines."""
+
+from __future__ import annotations
+
+from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from maestro.core.client import insecure_channel, mapped_rpc_errors
+
+
+class SchedulerClient:
+    def __init__(self, address: str, *, timeout: float) -> None:
+        self._address = address
+        self._channel = insecure_channel(address)
+        self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def create_run(
+        self,
+        *,
+        workflow_name: str,
+        workflow_yaml: str,
+        requirement: str,
+        provider: str,
+        request_id: str,
+    ) -> str:
+        """Returns the new (or, for a repeated request_id, the existing) run's id."""
+        request = scheduler_pb2.CreateRunRequest(
+            requirement=requirement, provider=provider, request_id=request_id
+        )
+        if workflow_yaml:
+            request.workflow_yaml = workflow_yaml
+        else:
+            request.workflow_name = workflow_name
+        with mapped_rpc_errors(f"the scheduler at {self._address}"):
+            response = await self._stub.CreateRun(request, timeout=self._timeout)
+        return response.run_id
+
+    async def cancel_run(self, run_id: str) -> None:
+        with mapped_rpc_errors(f"the scheduler at {self._address}"):
+            await self._stub.CancelRun(
+                scheduler_pb2.CancelRunRequest(run_id=run_id), timeout=self._timeout
+            )

@@ -1,0 +1,189 @@
+"""A thin async client of the public gateway API for the command line.
+
+Every unary call carries a timeout; every failure comes back as a MaestroError (via
+`maestro.core.client.mapped_rpc_errors`); results are the plain models of
+`maestro.cli.models`. Event streams have no deadline, since a run may take a long
+time, but `follow_events` reconnects when the connection drops and gives up after a
+bounded number of attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any
+
+from maestro.api.gateway.v1 import gateway_pb2 as pb
+from maestro.api.gateway.v1 import gateway_pb2_grpc
+from maestro.cli.convert import artifact_from_proto, event_from_proto, run_from_proto
+from maestro.cli.models import ArtifactView, EventView, RunView, run_name
+from maestro.core.client import insecure_channel, mapped_rpc_errors
+from maestro.core.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+# Reconnects allowed in a row without receiving an event in between.
+DEFAULT_MAX_RECONNECTS = 8
+_BACKOFF_FIRST_SECONDS = 0.25
+_BACKOFF_MAX_SECONDS = 4.0
+
+
+class StreamEnded(Unavailable):
+    """The event stream kept failing, or ended before the run's terminal event."""
+
+
+class GatewayClient:
+    """Calls the gateway at one address. Use as `async with GatewayClient(addr) as c:`."""
+
+    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        """Opens a channel lazily; nothing connects until the first call.
+
+        Args:
+            address: `host:port` of the gateway.
+            timeout: Deadline in seconds for each unary call.
+        """
+        self.address = address
+        self.timeout = timeout
+        self._channel = insecure_channel(address)
+        # The generated stub is untyped; results are annotated where they are read.
+        self._stub: Any = gateway_pb2_grpc.MaestroServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel, cancelling any call still in flight."""
+        await self._channel.close(None)
+
+    async def create_run(
+        self,
+        *,
+        requirement: str,
+        workflow_name: str | None = None,
+        workflow_yaml: str | None = None,
+        provider: str = "",
+        request_id: str = "",
+    ) -> RunView:
+        """Creates a run from a built-in workflow name or a YAML spec; returns at once."""
+        request = pb.CreateRunRequest(
+            requirement=requirement, provider=provider, request_id=request_id
+        )
+        if workflow_yaml is not None:
+            request.workflow_yaml = workflow_yaml
+        elif workflow_name is not None:
+            request.workflow_name = workflow_name
+        with mapped_rpc_errors():
+            run: pb.Run = await self._stub.CreateRun(request, timeout=self.timeout)
+        return run_from_proto(run)
+
+    async def get_run(self, run: str) -> RunView:
+        """Gets a run by id or name."""
+        request = pb.GetRunRequest(name=run_name(run))
+        with mapped_rpc_errors():
+            result: pb.Run = await self._stub.GetRun(request, timeout=self.timeout)
+        return run_from_proto(result)
+
+    async def list_runs(
+        self, *, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[RunView], str]:
+        """Lists one page of runs, newest first; returns the runs and the next token."""
+        request = pb.ListRunsRequest(page_size=page_size, page_token=page_token)
+        with mapped_rpc_errors():
+            page: pb.ListRunsResponse = await self._stub.ListRuns(request, timeout=self.timeout)
+        return [run_from_proto(r) for r in page.runs], page.next_page_token
+
+    async def cancel_run(self, run: str) -> RunView:
+        """Asks the gateway to cancel a run; returns the run as it is right after."""
+        request = pb.CancelRunRequest(name=run_name(run))
+        with mapped_rpc_errors():
+            result: pb.Run = await self._stub.CancelRun(request, timeout=self.timeout)
+        return run_from_proto(result)
+
+    async def list_artifacts(self, run: str) -> list[ArtifactView]:
+        """Lists a run's artifacts, without their content."""
+        request = pb.ListArtifactsRequest(parent=run_name(run))
+        with mapped_rpc_errors():
+            result: pb.ListArtifactsResponse = await self._stub.ListArtifacts(
+                request, timeout=self.timeout
+            )
+        return [artifact_from_proto(a) for a in result.artifacts]
+
+    async def get_artifact(self, name: str) -> ArtifactView:
+        """Gets one artifact, by its full name `runs/{run}/artifacts/{path}`, with content."""
+        request = pb.GetArtifactRequest(name=name)
+        with mapped_rpc_errors():
+            result: pb.Artifact = await self._stub.GetArtifact(request, timeout=self.timeout)
+        return artifact_from_proto(result)
+
+    async def stream_events(
+        self, run: str, *, after_sequence: int = 0
+    ) -> AsyncGenerator[EventView, None]:
+        """One event stream, without reconnecting: stored events, then live ones.
+
+        Ends after the run's terminal event (the server closes the stream then).
+        """
+        request = pb.StreamRunEventsRequest(name=run_name(run), after_sequence=after_sequence)
+        call = self._stub.StreamRunEvents(request)
+        try:
+            with mapped_rpc_errors():
+                async for event in call:
+                    yield event_from_proto(event)
+        finally:
+            # Leaving early (terminal event seen, Ctrl-C) must not leave the call open.
+            call.cancel()
+
+    async def follow_events(
+        self,
+        run: str,
+        *,
+        after_sequence: int = 0,
+        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+    ) -> AsyncGenerator[EventView, None]:
+        """Follows a run's events until its terminal event, reconnecting as needed.
+
+        A stream that breaks with UNAVAILABLE, or ends before the terminal event, is
+        reopened from the last sequence seen, so nothing is lost or repeated. The
+        server already guarantees that; the sequence check here makes a duplicate
+        harmless anyway.
+
+        Raises:
+            StreamEnded: `max_reconnects` reconnects in a row brought no event.
+            MaestroError: any other failure (NOT_FOUND, INVALID_ARGUMENT, ...).
+        """
+        last = after_sequence
+        failures = 0
+        while True:
+            reason = "the stream ended before the run finished"
+            try:
+                async with aclosing(self.stream_events(run, after_sequence=last)) as events:
+                    async for event in events:
+                        if event.sequence <= last:
+                            continue
+                        last = event.sequence
+                        failures = 0
+                        yield event
+                        if event.is_terminal:
+                            return
+            except Unavailable as err:
+                reason = err.message
+            failures += 1
+            if failures > max_reconnects:
+                raise StreamEnded(
+                    f"lost the event stream of {run_name(run)} after {max_reconnects} "
+                    f"reconnects: {reason}"
+                )
+            delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (failures - 1))
+            log.info("event stream interrupted (%s); reconnecting in %.2fs", reason, delay)
+            await asyncio.sleep(delay)

@@ -1,0 +1,283 @@
+"""`maestro`: run workflows of AI personas locally or against a Maestro gateway.
+
+Exit codes: 0 success; 1 a run that failed or was cancelled, or an error reaching or
+inside the services; 2 bad input (arguments, workflow, or INVALID_ARGUMENT from the
+server); 130 interrupted outside a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from maestro.cli import commands
+from maestro.cli.options import (
+    DEFAULT_WORKFLOW,
+    NO_GATEWAY_MESSAGE,
+    PROVIDERS,
+    WorkflowError,
+    choose_provider,
+    gateway_address,
+    resolve_workflow,
+)
+from maestro.cli.render import format_personas, format_workflow
+from maestro.cli.run_cmd import LOCAL_DATA_DIR, RunOptions, run_command
+from maestro.cli.stack import StackError
+from maestro.core.errors import DeadlineExceeded, InvalidArgument, MaestroError, Unavailable
+from maestro.paths import BadPath
+from maestro.personas import PERSONAS
+from maestro.workflow import load_workflow
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Bad input found before anything is contacted; exit code 2."""
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each subcommand sets `handler`."""
+    parser = argparse.ArgumentParser(
+        prog="maestro",
+        description="Run a DAG of AI personas that turns a requirement into artifacts.",
+    )
+    parser.set_defaults(handler=None)
+    gateway = argparse.ArgumentParser(add_help=False)
+    gateway.add_argument(
+        "--gateway",
+        metavar="HOST:PORT",
+        help="gateway address (default: $MAESTRO_GATEWAY)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
+    provider = argparse.ArgumentParser(add_help=False)
+    provider.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        help="LLM provider (default: anthropic if ANTHROPIC_API_KEY is set, else offline)",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        parents=[gateway, as_json, provider],
+        help="run a workflow and download its artifacts",
+        description="Run a workflow. Without --gateway or $MAESTRO_GATEWAY, a local "
+        "stack is started in ./.maestro/ for the duration of the run.",
+    )
+    run.add_argument(
+        "workflow",
+        nargs="?",
+        default=DEFAULT_WORKFLOW,
+        metavar="WORKFLOW",
+        help=f"built-in workflow name or YAML file (default: {DEFAULT_WORKFLOW})",
+    )
+    run.add_argument("-r", "--requirement", required=True, help="what to build")
+    run.add_argument(
+        "--out", type=Path, metavar="DIR", help="artifacts directory (default: ./maestro-out/RUN)"
+    )
+    run.set_defaults(handler=_run)
+
+    up = sub.add_parser(
+        "up", parents=[provider], help="start a local stack in the foreground until Ctrl-C"
+    )
+    up.add_argument("--port", type=_port, default=0, help="gateway port (default: a free one)")
+    up.set_defaults(handler=_up)
+
+    runs = sub.add_parser("runs", help="list, inspect, cancel and follow runs")
+    runs.set_defaults(handler=lambda _args: _usage(runs))
+    runs_sub = runs.add_subparsers(title="commands", metavar="COMMAND")
+    listing = runs_sub.add_parser("list", parents=[gateway, as_json], help="list runs")
+    listing.add_argument("--page-size", type=_non_negative, default=0, help="default 50")
+    listing.add_argument("--page-token", default="", help="from a previous listing")
+    listing.set_defaults(handler=_runs_list)
+    get = runs_sub.add_parser("get", parents=[gateway, as_json], help="show a run")
+    get.add_argument("run", metavar="RUN", help="run id or runs/<id>")
+    get.set_defaults(handler=_runs_get)
+    cancel = runs_sub.add_parser("cancel", parents=[gateway], help="cancel a run")
+    cancel.add_argument("run", metavar="RUN", help="run id or runs/<id>")
+    cancel.set_defaults(handler=_runs_cancel)
+    events = runs_sub.add_parser(
+        "events", parents=[gateway, as_json], help="follow a run's events until it ends"
+    )
+    events.add_argument("run", metavar="RUN", help="run id or runs/<id>")
+    events.add_argument(
+        "--after", type=_non_negative, default=0, metavar="N", help="start after sequence N"
+    )
+    events.set_defaults(handler=_runs_events)
+
+    artifacts = sub.add_parser("artifacts", parents=[gateway], help="download a run's artifacts")
+    artifacts.add_argument("run", metavar="RUN", help="run id or runs/<id>")
+    artifacts.add_argument(
+        "--out", type=Path, metavar="DIR", help="directory (default: ./maestro-out/RUN)"
+    )
+    artifacts.set_defaults(handler=_artifacts)
+
+    validate = sub.add_parser("validate", help="check a workflow without running it")
+    validate.add_argument("workflow", metavar="FILE_OR_NAME")
+    validate.set_defaults(handler=_validate)
+
+    personas = sub.add_parser("personas", help="list the personas workflows can use")
+    personas.set_defaults(handler=_personas)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _address(args: argparse.Namespace) -> str:
+    address = gateway_address(args.gateway, os.environ)
+    if address is None:
+        raise UsageError(NO_GATEWAY_MESSAGE)
+    args.address = address  # for error messages
+    return address
+
+
+def _run(args: argparse.Namespace) -> int:
+    requirement = args.requirement.strip()
+    if not requirement:
+        raise UsageError("--requirement must not be empty")
+    choice = resolve_workflow(args.workflow)
+    address = gateway_address(args.gateway, os.environ)
+    if address is None:
+        picked = choose_provider(args.provider, os.environ)
+        if picked.notice:
+            _note(picked.notice)
+        provider = picked.provider
+    else:
+        # A remote gateway's workers have their own keys: this machine's environment
+        # says nothing about them, so only an explicit --provider is sent.
+        provider = args.provider or ""
+        args.address = address
+    opts = RunOptions(
+        workflow=choice,
+        requirement=requirement,
+        provider=provider,
+        gateway=address,
+        out=args.out,
+        json=args.json,
+        data_dir=LOCAL_DATA_DIR,
+    )
+    return asyncio.run(run_command(opts))
+
+
+def _up(args: argparse.Namespace) -> int:
+    picked = choose_provider(args.provider, os.environ)
+    if picked.notice:
+        _note(picked.notice)
+    return asyncio.run(
+        commands.up_command(LOCAL_DATA_DIR, port=args.port, provider=picked.provider)
+    )
+
+
+def _runs_list(args: argparse.Namespace) -> int:
+    return asyncio.run(
+        commands.runs_list(
+            _address(args), page_size=args.page_size, page_token=args.page_token, as_json=args.json
+        )
+    )
+
+
+def _runs_get(args: argparse.Namespace) -> int:
+    return asyncio.run(commands.runs_get(_address(args), args.run, as_json=args.json))
+
+
+def _runs_cancel(args: argparse.Namespace) -> int:
+    return asyncio.run(commands.runs_cancel(_address(args), args.run))
+
+
+def _runs_events(args: argparse.Namespace) -> int:
+    address = _address(args)
+    return asyncio.run(commands.runs_events(address, args.run, after=args.after, as_json=args.json))
+
+
+def _artifacts(args: argparse.Namespace) -> int:
+    return asyncio.run(commands.artifacts_command(_address(args), args.run, out=args.out))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    print(format_workflow(load_workflow(args.workflow)))
+    return 0
+
+
+def _personas(args: argparse.Namespace) -> int:
+    print(format_personas(PERSONAS.values()))
+    return 0
+
+
+def _report(err: BaseException, args: argparse.Namespace) -> int:
+    """Prints one clear message for an error and returns its exit code."""
+    where = getattr(args, "address", None)
+    gateway = f"the gateway at {where}" if where else "the gateway"
+    if isinstance(err, WorkflowError):
+        _note(f"error: invalid workflow {args.workflow!r}:")
+        for problem in err.problems:
+            _note(f"  {problem.field}: {problem.reason}")
+        return 2
+    if isinstance(err, UsageError | InvalidArgument):
+        _note(f"error: {err}")
+        return 2
+    if isinstance(err, Unavailable):
+        _note(f"error: cannot reach {gateway} ({err.message})")
+        return 1
+    if isinstance(err, DeadlineExceeded):
+        _note(f"error: {gateway} did not answer in time ({err.message})")
+        return 1
+    if isinstance(err, MaestroError):
+        _note(f"error: {err.message}")
+        return 1
+    _note(f"error: {err}")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses `argv` (default: sys.argv[1:]), runs the command, returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        # argparse exits on --help (0) and on bad usage (2); callers get a code back.
+        return exit_.code if isinstance(exit_.code, int) else 2
+    handler: Handler | None = args.handler
+    if handler is None:
+        return _usage(parser)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _note("interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`maestro runs list | head`): not worth a traceback or
+        # a message, but Python must not fail again flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (UsageError, MaestroError, StackError, BadPath, OSError) as err:
+        return _report(err, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""A local Maestro: every service as its own process on loopback, SQLite on disk.
+
+`LocalStack` starts the persona worker, the scheduler and the gateway (in that order,
+each pointed at the one before), waits until each one has written its port file and
+answers a gRPC health check, and stops them in reverse order with SIGTERM (then
+SIGKILL after a grace period). Tests use `stop_service`/`start_service` to restart
+one service; a restarted service gets its previous port back, so the services that
+point at it keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from maestro.core.client import insecure_channel
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+WORKER, SCHEDULER, GATEWAY = "persona_service", "scheduler", "gateway"
+# Start order: each service needs the address of the one before it.
+SERVICES: tuple[str, ...] = (WORKER, SCHEDULER, GATEWAY)
+_ENV_PREFIX = {
+    WORKER: "MAESTRO_WORKER_",
+    SCHEDULER: "MAESTRO_SCHEDULER_",
+    GATEWAY: "MAESTRO_GATEWAY_",
+}
+
+_POLL_SECONDS = 0.05
+_HEALTH_CALL_SECONDS = 2.0
+_LOG_TAIL_LINES = 20
+
+
+class StackError(RuntimeError):
+    """A service of the local stack failed to start or to stop."""
+
+
+@dataclass
+class _Service:
+    process: asyncio.subprocess.Process
+    log_file: IO[bytes]
+    port: int = 0
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        return f"(cannot read {path}: {err})"
+    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
+
+
+def _read_port(path: Path) -> int | None:
+    # The service writes the file atomically, but guard against an odd value anyway.
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+
+
+def _lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Takes the data directory's lock, so two stacks never share one database.
+
+    Two schedulers on one SQLite file would both re-drive the same unfinished runs.
+    """
+    lock = (data_dir / "stack.lock").open("ab")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StackError(
+            f"another Maestro stack is already using {data_dir} (`maestro up` or "
+            "`maestro run`); point this command at its gateway with --gateway or "
+            "MAESTRO_GATEWAY, or wait for it to finish"
+        ) from None
+    return lock
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    with suppress(ProcessLookupError):
+        process.kill()
+
+
+class LocalStack:
+    """Runs the three Maestro services as child processes.
+
+    Use as `async with LocalStack(data_dir) as stack:`; `stack.gateway_address` is
+    then ready for calls.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        provider: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        gateway_port: int = 0,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        """Prepares the stack; nothing starts before `__aenter__` (or `start`).
+
+        Args:
+            data_dir: Holds the SQLite database, the port files and `logs/`.
+            provider: `offline` or `anthropic` for the persona worker; None leaves
+                the worker's own default (anthropic when ANTHROPIC_API_KEY is set).
+            extra_env: Applied last, over os.environ and the stack's own settings.
+            gateway_port: The gateway's port; 0 picks a free one.
+            start_timeout: Seconds each service gets to become healthy.
+            stop_timeout: Seconds each service gets to exit after SIGTERM.
+        """
+        self.data_dir = data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self.database_url = f"sqlite:///{self.data_dir / 'maestro.db'}"
+        self.provider = provider
+        self.extra_env = dict(extra_env or {})
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._ports: dict[str, int] = {GATEWAY: gateway_port}
+        self._running: dict[str, _Service] = {}
+        self._lock: IO[bytes] | None = None
+
+    async def __aenter__(self) -> LocalStack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def address(self, name: str) -> str:
+        """`127.0.0.1:PORT` of a service that has started at least once."""
+        port = self._ports.get(name, 0)
+        if not port:
+            raise StackError(f"{name} has not started")
+        return f"{LOOPBACK}:{port}"
+
+    @property
+    def gateway_address(self) -> str:
+        """`127.0.0.1:PORT` of the gateway."""
+        return self.address(GATEWAY)
+
+    def _port_file(self, name: str) -> Path:
+        return self.data_dir / f"{name}.port"
+
+    def log_path(self, name: str) -> Path:
+        """Where a service's stderr (and stdout) goes."""
+        return self.log_dir / f"{name}.log"
+
+    def is_running(self, name: str) -> bool:
+        """Whether the service's process is alive as far as this stack knows."""
+        service = self._running.get(name)
+        return service is not None and service.process.returncode is None
+
+    async def wait_for_exit(self) -> tuple[str, int | None]:
+        """Waits until any running service exits (for `maestro up` to notice a crash).
+
+        Returns:
+            The service's name and exit code.
+
+        Raises:
+            StackError: nothing is running.
+        """
+        waiters = {
+            asyncio.ensure_future(service.process.wait()): name
+            for name, service in self._running.items()
+        }
+        if not waiters:
+            raise StackError("no service is running")
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        first = done.pop()
+        return waiters[first], first.result()
+
+    async def start(self) -> None:
+        """Starts every service in order; on failure, stops those already started.
+
+        Raises:
+            StackError: another stack uses this data directory, or a service failed
+                to start.
+        """
+        await asyncio.to_thread(self.log_dir.mkdir, parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = await asyncio.to_thread(_lock_data_dir, self.data_dir)
+        try:
+            for name in SERVICES:
+                await self.start_service(name)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stops every running service, the gateway first, and releases the data dir."""
+        try:
+            for name in reversed(SERVICES):
+                if name in self._running:
+                    await self.stop_service(name)
+        except BaseException:
+            # Interrupted while stopping: the rest run in their own sessions, and
+            # nothing else would ever stop them.
+            for service in self._running.values():
+                _kill(service.process)
+                service.log_file.close()
+            self._running.clear()
+            raise
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # closing the descriptor releases the flock
+                self._lock = None
+
+    def _env(self, name: str, port_file: Path) -> dict[str, str]:
+        prefix = _ENV_PREFIX[name]
+        env = dict(os.environ)
+        env.update(
+            {
+                f"{prefix}HOST": LOOPBACK,
+                # A restarted service takes its old port back: the next service in
+                # the chain was configured with that address.
+                f"{prefix}PORT": str(self._ports.get(name, 0)),
+                f"{prefix}PORT_FILE": str(port_file),
+            }
+        )
+        if name == WORKER and self.provider:
+            env["MAESTRO_WORKER_PROVIDER"] = self.provider
+        if name == SCHEDULER:
+            env["MAESTRO_SCHEDULER_DATABASE"] = self.database_url
+            env["MAESTRO_SCHEDULER_WORKER_ADDRESS"] = self.address(WORKER)
+        if name == GATEWAY:
+            env["MAESTRO_GATEWAY_DATABASE"] = self.database_url
+            env["MAESTRO_GATEWAY_SCHEDULER_ADDRESS"] = self.address(SCHEDULER)
+        env.update(self.extra_env)
+        return env
+
+    async def start_service(self, name: str) -> None:
+        """Starts one service and waits until it is healthy.
+
+        Raises:
+            StackError: it exited early, never wrote its port file, or never reported
+                SERVING within `start_timeout`; the message ends with its last log lines.
+        """
+        if name not in _ENV_PREFIX:
+            raise StackError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+        if self.is_running(name):
+            raise StackError(f"{name} is already running")
+        port_file = self._port_file(name)
+        await asyncio.to_thread(port_file.unlink, missing_ok=True)
+        log_path = self.log_path(name)
+        log_file: IO[bytes] = await asyncio.to_thread(log_path.open, "ab")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                name,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=self._env(name, port_file),
+                cwd=self.data_dir,
+                # Own session: a Ctrl-C in the terminal reaches only the CLI, which
+                # still needs the services to cancel the run before stopping them.
+                start_new_session=True,
+            )
+        except BaseException:
+            log_file.close()
+            raise
+        service = _Service(process=process, log_file=log_file)
+        self._running[name] = service
+        log.info("started %s (pid %s), logging to %s", name, process.pid, log_path)
+        try:
+            service.port = await self._wait_until_serving(name, process, port_file)
+        except BaseException:
+            await self.stop_service(name)
+            raise
+        self._ports[name] = service.port
+
+    async def _wait_until_serving(
+        self, name: str, process: asyncio.subprocess.Process, port_file: Path
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        port: int | None = None
+        last_problem = "no port file yet"
+        while True:
+            if process.returncode is not None:
+                raise await self._start_error(
+                    name, f"exited with code {process.returncode} while starting"
+                )
+            if port is None:
+                port = await asyncio.to_thread(_read_port, port_file)
+            if port is not None:
+                last_problem = await self._health_problem(port)
+                if not last_problem:
+                    return port
+            if loop.time() >= deadline:
+                raise await self._start_error(
+                    name, f"was not serving after {self.start_timeout:g}s ({last_problem})"
+                )
+            await asyncio.sleep(_POLL_SECONDS)
+
+    async def _health_problem(self, port: int) -> str:
+        """Empty when the service reports SERVING; otherwise what is wrong."""
+        channel = insecure_channel(f"{LOOPBACK}:{port}")
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            response: health_pb2.HealthCheckResponse = await stub.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=_HEALTH_CALL_SECONDS
+            )
+        except grpc.aio.AioRpcError as err:
+            return f"health check: {err.code().name} {err.details() or ''}".rstrip()
+        finally:
+            await channel.close(None)
+        status = health_pb2.HealthCheckResponse
+        if response.status != status.SERVING:
+            return f"health status {status.ServingStatus.Name(response.status)}"
+        return ""
+
+    async def _start_error(self, name: str, what: str) -> StackError:
+        tail = await asyncio.to_thread(_tail, self.log_path(name))
+        return StackError(f"{name} {what}; its log is {self.log_path(name)}. Last lines:\n{tail}")
+
+    async def stop_service(self, name: str) -> int | None:
+        """Stops one service: SIGTERM, up to `stop_timeout` seconds, then SIGKILL.
+
+        Returns:
+            Its exit code (0 after a graceful shutdown), or None if it was not running.
+        """
+        service = self._running.pop(name, None)
+        if service is None:
+            return None
+        process = service.process
+        try:
+            if process.returncode is None:
+                # It may exit between the check and the signal; wait() still reaps it.
+                with suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), self.stop_timeout)
+                except TimeoutError:
+                    log.warning("%s ignored SIGTERM for %gs; killing it", name, self.stop_timeout)
+                    _kill(process)
+                    await process.wait()
+                except asyncio.CancelledError:
+                    # The child runs in its own session: nothing else would stop it.
+                    _kill(process)
+                    raise
+        finally:
+            service.log_file.close()
+        # A stale port file would let the next start believe the service is up.
+        await asyncio.to_thread(self._port_file(name).unlink, missing_ok=True)
+        code = process.returncode
+        if code != 0:
+            log.warning("%s exited with code %s; see %s", name, code, self.log_path(name))
+        return code

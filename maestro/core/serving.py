@@ -1,0 +1,159 @@
+"""Serving bootstrap shared by every service.
+
+One place does what every server needs: the error-mapping interceptor, request ids in
+log context, health (NOT_SERVING until ready and again while draining), reflection,
+the port file for local stacks, and graceful shutdown on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from maestro.core.client import CHANNEL_OPTIONS
+from maestro.core.errors import MaestroError
+from maestro.core.log_setup import request_id_var
+from maestro.core.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _abort_for(err: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    if isinstance(err, MaestroError):
+        await context.abort(grpc.StatusCode[err.code.value], err.message)
+    log.exception("unexpected error while serving a request")
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})"
+    )
+
+
+def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    incoming = dict(context.invocation_metadata() or ())
+    request_id = incoming.get("x-request-id")
+    request_id_var.set(request_id if isinstance(request_id, str) else uuid.uuid4().hex[:16])
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps MaestroError to its status code and anything else to a generic INTERNAL.
+
+    This is the only place on the server side where exceptions become status codes.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                _bind_request_id(context)
+                try:
+                    return await inner_unary(request, context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as err:
+                    await _abort_for(err, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                _bind_request_id(context)
+                try:
+                    async for response in inner_stream(request, context):
+                        yield response
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as err:
+                    await _abort_for(err, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Writes the port atomically, so a reader never sees a half-written number."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(str(port))
+    os.replace(tmp, path)
+
+
+async def serve(
+    settings: ServiceSettings,
+    *,
+    service_names: Sequence[str],
+    register: Callable[[grpc.aio.Server], None],
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Runs a gRPC server until SIGTERM or SIGINT, then drains it.
+
+    Args:
+        settings: where to listen and how long to drain.
+        service_names: full names of the services `register` adds (for reflection).
+        register: adds the service implementations to the server.
+        on_stop: called after the server stopped accepting calls and drained.
+    """
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=CHANNEL_OPTIONS)
+    health = HealthServicer()
+    # Not ready until every registration finished and the port is bound.
+    await health.set("", NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    register(server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise SystemExit(f"could not bind {settings.host}:{settings.port}")
+    await server.start()
+    for name in ("", *service_names):
+        await health.set(name, SERVING)
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, port)
+    log.info("serving %s on %s:%d", ", ".join(service_names), settings.host, port)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+
+    log.info("shutting down: draining for up to %.1fs", settings.shutdown_grace_seconds)
+    # Callers and load balancers see NOT_SERVING before the port closes.
+    await health.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    if on_stop is not None:
+        await on_stop()
+    log.info("stopped")

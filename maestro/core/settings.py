@@ -1,0 +1,45 @@
+"""Settings shared by every service: where to listen and how to log.
+
+Each service subclasses ServiceSettings with its own env prefix (MAESTRO_WORKER_,
+MAESTRO_SCHEDULER_, MAESTRO_GATEWAY_). Bad config fails at start with a clear message.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Listening address and logging, common to all services."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    port_file: Path | None = Field(
+        default=None, description="written with the bound port once the service is serving"
+    )
+    log_level: str = Field(default="INFO", validation_alias="MAESTRO_LOG_LEVEL")
+    shutdown_grace_seconds: float = Field(default=5.0, gt=0)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Reads settings from the environment, or exits with every problem listed."""
+    try:
+        return cls()
+    except ValidationError as err:
+        prefix = cls.model_config.get("env_prefix", "")
+        lines = [f"invalid configuration for {cls.__name__}:"]
+        for problem in err.errors():
+            field = ".".join(str(p) for p in problem["loc"])
+            lines.append(f"  {prefix}{field.upper()}: {problem['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

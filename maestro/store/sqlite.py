@@ -1,0 +1,602 @@
+"""The SQLite store: WAL mode, async driver, one writer, many readers.
+
+Writes go through one connection under an asyncio lock with BEGIN IMMEDIATE, so a
+transaction never interleaves with another task's and never has to upgrade a read lock
+(the usual source of SQLITE_BUSY). Readers in other processes (the gateway) see each
+commit at once thanks to WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from maestro.store.base import Store
+from maestro.store.models import (
+    RUN_TERMINAL_EVENT,
+    ArtifactRecord,
+    EventRecord,
+    EventType,
+    NewRun,
+    RunRecord,
+    RunState,
+    StepOutputRecord,
+    StepRecord,
+    StepResultRecord,
+    StepState,
+)
+from maestro.store.schema import SCHEMA, SCHEMA_VERSION
+
+Row = aiosqlite.Row
+
+
+def _now() -> str:
+    # Fixed width (always microseconds), so text order is time order.
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class SqliteStore(Store):
+    """Run state in one SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        """Opens (and if needed creates) the database file with the schema."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves.
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=10000")
+        store = cls(db)
+        await store._create_schema()
+        return store
+
+    async def _create_schema(self) -> None:
+        # CREATE ... IF NOT EXISTS is idempotent, so the scheduler and the gateway may
+        # both open a new file at the same moment; executescript commits on its own.
+        await self._db.executescript(SCHEMA)
+        async with self._transaction() as db:
+            row = await self._fetchone("SELECT version FROM schema_version")
+            if row is None:
+                await db.execute(
+                    "INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,)
+                )
+            elif row["version"] != SCHEMA_VERSION:
+                raise FailedPrecondition(
+                    f"database schema version {row['version']} is not {SCHEMA_VERSION}"
+                )
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        cursor = await self._db.execute(sql, args)
+        return list(await cursor.fetchall())
+
+    async def _fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        cursor = await self._db.execute(sql, args)
+        return await cursor.fetchone()
+
+    @staticmethod
+    async def _append_event(
+        db: aiosqlite.Connection,
+        run_id: str,
+        type_: EventType,
+        message: str,
+        *,
+        step_id: str = "",
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        # The next sequence is computed inside the write transaction, so sequences stay
+        # dense: one writer, and (run_id, sequence) is the primary key besides.
+        await db.execute(
+            "INSERT INTO events (run_id, sequence, type, step_id, time, message, attributes)"
+            " VALUES (?, (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE run_id = ?),"
+            " ?, ?, ?, ?, ?)",
+            (run_id, run_id, type_.value, step_id, _now(), message, json.dumps(attributes or {})),
+        )
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun) -> RunRecord:
+        now = _now()
+        async with self._transaction() as db:
+            if new.request_id:
+                existing = await self._fetchone(
+                    "SELECT run_id FROM runs WHERE request_id = ?", (new.request_id,)
+                )
+                if existing is not None:
+                    raise AlreadyExists(f"request_id {new.request_id!r} already made a run")
+            await db.execute(
+                "INSERT INTO runs (run_id, workflow_name, spec_json, requirement, provider,"
+                " request_id, state, create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.run_id,
+                    new.workflow_name,
+                    new.spec_json,
+                    new.requirement,
+                    new.provider,
+                    new.request_id,
+                    RunState.PENDING.value,
+                    now,
+                ),
+            )
+            await db.executemany(
+                "INSERT INTO steps (run_id, step_id, position, persona, depends_on, state)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (new.run_id, step_id, i, persona, json.dumps(list(deps)), "PENDING")
+                    for i, (step_id, persona, deps) in enumerate(new.steps)
+                ],
+            )
+            await self._append_event(
+                db,
+                new.run_id,
+                EventType.RUN_CREATED,
+                f"run created: workflow {new.workflow_name}, {len(new.steps)} steps",
+                attributes={"workflow": new.workflow_name, "provider": new.provider or "default"},
+            )
+        run = await self.get_run(new.run_id)
+        assert run is not None
+        return run
+
+    async def start_run(self, run_id: str, *, redriven: bool = False) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE runs SET state = 'RUNNING', start_time = COALESCE(start_time, ?)"
+                " WHERE run_id = ?",
+                (_now(), run_id),
+            )
+            message = "run re-driven after a scheduler restart" if redriven else "run started"
+            await self._append_event(
+                db,
+                run_id,
+                EventType.RUN_STARTED,
+                message,
+                attributes={"redriven": "true"} if redriven else {},
+            )
+
+    async def start_attempt(self, run_id: str, step_id: str, provider: str) -> int:
+        now = _now()
+        async with self._transaction() as db:
+            row = await self._fetchone(
+                "SELECT attempts, persona FROM steps WHERE run_id = ? AND step_id = ?",
+                (run_id, step_id),
+            )
+            if row is None:
+                raise NotFound(f"step {step_id!r} of run {run_id!r} does not exist")
+            attempt = int(row["attempts"]) + 1
+            await db.execute(
+                "UPDATE steps SET state = 'RUNNING', attempts = ?, error = '',"
+                " start_time = COALESCE(start_time, ?) WHERE run_id = ? AND step_id = ?",
+                (attempt, now, run_id, step_id),
+            )
+            await db.execute(
+                "INSERT INTO attempts (run_id, step_id, attempt, state, start_time,"
+                " heartbeat_time) VALUES (?, ?, ?, 'RUNNING', ?, ?)",
+                (run_id, step_id, attempt, now, now),
+            )
+            await self._append_event(
+                db,
+                run_id,
+                EventType.STEP_STARTED,
+                f"{step_id} started ({row['persona']}, attempt {attempt})",
+                step_id=step_id,
+                attributes={
+                    "attempt": str(attempt),
+                    "persona": row["persona"],
+                    "provider": provider or "default",
+                },
+            )
+        return attempt
+
+    async def record_progress(self, run_id: str, step_id: str, attempt: int, message: str) -> None:
+        async with self._transaction() as db:
+            await self._touch(db, run_id, step_id, attempt)
+            await self._append_event(
+                db,
+                run_id,
+                EventType.STEP_PROGRESS,
+                message,
+                step_id=step_id,
+                attributes={"attempt": str(attempt)},
+            )
+
+    async def record_heartbeat(self, run_id: str, step_id: str, attempt: int) -> None:
+        async with self._transaction() as db:
+            await self._touch(db, run_id, step_id, attempt)
+
+    @staticmethod
+    async def _touch(db: aiosqlite.Connection, run_id: str, step_id: str, attempt: int) -> None:
+        await db.execute(
+            "UPDATE attempts SET heartbeat_time = ? WHERE run_id = ? AND step_id = ?"
+            " AND attempt = ?",
+            (_now(), run_id, step_id, attempt),
+        )
+
+    async def complete_step(
+        self, run_id: str, step_id: str, attempt: int, result: StepResultRecord
+    ) -> bool:
+        now = _now()
+        async with self._transaction() as db:
+            row = await self._fetchone(
+                "SELECT state FROM attempts WHERE run_id = ? AND step_id = ? AND attempt = ?",
+                (run_id, step_id, attempt),
+            )
+            if row is None:
+                raise NotFound(f"attempt {attempt} of step {step_id!r} does not exist")
+            if row["state"] != "RUNNING":
+                # A repeated delivery of a result already recorded (or of a lost attempt).
+                return False
+            await db.execute(
+                "UPDATE attempts SET state = 'SUCCEEDED', end_time = ? WHERE run_id = ?"
+                " AND step_id = ? AND attempt = ?",
+                (now, run_id, step_id, attempt),
+            )
+            for path, content in result.files:
+                digest = hashlib.sha256(content).hexdigest()
+                previous = await self._fetchone(
+                    "SELECT step_id FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
+                )
+                await db.execute(
+                    "INSERT INTO artifacts (run_id, path, step_id, attempt, size_bytes, sha256,"
+                    " content, create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (run_id, path) DO UPDATE SET step_id = excluded.step_id,"
+                    " attempt = excluded.attempt, size_bytes = excluded.size_bytes,"
+                    " sha256 = excluded.sha256, content = excluded.content,"
+                    " create_time = excluded.create_time",
+                    (run_id, path, step_id, attempt, len(content), digest, content, now),
+                )
+                attributes = {"path": path, "size_bytes": str(len(content)), "sha256": digest}
+                if previous is not None:
+                    attributes["replaces_step"] = previous["step_id"]
+                await self._append_event(
+                    db,
+                    run_id,
+                    EventType.ARTIFACT_RECORDED,
+                    f"{path} ({len(content)} bytes)",
+                    step_id=step_id,
+                    attributes=attributes,
+                )
+            await db.execute(
+                "UPDATE steps SET state = 'SUCCEEDED', summary = ?, provider = ?, model = ?,"
+                " input_tokens = ?, output_tokens = ?, end_time = ?, error = ''"
+                " WHERE run_id = ? AND step_id = ?",
+                (
+                    result.summary,
+                    result.provider,
+                    result.model,
+                    result.input_tokens,
+                    result.output_tokens,
+                    now,
+                    run_id,
+                    step_id,
+                ),
+            )
+            await self._append_event(
+                db,
+                run_id,
+                EventType.STEP_SUCCEEDED,
+                f"{step_id} succeeded: {len(result.files)} files",
+                step_id=step_id,
+                attributes={
+                    "attempt": str(attempt),
+                    "provider": result.provider,
+                    "model": result.model,
+                    "files": str(len(result.files)),
+                    "input_tokens": str(result.input_tokens),
+                    "output_tokens": str(result.output_tokens),
+                },
+            )
+        return True
+
+    async def fail_attempt(
+        self, run_id: str, step_id: str, attempt: int, reason: str, *, retry_in: float | None
+    ) -> None:
+        now = _now()
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE attempts SET state = 'FAILED', end_time = ?, error = ?"
+                " WHERE run_id = ? AND step_id = ? AND attempt = ? AND state = 'RUNNING'",
+                (now, reason, run_id, step_id, attempt),
+            )
+            attributes = {"attempt": str(attempt), "reason": reason}
+            if retry_in is not None:
+                attributes["retry_in_seconds"] = f"{retry_in:.2f}"
+                await self._append_event(
+                    db,
+                    run_id,
+                    EventType.STEP_RETRY_SCHEDULED,
+                    f"{step_id} attempt {attempt} failed, retrying in {retry_in:.1f}s: {reason}",
+                    step_id=step_id,
+                    attributes=attributes,
+                )
+                return
+            await db.execute(
+                "UPDATE steps SET state = 'FAILED', error = ?, end_time = ?"
+                " WHERE run_id = ? AND step_id = ?",
+                (reason, now, run_id, step_id),
+            )
+            await self._append_event(
+                db,
+                run_id,
+                EventType.STEP_FAILED,
+                f"{step_id} failed: {reason}",
+                step_id=step_id,
+                attributes=attributes,
+            )
+
+    async def block_steps(self, run_id: str, blocked: Sequence[tuple[str, str]]) -> None:
+        if not blocked:
+            return
+        now = _now()
+        async with self._transaction() as db:
+            for step_id, reason in blocked:
+                await db.execute(
+                    "UPDATE steps SET state = 'BLOCKED', error = ?, end_time = ?"
+                    " WHERE run_id = ? AND step_id = ?",
+                    (reason, now, run_id, step_id),
+                )
+                await self._append_event(
+                    db,
+                    run_id,
+                    EventType.STEP_BLOCKED,
+                    f"{step_id} blocked: {reason}",
+                    step_id=step_id,
+                    attributes={"reason": reason},
+                )
+
+    async def finish_run(self, run_id: str, state: RunState, error: str) -> None:
+        if not state.finished:
+            raise ValueError(f"{state} is not a final run state")
+        now = _now()
+        async with self._transaction() as db:
+            row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
+            if row is None:
+                raise NotFound(f"run {run_id!r} does not exist")
+            if RunState(row["state"]).finished:
+                raise FailedPrecondition(f"run {run_id} already finished {row['state']}")
+            unfinished = await self._fetchall(
+                "SELECT step_id FROM steps WHERE run_id = ? AND state IN"
+                " ('PENDING', 'RUNNING', 'WAITING_APPROVAL') ORDER BY position",
+                (run_id,),
+            )
+            for step in unfinished:
+                await db.execute(
+                    "UPDATE steps SET state = 'CANCELLED', end_time = ?"
+                    " WHERE run_id = ? AND step_id = ?",
+                    (now, run_id, step["step_id"]),
+                )
+                await db.execute(
+                    "UPDATE attempts SET state = 'CANCELLED', end_time = ?"
+                    " WHERE run_id = ? AND step_id = ? AND state = 'RUNNING'",
+                    (now, run_id, step["step_id"]),
+                )
+                await self._append_event(
+                    db,
+                    run_id,
+                    EventType.STEP_CANCELLED,
+                    f"{step['step_id']} cancelled",
+                    step_id=step["step_id"],
+                )
+            await db.execute(
+                "UPDATE runs SET state = ?, error = ?, end_time = ?,"
+                " start_time = COALESCE(start_time, ?) WHERE run_id = ?",
+                (state.value, error, now, now, run_id),
+            )
+            message = f"run {state.value.lower()}" + (f": {error}" if error else "")
+            await self._append_event(
+                db,
+                run_id,
+                RUN_TERMINAL_EVENT[state],
+                message,
+                attributes={"error": error} if error else {},
+            )
+
+    async def requeue_interrupted_steps(self, run_id: str) -> list[str]:
+        now = _now()
+        async with self._transaction() as db:
+            rows = await self._fetchall(
+                "SELECT step_id FROM steps WHERE run_id = ? AND state = 'RUNNING'"
+                " ORDER BY position",
+                (run_id,),
+            )
+            step_ids = [row["step_id"] for row in rows]
+            for step_id in step_ids:
+                await db.execute(
+                    "UPDATE attempts SET state = 'LOST', end_time = ?,"
+                    " error = 'scheduler restarted during the attempt'"
+                    " WHERE run_id = ? AND step_id = ? AND state = 'RUNNING'",
+                    (now, run_id, step_id),
+                )
+                await db.execute(
+                    "UPDATE steps SET state = 'PENDING' WHERE run_id = ? AND step_id = ?",
+                    (run_id, step_id),
+                )
+        return step_ids
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def _steps(self, run_id: str) -> tuple[StepRecord, ...]:
+        rows = await self._fetchall(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)
+        )
+        return tuple(
+            StepRecord(
+                run_id=row["run_id"],
+                step_id=row["step_id"],
+                persona=row["persona"],
+                depends_on=tuple(json.loads(row["depends_on"])),
+                state=StepState(row["state"]),
+                attempts=row["attempts"],
+                start_time=_time(row["start_time"]),
+                end_time=_time(row["end_time"]),
+                error=row["error"],
+                summary=row["summary"],
+                provider=row["provider"],
+                model=row["model"],
+                input_tokens=row["input_tokens"],
+                output_tokens=row["output_tokens"],
+            )
+            for row in rows
+        )
+
+    async def _run(self, row: Row) -> RunRecord:
+        created = _time(row["create_time"])
+        assert created is not None
+        return RunRecord(
+            run_id=row["run_id"],
+            workflow_name=row["workflow_name"],
+            spec_json=row["spec_json"],
+            requirement=row["requirement"],
+            provider=row["provider"],
+            request_id=row["request_id"],
+            state=RunState(row["state"]),
+            error=row["error"],
+            create_time=created,
+            start_time=_time(row["start_time"]),
+            end_time=_time(row["end_time"]),
+            steps=await self._steps(row["run_id"]),
+        )
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        row = await self._fetchone("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None else await self._run(row)
+
+    async def run_finished(self, run_id: str) -> bool:
+        row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
+        return row is not None and RunState(row["state"]).finished
+
+    async def find_run_by_request_id(self, request_id: str) -> RunRecord | None:
+        row = await self._fetchone("SELECT * FROM runs WHERE request_id = ?", (request_id,))
+        return None if row is None else await self._run(row)
+
+    async def list_runs(
+        self, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[RunRecord]:
+        if after is None:
+            rows = await self._fetchall(
+                "SELECT * FROM runs ORDER BY create_time DESC, run_id DESC LIMIT ?", (limit,)
+            )
+        else:
+            rows = await self._fetchall(
+                "SELECT * FROM runs WHERE (create_time, run_id) < (?, ?)"
+                " ORDER BY create_time DESC, run_id DESC LIMIT ?",
+                (after[0].isoformat(timespec="microseconds"), after[1], limit),
+            )
+        return [await self._run(row) for row in rows]
+
+    async def unfinished_run_ids(self) -> list[str]:
+        rows = await self._fetchall(
+            "SELECT run_id FROM runs WHERE state IN ('PENDING', 'RUNNING') ORDER BY create_time"
+        )
+        return [row["run_id"] for row in rows]
+
+    async def events_after(
+        self, run_id: str, after_sequence: int, limit: int = 500
+    ) -> list[EventRecord]:
+        rows = await self._fetchall(
+            "SELECT * FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+            (run_id, after_sequence, limit),
+        )
+        return [
+            EventRecord(
+                run_id=row["run_id"],
+                sequence=row["sequence"],
+                type=EventType(row["type"]),
+                step_id=row["step_id"],
+                time=datetime.fromisoformat(row["time"]),
+                message=row["message"],
+                attributes=json.loads(row["attributes"]),
+            )
+            for row in rows
+        ]
+
+    async def list_artifacts(self, run_id: str) -> list[ArtifactRecord]:
+        rows = await self._fetchall(
+            "SELECT run_id, path, step_id, size_bytes, sha256, create_time FROM artifacts"
+            " WHERE run_id = ? ORDER BY path",
+            (run_id,),
+        )
+        return [
+            ArtifactRecord(
+                run_id=row["run_id"],
+                path=row["path"],
+                step_id=row["step_id"],
+                size_bytes=row["size_bytes"],
+                sha256=row["sha256"],
+                create_time=datetime.fromisoformat(row["create_time"]),
+            )
+            for row in rows
+        ]
+
+    async def get_artifact(self, run_id: str, path: str) -> ArtifactRecord | None:
+        row = await self._fetchone(
+            "SELECT * FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
+        )
+        if row is None:
+            return None
+        return ArtifactRecord(
+            run_id=row["run_id"],
+            path=row["path"],
+            step_id=row["step_id"],
+            size_bytes=row["size_bytes"],
+            sha256=row["sha256"],
+            create_time=datetime.fromisoformat(row["create_time"]),
+            content=bytes(row["content"]),
+        )
+
+    async def step_outputs(self, run_id: str, step_ids: Sequence[str]) -> list[StepOutputRecord]:
+        outputs = []
+        for step_id in step_ids:
+            step = await self._fetchone(
+                "SELECT persona, summary FROM steps WHERE run_id = ? AND step_id = ?"
+                " AND state = 'SUCCEEDED'",
+                (run_id, step_id),
+            )
+            if step is None:
+                continue
+            files = await self._fetchall(
+                "SELECT path, content FROM artifacts WHERE run_id = ? AND step_id = ?"
+                " ORDER BY path",
+                (run_id, step_id),
+            )
+            outputs.append(
+                StepOutputRecord(
+                    step_id=step_id,
+                    persona=step["persona"],
+                    summary=step["summary"],
+                    files=tuple((f["path"], bytes(f["content"])) for f in files),
+                )
+            )
+        return outputs

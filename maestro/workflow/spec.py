@@ -1,0 +1,364 @@
+"""The workflow spec: steps, the personas that run them, and how they depend on each other.
+
+The models check everything that can be checked without running anything, so a
+``WorkflowSpec`` that exists is a valid DAG of known personas. ``loader`` turns YAML
+into a spec and pydantic's errors into precise ``WorkflowProblem``s.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+from maestro.core.errors import InvalidArgument
+from maestro.personas import PERSONAS
+from maestro.workflow.durations import format_duration, parse_duration
+
+STEP_ID_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+# Kinds the architecture names but the scheduler cannot run yet; they get their own
+# message so nobody mistakes them for typos.
+_PLANNED_KINDS = ("gate", "approval")
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class StepKind(StrEnum):
+    """What runs a step. Only persona steps exist so far."""
+
+    PERSONA = "persona"
+
+
+class WorkflowProblem(BaseModel):
+    """One thing wrong with a workflow.
+
+    Attributes:
+        field: Where, e.g. ``steps[backend].timeout`` (or ``steps[2]...`` when the
+            step has no usable id), or ``workflow`` for the document as a whole.
+        reason: What is wrong, in words a workflow author can act on.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    reason: str
+
+
+class WorkflowError(InvalidArgument):
+    """A workflow that cannot run; lists every problem found, not only the first.
+
+    ``field`` and ``reason`` describe the first problem; ``message`` joins all of
+    them as ``field: reason; field: reason``, which is what INVALID_ARGUMENT carries.
+    """
+
+    def __init__(self, problems: Iterable[WorkflowProblem]) -> None:
+        self.problems = tuple(problems) or (WorkflowProblem(field="workflow", reason="invalid"),)
+        first, *rest = self.problems
+        super().__init__(first.field, "; ".join([first.reason, *(_line(p) for p in rest)]))
+
+
+class GraphError(ValueError):
+    """Graph problems, raised inside validation (pydantic wraps only ValueErrors)."""
+
+    def __init__(self, problems: list[WorkflowProblem]) -> None:
+        super().__init__("; ".join(_line(p) for p in problems))
+        self.problems = tuple(problems)
+
+
+class RetryPolicy(BaseModel):
+    """How often a failed step is tried again, with exponential backoff.
+
+    Attributes:
+        max_attempts: Attempts in total, including the first (1 means no retry).
+        initial_backoff: Wait before the second attempt.
+        max_backoff: Upper bound on any wait.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: StrictInt = Field(default=2, ge=1, le=10)
+    initial_backoff: Duration = timedelta(seconds=1)
+    max_backoff: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> Self:
+        if self.initial_backoff > self.max_backoff:
+            raise ValueError(
+                f"initial_backoff ({format_duration(self.initial_backoff)}) is longer "
+                f"than max_backoff ({format_duration(self.max_backoff)})"
+            )
+        return self
+
+
+class StepSpec(BaseModel):
+    """One step of a workflow.
+
+    Attributes:
+        id: Unique within the workflow; lowercase letters, digits, ``_`` and ``-``.
+        persona: A name from ``maestro.personas.PERSONAS``.
+        kind: What runs the step.
+        depends_on: Ids of the steps that must succeed first.
+        timeout: Per attempt; None means the workflow's ``default_timeout``.
+        retry: None means the workflow's ``retry``.
+        instructions: Step-specific guidance passed to the persona.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    persona: str
+    kind: StepKind = StepKind.PERSONA
+    depends_on: tuple[str, ...] = ()
+    timeout: Duration | None = None
+    retry: RetryPolicy | None = None
+    instructions: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not STEP_ID_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid step id: use 1-63 lowercase letters, digits, "
+                "'_' or '-', starting with a letter"
+            )
+        return value
+
+    @field_validator("persona")
+    @classmethod
+    def _check_persona(cls, value: str) -> str:
+        if value not in PERSONAS:
+            raise ValueError(
+                f"unknown persona {value!r}{did_you_mean(value, PERSONAS)} "
+                f"(known personas: {', '.join(sorted(PERSONAS))})"
+            )
+        return value
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _check_kind(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in list(StepKind):
+            if value in _PLANNED_KINDS:
+                raise ValueError(f"step kind {value!r} is not supported yet")
+            known = ", ".join(StepKind)
+            raise ValueError(f"unknown step kind {value!r} (known kinds: {known})")
+        return value
+
+
+class WorkflowSpec(BaseModel):
+    """A validated workflow: a DAG of steps plus the defaults they inherit.
+
+    Attributes:
+        name: The workflow's name, shown on runs.
+        description: What the workflow is for.
+        default_timeout: Per-attempt timeout of steps that set none.
+        retry: Retry policy of steps that set none.
+        steps: In declaration order, which is also the order runs list them in.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    default_timeout: Duration = timedelta(minutes=10)
+    retry: RetryPolicy = RetryPolicy()
+    steps: tuple[StepSpec, ...] = Field(min_length=1)
+
+    # Derived from `steps` once; private attributes take no part in dumps.
+    _by_id: dict[str, StepSpec] = PrivateAttr(default_factory=dict)
+    _dependents: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_graph(self) -> Self:
+        problems = check_graph([(i, s.id, s.depends_on) for i, s in enumerate(self.steps)])
+        if problems:
+            raise GraphError(problems)
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Indexes the steps by id and by dependency (pydantic calls this)."""
+        self._by_id = {s.id: s for s in self.steps}
+        self._dependents = {s.id: [] for s in self.steps}
+        for step in self.steps:
+            for dep in step.depends_on:
+                if dep in self._dependents and step.id not in self._dependents[dep]:
+                    self._dependents[dep].append(step.id)
+
+    def step(self, step_id: str) -> StepSpec:
+        """Returns the step with this id.
+
+        Raises:
+            KeyError: If the workflow has no such step.
+        """
+        try:
+            return self._by_id[step_id]
+        except KeyError:
+            raise KeyError(f"workflow {self.name!r} has no step {step_id!r}") from None
+
+    def timeout_for(self, step_id: str) -> timedelta:
+        """Returns the per-attempt timeout of a step, falling back to the default."""
+        return self.step(step_id).timeout or self.default_timeout
+
+    def retry_for(self, step_id: str) -> RetryPolicy:
+        """Returns the retry policy of a step, falling back to the workflow's."""
+        return self.step(step_id).retry or self.retry
+
+    def ancestors(self, step_id: str) -> list[str]:
+        """Returns every step this one transitively depends on, nearest first.
+
+        Direct dependencies come first in declared order, then theirs, and so on;
+        each step appears once, at its nearest distance.
+
+        Raises:
+            KeyError: If the workflow has no such step.
+        """
+        return self._walk(step_id, lambda s: self._by_id[s].depends_on)
+
+    def dependents(self, step_id: str) -> list[str]:
+        """Returns every step that transitively depends on this one, nearest first.
+
+        Raises:
+            KeyError: If the workflow has no such step.
+        """
+        return self._walk(step_id, lambda s: self._dependents[s])
+
+    def _walk(self, start: str, edges: Callable[[str], Sequence[str]]) -> list[str]:
+        self.step(start)
+        seen = {start}
+        order: list[str] = []
+        frontier = [start]
+        while frontier:
+            following: list[str] = []
+            for current in frontier:
+                for nxt in edges(current):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        order.append(nxt)
+                        following.append(nxt)
+            frontier = following
+        return order
+
+
+def check_graph(nodes: Sequence[tuple[int, str, Sequence[str]]]) -> list[WorkflowProblem]:
+    """Finds duplicate ids, bad dependencies and cycles.
+
+    Works on bare (index, id, depends_on) triples so that ``loader`` can check the
+    graph even when some steps have other errors.
+
+    Args:
+        nodes: Every declared step that has an id, in declaration order.
+
+    Returns:
+        The problems, in declaration order; cycles last.
+    """
+    labels = step_labels((i, step_id) for i, step_id, _ in nodes)
+    problems: list[WorkflowProblem] = []
+    first_index: dict[str, int] = {}
+    for index, step_id, _ in nodes:
+        if step_id in first_index:
+            problems.append(
+                WorkflowProblem(
+                    field=f"steps[{index}].id",
+                    reason=f"duplicate step id {step_id!r} (also used by "
+                    f"steps[{first_index[step_id]}])",
+                )
+            )
+        else:
+            first_index[step_id] = index
+    edges: dict[str, list[str]] = {step_id: [] for step_id in first_index}
+    for index, step_id, depends_on in nodes:
+        field = f"{labels[index]}.depends_on"
+        for dep, count in Counter(depends_on).items():
+            if dep == step_id:
+                problems.append(
+                    WorkflowProblem(field=field, reason=f"step {step_id!r} depends on itself")
+                )
+                continue
+            if dep not in first_index:
+                hint = did_you_mean(dep, first_index)
+                reason = f"step {step_id!r} depends on unknown step {dep!r}{hint}"
+                problems.append(WorkflowProblem(field=field, reason=reason))
+                continue
+            if count > 1:
+                reason = f"step {step_id!r} lists {dep!r} more than once"
+                problems.append(WorkflowProblem(field=field, reason=reason))
+            # A duplicate id's edges would make cycles through the wrong step.
+            if first_index[step_id] == index:
+                edges[dep].append(step_id)
+    problems.extend(
+        WorkflowProblem(
+            field="steps",
+            reason=f"cycle: {' -> '.join(cycle)} (each step depends on the one before it)",
+        )
+        for cycle in find_cycles(edges)
+    )
+    return problems
+
+
+def find_cycles(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Returns the cycles a depth-first walk closes, each as ``[a, b, ..., a]``.
+
+    Args:
+        edges: For each step (in declaration order), the steps that depend on it.
+
+    Returns:
+        One cycle per edge that leads back into the current path; every step
+        caught in a cycle is in at least one of them.
+    """
+    # Iterative, so that a long chain of steps cannot hit the recursion limit.
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in edges:
+        if root in done:
+            continue
+        path, on_path, work = [root], {root}, [iter(edges[root])]
+        while work:
+            nxt = next(work[-1], None)
+            if nxt is None:
+                on_path.discard(path[-1])
+                done.add(path.pop())
+                work.pop()
+            elif nxt in on_path:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                work.append(iter(edges[nxt]))
+    return cycles
+
+
+def step_labels(ids: Iterable[tuple[int, str]]) -> dict[int, str]:
+    """Names each step for error paths: ``steps[<id>]`` if the id is valid and
+    unique, else ``steps[<index>]`` so the path is never ambiguous."""
+    pairs = list(ids)
+    counts = Counter(step_id for _, step_id in pairs)
+    return {
+        i: f"steps[{step_id}]"
+        if counts[step_id] == 1 and STEP_ID_PATTERN.fullmatch(step_id)
+        else f"steps[{i}]"
+        for i, step_id in pairs
+    }
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Returns `` (did you mean 'x'?)`` for a close match, else an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _line(problem: WorkflowProblem) -> str:
+    return f"{problem.field}: {problem.reason}"

@@ -1,0 +1,68 @@
+"""Starts a persona worker: `python -m persona_service` (settings from MAESTRO_WORKER_*)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
+from maestro.core.log_setup import configure_logging
+from maestro.core.serving import serve
+from maestro.core.settings import load_settings
+from persona_service.models import Provider
+from persona_service.providers import make_provider
+from persona_service.runner import StepRunner
+from persona_service.servicer import WorkerServicer
+from persona_service.settings import WorkerSettings
+
+log = logging.getLogger("persona_service")
+
+
+def build_providers(settings: WorkerSettings) -> dict[str, Provider]:
+    """Every provider this worker can serve; anthropic only with a key."""
+    key = settings.anthropic_api_key
+    names = ["offline", "anthropic"] if key else ["offline"]
+    return {
+        name: make_provider(
+            name,
+            api_key=key.get_secret_value() if key else None,
+            model=settings.anthropic_model,
+            base_url=settings.anthropic_base_url,
+            max_tokens=settings.anthropic_max_tokens,
+            max_retries=settings.anthropic_max_retries,
+        )
+        for name in names
+    }
+
+
+async def main(settings: WorkerSettings) -> None:
+    providers = build_providers(settings)
+    default = settings.default_provider
+    if default not in providers:
+        raise SystemExit(
+            "MAESTRO_WORKER_PROVIDER=anthropic needs ANTHROPIC_API_KEY; set the key or use "
+            "MAESTRO_WORKER_PROVIDER=offline"
+        )
+    if default == "offline":
+        log.warning(
+            "using the offline provider by default (no ANTHROPIC_API_KEY): results are "
+            "deterministic templates, labelled provider=offline"
+        )
+    runner = StepRunner(
+        providers,
+        default_provider=default,
+        heartbeat_interval=settings.heartbeat_interval_seconds,
+    )
+    await serve(
+        settings,
+        service_names=[worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name],
+        register=lambda server: worker_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerServicer(runner, settings.max_step_seconds), server
+        ),
+    )
+
+
+if __name__ == "__main__":
+    settings = load_settings(WorkerSettings)
+    configure_logging("persona_service", settings.log_level)
+    asyncio.run(main(settings))

@@ -1,0 +1,39 @@
+"""The worker's gRPC API: proto in, StepRunner, proto out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
+from maestro.core.log_setup import run_id_var, step_id_var
+from persona_service.convert import output_to_proto, request_from_proto
+from persona_service.runner import Heartbeat, StepRunner
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, runner: StepRunner, max_step_seconds: float) -> None:
+        self._runner = runner
+        self._max_step_seconds = max_step_seconds
+
+    async def ExecuteStep(
+        self, request: worker_pb2.ExecuteStepRequest, context: Context
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        step = request_from_proto(request)
+        run_id_var.set(step.run_id)
+        step_id_var.set(step.step_id)
+        remaining = context.time_remaining()
+        budget = self._max_step_seconds if remaining is None else remaining
+        async for item in self._runner.run(step, time_remaining=budget):
+            if isinstance(item, Heartbeat):
+                yield worker_pb2.ExecuteStepResponse(heartbeat=worker_pb2.Heartbeat())
+            elif isinstance(item, str):
+                yield worker_pb2.ExecuteStepResponse(
+                    progress=worker_pb2.Progress(message=item)
+                )
+            else:
+                yield worker_pb2.ExecuteStepResponse(result=output_to_proto(item))

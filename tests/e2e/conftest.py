@@ -1,0 +1,58 @@
+"""e2e fixtures: every Maestro service as its own process, over real gRPC and SQLite.
+
+Only the Anthropic HTTP API is faked (tests/fakes/anthropic_server.py), and it is
+reached through the real SDK inside the real persona worker process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from maestro.api.gateway.v1 import gateway_pb2_grpc
+from maestro.cli.stack import LocalStack
+from maestro.core.client import insecure_channel
+from tests.fakes.anthropic_server import FakeAnthropic
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def offline_stack(tmp_path: Path) -> AsyncIterator[LocalStack]:
+    async with LocalStack(tmp_path / "stack", provider="offline") as stack:
+        yield stack
+
+
+@pytest.fixture
+async def anthropic_stack(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> AsyncIterator[LocalStack]:
+    env = {
+        "ANTHROPIC_API_KEY": "test-key",
+        "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+        "MAESTRO_WORKER_HEARTBEAT_INTERVAL_SECONDS": "0.2",
+    }
+    async with LocalStack(tmp_path / "stack", provider="anthropic", extra_env=env) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def gateway(offline_stack: LocalStack) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceStub]:
+    channel = insecure_channel(offline_stack.gateway_address)
+    yield gateway_pb2_grpc.MaestroServiceStub(channel)
+    await channel.close()
+
+
+@pytest.fixture
+async def anthropic_gateway(
+    anthropic_stack: LocalStack,
+) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceStub]:
+    channel = insecure_channel(anthropic_stack.gateway_address)
+    yield gateway_pb2_grpc.MaestroServiceStub(channel)
+    await channel.close()

@@ -1,0 +1,92 @@
+"""Runs whose persona worker talks to a fake Anthropic API through the real SDK:
+cancellation mid-flight, provider failures, and a successful tool-use run."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.e2e.events import collect_events, wait_for_event
+from tests.fakes.anthropic_server import FakeAnthropic
+
+
+async def _create(stub: gateway_pb2_grpc.MaestroServiceStub, workflow: str) -> gateway_pb2.Run:
+    return await stub.CreateRun(
+        gateway_pb2.CreateRunRequest(
+            workflow_name=workflow,
+            requirement="A REST API with user registration and login",
+            request_id=uuid.uuid4().hex,
+        ),
+        timeout=10,
+    )
+
+
+async def test_cancelling_a_run_mid_step_ends_it_cancelled_within_a_second(
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceStub, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.set_default_delay(60)  # the model "thinks" far longer than the test
+    run = await _create(anthropic_gateway, "sdlc-parallel")
+    seen = await wait_for_event(
+        anthropic_gateway, run.name, gateway_pb2.EVENT_TYPE_STEP_PROGRESS, "requirements"
+    )
+
+    started = time.monotonic()
+    await anthropic_gateway.CancelRun(gateway_pb2.CancelRunRequest(name=run.name), timeout=10)
+    rest = await collect_events(anthropic_gateway, run.name, after=seen[-1].sequence, timeout=5)
+    elapsed = time.monotonic() - started
+
+    assert rest[-1].type == gateway_pb2.EVENT_TYPE_RUN_CANCELLED
+    assert elapsed < 1.0, f"cancellation took {elapsed:.2f}s"
+    final = await anthropic_gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
+    assert final.state == gateway_pb2.RUN_STATE_CANCELLED
+    assert {s.state for s in final.steps} == {gateway_pb2.STEP_STATE_CANCELLED}
+    # The worker really called the API (and gave up on it when the run was cancelled).
+    assert len(fake_anthropic.requests) == 1
+
+    again = anthropic_gateway.CancelRun(gateway_pb2.CancelRunRequest(name=run.name), timeout=10)
+    try:
+        await again
+        raise AssertionError("cancelling a finished run must fail")
+    except Exception as err:  # grpc.aio.AioRpcError
+        assert "FAILED_PRECONDITION" in str(err.code())  # type: ignore[attr-defined]
+
+
+async def test_a_provider_error_fails_the_step_and_blocks_its_dependents(
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceStub, fake_anthropic: FakeAnthropic
+) -> None:
+    # 401 is not worth retrying: the step fails at its first attempt.
+    fake_anthropic.push_error(401, "authentication_error", "invalid x-api-key")
+    run = await _create(anthropic_gateway, "sdlc-linear")
+    events = await collect_events(anthropic_gateway, run.name)
+
+    assert events[-1].type == gateway_pb2.EVENT_TYPE_RUN_FAILED
+    final = await anthropic_gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
+    assert final.state == gateway_pb2.RUN_STATE_FAILED
+    assert "requirements" in final.error and "401" in final.error
+    steps = {s.step_id: s for s in final.steps}
+    assert steps["requirements"].state == gateway_pb2.STEP_STATE_FAILED
+    assert steps["requirements"].attempts == 1
+    blocked = [s for s in final.steps if s.step_id != "requirements"]
+    assert {s.state for s in blocked} == {gateway_pb2.STEP_STATE_BLOCKED}
+    assert all("requirements" in s.error for s in blocked)
+
+
+async def test_an_overloaded_api_is_retried_and_the_run_succeeds(
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceStub, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.push_error(529, "overloaded_error", "Overloaded")
+    run = await _create(anthropic_gateway, "sdlc-linear")
+    events = await collect_events(anthropic_gateway, run.name)
+
+    assert events[-1].type == gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED
+    retries = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_STEP_RETRY_SCHEDULED]
+    assert [e.step_id for e in retries] == ["requirements"]
+    assert "529" in retries[0].attributes["reason"]
+    final = await anthropic_gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
+    steps = {s.step_id: s for s in final.steps}
+    assert steps["requirements"].attempts == 2
+    assert all(s.provider == "anthropic" for s in final.steps)
+    assert sum(s.usage.output_tokens for s in final.steps) > 0
+    # One request per attempt: 5 steps plus the retried one.
+    assert len(fake_anthropic.requests) == 6

@@ -1,0 +1,47 @@
+"""The `maestro` command as a user runs it: a real local stack, real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+
+async def _maestro(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "MAESTRO_GATEWAY")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "maestro.cli", *args,
+        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_maestro_run_completes_a_run_and_writes_the_artifacts(tmp_path: Path) -> None:
+    code, out, err = await _maestro(
+        "run", "--requirement", "A REST API with user registration and login",
+        "--out", str(tmp_path / "out"), "--json", cwd=tmp_path,
+    )
+    assert code == 0, err
+    assert "offline" in err  # no key: the offline provider, and the user is told
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    events, final = lines[:-1], lines[-1]
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "RUN_SUCCEEDED"
+    assert all(e["time"].endswith("Z") for e in events)
+    assert final["run"]["state"] == "SUCCEEDED"
+    out_dir = Path(final["artifacts_dir"])
+    assert (out_dir / "docs" / "requirements.md").is_file()
+    assert any((out_dir / "app").iterdir())
+
+
+async def test_maestro_run_rejects_a_bad_workflow_file_with_exit_code_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsteps:\n  - {id: a, persona: wizard}\n")
+    code, _, err = await _maestro("run", str(bad), "--requirement", "x", cwd=tmp_path)
+    assert code == 2
+    assert "wizard" in err
+    assert not (tmp_path / ".maestro").exists()  # nothing was started

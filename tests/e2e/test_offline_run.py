@@ -1,0 +1,119 @@
+"""A full sdlc-parallel run with the offline provider, through every real service."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.e2e.events import TERMINAL, collect_events, event_type_name
+
+REQUIREMENT = "A REST API with user registration and login"
+
+
+async def _create(stub: gateway_pb2_grpc.MaestroServiceStub, **fields: str) -> gateway_pb2.Run:
+    request = gateway_pb2.CreateRunRequest(
+        workflow_name=fields.get("workflow", "sdlc-parallel"),
+        requirement=fields.get("requirement", REQUIREMENT),
+        request_id=fields.get("request_id", uuid.uuid4().hex),
+    )
+    return await stub.CreateRun(request, timeout=10)
+
+
+async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
+    gateway: gateway_pb2_grpc.MaestroServiceStub, tmp_path: Path
+) -> None:
+    run = await _create(gateway)
+    assert run.name.startswith("runs/")
+    assert run.state in (gateway_pb2.RUN_STATE_PENDING, gateway_pb2.RUN_STATE_RUNNING)
+
+    events = await collect_events(gateway, run.name)
+
+    # Dense, ordered, and the terminal event is the last and only terminal one.
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].type == gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED
+    assert sum(e.type in TERMINAL for e in events) == 1
+    assert all(e.run == run.name for e in events)
+    succeeded = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_STEP_SUCCEEDED]
+    assert {e.step_id for e in succeeded} == {
+        "requirements", "architecture", "backend", "frontend", "testing", "review"
+    }
+    # The offline provider is always labelled as such.
+    assert all(e.attributes["provider"] == "offline" for e in succeeded)
+
+    final = await gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
+    assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED
+    assert final.error == ""
+    steps = {s.step_id: s for s in final.steps}
+    assert all(s.state == gateway_pb2.STEP_STATE_SUCCEEDED for s in steps.values())
+    assert all(s.provider == "offline" and s.attempts == 1 for s in steps.values())
+
+    # backend and frontend both depend only on architecture: they must overlap.
+    backend, frontend = steps["backend"], steps["frontend"]
+    assert backend.start_time.ToDatetime() < frontend.end_time.ToDatetime()
+    assert frontend.start_time.ToDatetime() < backend.end_time.ToDatetime()
+    # And nothing starts before its dependencies finished.
+    assert steps["testing"].start_time.ToDatetime() >= max(
+        backend.end_time.ToDatetime(), frontend.end_time.ToDatetime()
+    )
+
+    listing = await gateway.ListArtifacts(
+        gateway_pb2.ListArtifactsRequest(parent=run.name), timeout=10
+    )
+    paths = {a.path: a for a in listing.artifacts}
+    assert {"docs/requirements.md", "docs/architecture.md", "docs/code-review.md"} <= set(paths)
+    assert any(p.startswith("app/") for p in paths)
+    assert any(p.startswith("frontend/") for p in paths)
+    assert all(a.content == b"" for a in listing.artifacts)  # listing carries no content
+    recorded = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_ARTIFACT_RECORDED]
+    assert {e.attributes["path"] for e in recorded} == set(paths)
+
+    # The artifacts are a real project: download them and run its tests.
+    out = tmp_path / "out"
+    for artifact in listing.artifacts:
+        full = await gateway.GetArtifact(
+            gateway_pb2.GetArtifactRequest(name=artifact.name), timeout=10
+        )
+        assert len(full.content) == artifact.size_bytes
+        target = out / full.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(full.content)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        cwd=out, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, output.decode()
+    assert b" passed" in output
+
+
+async def test_resumed_stream_gets_exactly_the_missing_events(
+    gateway: gateway_pb2_grpc.MaestroServiceStub,
+) -> None:
+    run = await _create(gateway, workflow="sdlc-linear")
+    everything = await collect_events(gateway, run.name)
+    assert len(everything) > 10
+
+    for after in (1, 5, len(everything) - 1):
+        resumed = await collect_events(gateway, run.name, after=after)
+        assert [e.sequence for e in resumed] == [e.sequence for e in everything[after:]]
+        assert [event_type_name(e) for e in resumed] == [
+            event_type_name(e) for e in everything[after:]
+        ]
+
+    # Past the end there is nothing; the stream must not hang waiting.
+    assert await collect_events(gateway, run.name, after=len(everything), timeout=2) == []
+
+
+async def test_same_request_id_returns_the_same_run(
+    gateway: gateway_pb2_grpc.MaestroServiceStub,
+) -> None:
+    request_id = uuid.uuid4().hex
+    first = await _create(gateway, request_id=request_id, workflow="sdlc-linear")
+    again = await _create(gateway, request_id=request_id, workflow="sdlc-linear")
+    assert again.name == first.name
+    listing = await gateway.ListRuns(gateway_pb2.ListRunsRequest(), timeout=10)
+    assert [r.name for r in listing.runs] == [first.name]
+    await collect_events(gateway, first.name)

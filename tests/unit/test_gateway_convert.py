@@ -1,0 +1,55 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.convert import decode_page_token, encode_page_token, run_to_proto
+from gateway.names import parse_artifact_name, parse_run_name
+from maestro.api.gateway.v1 import gateway_pb2
+from maestro.core.errors import InvalidArgument
+from maestro.store import RunRecord, RunState, StepRecord, StepState
+
+NOW = datetime(2026, 11, 24, 18, 0, 0, 123456, tzinfo=UTC)
+
+
+def _run() -> RunRecord:
+    step = StepRecord(
+        run_id="abc", step_id="backend", persona="backend_developer", depends_on=("arch",),
+        state=StepState.BLOCKED, attempts=0, start_time=None, end_time=NOW,
+        error="depends on failed step 'arch'", summary="", provider="", model="",
+        input_tokens=0, output_tokens=0,
+    )
+    return RunRecord(
+        run_id="abc", workflow_name="sdlc-linear", spec_json="{}", requirement="r",
+        provider="offline", request_id="", state=RunState.FAILED, error="step 'arch' failed",
+        create_time=NOW, start_time=NOW, end_time=None, steps=(step,),
+    )
+
+
+def test_run_records_become_api_resources() -> None:
+    run = run_to_proto(_run())
+    assert run.name == "runs/abc"
+    assert run.state == gateway_pb2.RUN_STATE_FAILED
+    assert run.create_time.ToDatetime(tzinfo=UTC) == NOW
+    assert not run.HasField("end_time")
+    step = run.steps[0]
+    assert step.name == "runs/abc/steps/backend"
+    assert step.state == gateway_pb2.STEP_STATE_BLOCKED
+    assert list(step.depends_on) == ["arch"]
+    assert not step.HasField("start_time")
+
+
+def test_page_tokens_round_trip_and_garbage_is_rejected() -> None:
+    assert decode_page_token(encode_page_token(_run())) == (NOW, "abc")
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token("not-a-token")
+    assert caught.value.field == "page_token"
+
+
+def test_names_are_parsed_strictly() -> None:
+    assert parse_run_name("runs/abc123") == "abc123"
+    assert parse_artifact_name("runs/abc/artifacts/app/x.py") == ("abc", "app/x.py")
+    for bad in ("abc", "runs/", "runs/ABC", "jobs/abc", "runs/a/b"):
+        with pytest.raises(InvalidArgument):
+            parse_run_name(bad)
+    with pytest.raises(InvalidArgument, match=r"\.\."):
+        parse_artifact_name("runs/abc/artifacts/../x")
