@@ -14,7 +14,7 @@ class SchedulerClient:
         self._timeout = timeout
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def create_run(
         self,

@@ -96,7 +96,9 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         run_id = parse_run_name(request.parent, field="parent")
         await self._run(run_id)
         artifacts = await self._store.list_artifacts(run_id)
-        return gateway_pb2.ListArtifactsResponse(artifacts=[artifact_to_proto(a) for a in artifacts])
+        return gateway_pb2.ListArtifactsResponse(
+            artifacts=[artifact_to_proto(artifact) for artifact in artifacts]
+        )
 
     async def GetArtifact(
         self, request: gateway_pb2.GetArtifactRequest, context: Context

@@ -48,6 +48,9 @@ def _persona(
         f"You are the {role} on a small software team. {focus} "
         "Work from the requirement and the outputs of the steps before you. "
         "Write complete, working files, not outlines or placeholders. "
+        "Paths are relative to the project root, which every role shares: write only "
+        "your own deliverables, and keep Python runnable from that root with "
+        "`python -m pytest -q` (no conftest.py, no sys.path edits). "
         "Return your work through the submit_step_result tool: a short summary of what "
         "you produced and decided, and every file with a relative path."
     )
@@ -91,7 +94,7 @@ _ALL = [
         "standard library only unless the design demands more.",
         [
             ("app/", C, "the backend Python package"),
-            ("tests/", T, "pytest tests for the backend"),
+            ("tests/", T, "pytest tests for the backend, in files named tests/test_backend*.py"),
         ],
     ),
     _persona(
@@ -101,7 +104,7 @@ _ALL = [
         "its own pytest tests.",
         [
             ("frontend/", C, "the client package"),
-            ("tests/", T, "pytest tests for the client"),
+            ("tests/", T, "pytest tests for the client, in files named tests/test_frontend*.py"),
         ],
     ),
     _persona(
@@ -111,7 +114,7 @@ _ALL = [
         "the implemented code through its public interface.",
         [
             ("docs/test-plan.md", D, "test plan mapped to acceptance criteria"),
-            ("tests/", T, "acceptance tests"),
+            ("tests/", T, "acceptance tests, in files named tests/test_acceptance*.py"),
         ],
     ),
     _persona(

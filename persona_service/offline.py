@@ -108,7 +108,7 @@ def _qa_engineer(ctx: Context) -> Written:
     if frontend:
         tests.append(("test_client_drives_the_backend_end_to_end", "client and server agree"))
         tests.append(("test_backend_rejects_invalid_input_over_http", "400 through the client"))
-    files = {"docs/test-plan.md": test_plan_doc(ctx, tests)}
+    files = {"docs/test-plan.md": test_plan_doc(ctx, tests, crud_tested=backend)}
     if modules:
         files["tests/test_acceptance.py"] = acceptance_tests(
             ctx, modules, backend=backend, frontend=frontend

@@ -222,6 +222,9 @@ def code_review(ctx: Context) -> tuple[str, list[Finding], bool]:
         out += ["", f"{len(stats)} files, {sum(s.lines for s in stats)} lines, {tests} tests."]
     else:
         out.append("No files were given to this review.")
+    if ctx.omitted_paths:
+        out += ["", "Not reviewed (left out of this step's context):", ""]
+        out += [f"- `{p}`" for p in ctx.omitted_paths]
     out += ["", "## Findings", "", *_findings_section(findings, "C"), "", "## Verdict", ""]
     if ready:
         out.append("Ready to merge: no blocking (high) findings.")

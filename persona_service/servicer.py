@@ -32,8 +32,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if isinstance(item, Heartbeat):
                 yield worker_pb2.ExecuteStepResponse(heartbeat=worker_pb2.Heartbeat())
             elif isinstance(item, str):
-                yield worker_pb2.ExecuteStepResponse(
-                    progress=worker_pb2.Progress(message=item)
-                )
+                yield worker_pb2.ExecuteStepResponse(progress=worker_pb2.Progress(message=item))
             else:
                 yield worker_pb2.ExecuteStepResponse(result=output_to_proto(item))

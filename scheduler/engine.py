@@ -62,8 +62,8 @@ class Engine:
             raise InvalidArgument("requirement", "is required")
         if len(requirement) > MAX_REQUIREMENT_CHARS:
             raise InvalidArgument(
-                "requirement", f"is {len(requirement)} characters; the limit is "
-                f"{MAX_REQUIREMENT_CHARS}"
+                "requirement",
+                f"is {len(requirement)} characters; the limit is {MAX_REQUIREMENT_CHARS}",
             )
         if provider not in PROVIDERS:
             raise InvalidArgument(
@@ -72,8 +72,9 @@ class Engine:
         if request_id:
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is not None:
-                return self._same_request(existing.run_id, existing.requirement,
-                                          existing.spec_json, requirement, spec)
+                return self._same_request(
+                    existing.run_id, existing.requirement, existing.spec_json, requirement, spec
+                )
         new = NewRun(
             run_id=uuid.uuid4().hex[:16],
             workflow_name=spec.name,
@@ -90,8 +91,9 @@ class Engine:
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is None:
                 raise
-            return self._same_request(existing.run_id, existing.requirement,
-                                      existing.spec_json, requirement, spec)
+            return self._same_request(
+                existing.run_id, existing.requirement, existing.spec_json, requirement, spec
+            )
         log.info("run %s created: workflow %s", run.run_id, spec.name)
         self._start(run.run_id, redriven=False)
         return run.run_id

@@ -142,8 +142,9 @@ class RunExecution:
         timeout = self._spec.timeout_for(step_id).total_seconds()
         while True:
             try:
-                result = await self._attempt(step_id, attempt, step.persona, step.instructions,
-                                             timeout)
+                result = await self._attempt(
+                    step_id, attempt, step.persona, step.instructions, timeout
+                )
                 await self._store.complete_step(
                     self._run_id,
                     step_id,
@@ -167,12 +168,12 @@ class RunExecution:
                         self._run_id, step_id, attempt, reason, retry_in=delay
                     )
                     await asyncio.sleep(delay)
-                    attempt = await self._store.start_attempt(self._run_id, step_id,
-                                                              self._provider)
+                    attempt = await self._store.start_attempt(self._run_id, step_id, self._provider)
                     continue
                 log.warning("step %s failed: %s", step_id, reason)
-                await self._store.fail_attempt(self._run_id, step_id, attempt, reason,
-                                               retry_in=None)
+                await self._store.fail_attempt(
+                    self._run_id, step_id, attempt, reason, retry_in=None
+                )
                 return StepState.FAILED, reason
 
     async def _attempt(

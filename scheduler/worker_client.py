@@ -17,6 +17,9 @@ from scheduler.models import AttemptRequest, AttemptResult
 
 log = logging.getLogger(__name__)
 
+# grpc.aio's end-of-stream sentinel (missing from the type stubs).
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
 
 class AttemptLost(Unavailable):
     """The worker went silent for longer than the heartbeat timeout."""
@@ -32,7 +35,7 @@ class WorkerClient:
         self._heartbeat_timeout = heartbeat_timeout
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def execute(
         self,
@@ -63,7 +66,7 @@ class WorkerClient:
                             f"worker {self._address} sent nothing for "
                             f"{self._heartbeat_timeout:.0f}s"
                         ) from None
-                    if message is grpc.aio.EOF:
+                    if message is EOF:
                         raise Internal("the worker ended the stream without a result")
                     assert isinstance(message, worker_pb2.ExecuteStepResponse)
                     kind = message.WhichOneof("kind")

@@ -14,7 +14,6 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any
 
 from maestro.api.gateway.v1 import gateway_pb2 as pb
 from maestro.api.gateway.v1 import gateway_pb2_grpc
@@ -49,8 +48,7 @@ class GatewayClient:
         self.address = address
         self.timeout = timeout
         self._channel = insecure_channel(address)
-        # The generated stub is untyped; results are annotated where they are read.
-        self._stub: Any = gateway_pb2_grpc.MaestroServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = gateway_pb2_grpc.MaestroServiceStub(self._channel)
 
     async def __aenter__(self) -> GatewayClient:
         return self

@@ -47,7 +47,7 @@ def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     request_id_var.set(request_id if isinstance(request_id, str) else uuid.uuid4().hex[:16])
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Maps MaestroError to its status code and anything else to a generic INTERNAL.
 
     This is the only place on the server side where exceptions become status codes.
@@ -55,14 +55,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
+            inner_unary: Any = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 _bind_request_id(context)
@@ -79,7 +79,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+            inner_stream: Any = handler.unary_stream
 
             async def stream(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -124,19 +124,41 @@ async def serve(
         on_stop: called after the server stopped accepting calls and drained.
     """
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=CHANNEL_OPTIONS)
+    try:
+        await _serve_until_signalled(server, settings, service_names, register)
+    finally:
+        # Also on a failed start, so no server thread or open database keeps the
+        # process alive after it has said it cannot run.
+        await server.stop(settings.shutdown_grace_seconds)
+        if on_stop is not None:
+            await on_stop()
+        log.info("stopped")
+
+
+async def _serve_until_signalled(
+    server: grpc.aio.Server,
+    settings: ServiceSettings,
+    service_names: Sequence[str],
+    register: Callable[[grpc.aio.Server], None],
+) -> None:
     health = HealthServicer()
     # Not ready until every registration finished and the port is bound.
     await health.set("", NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     register(server)
     reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    if port == 0:
-        raise SystemExit(f"could not bind {settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as err:
+        raise SystemExit(f"cannot listen on {address}: {err}") from None
     await server.start()
     for name in ("", *service_names):
         await health.set(name, SERVING)
@@ -153,7 +175,3 @@ async def serve(
     log.info("shutting down: draining for up to %.1fs", settings.shutdown_grace_seconds)
     # Callers and load balancers see NOT_SERVING before the port closes.
     await health.enter_graceful_shutdown()
-    await server.stop(settings.shutdown_grace_seconds)
-    if on_stop is not None:
-        await on_stop()
-    log.info("stopped")

@@ -57,7 +57,9 @@ class EventType(StrEnum):
     RUN_CANCELLED = "RUN_CANCELLED"
 
 
-TERMINAL_EVENTS = frozenset({EventType.RUN_SUCCEEDED, EventType.RUN_FAILED, EventType.RUN_CANCELLED})
+TERMINAL_EVENTS = frozenset(
+    {EventType.RUN_SUCCEEDED, EventType.RUN_FAILED, EventType.RUN_CANCELLED}
+)
 
 RUN_TERMINAL_EVENT = {
     RunState.SUCCEEDED: EventType.RUN_SUCCEEDED,

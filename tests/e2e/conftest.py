@@ -43,16 +43,18 @@ async def anthropic_stack(
 
 
 @pytest.fixture
-async def gateway(offline_stack: LocalStack) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceStub]:
+async def gateway(
+    offline_stack: LocalStack,
+) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceAsyncStub]:
     channel = insecure_channel(offline_stack.gateway_address)
     yield gateway_pb2_grpc.MaestroServiceStub(channel)
-    await channel.close()
+    await channel.close(None)
 
 
 @pytest.fixture
 async def anthropic_gateway(
     anthropic_stack: LocalStack,
-) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceStub]:
+) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceAsyncStub]:
     channel = insecure_channel(anthropic_stack.gateway_address)
     yield gateway_pb2_grpc.MaestroServiceStub(channel)
-    await channel.close()
+    await channel.close(None)

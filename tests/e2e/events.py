@@ -12,7 +12,7 @@ TERMINAL = {
 
 
 async def collect_events(
-    stub: gateway_pb2_grpc.MaestroServiceStub, run: str, after: int = 0, timeout: float = 60
+    stub: gateway_pb2_grpc.MaestroServiceAsyncStub, run: str, after: int = 0, timeout: float = 60
 ) -> list[gateway_pb2.RunEvent]:
     """Every event after `after` up to the terminal one (the stream ends there)."""
     request = gateway_pb2.StreamRunEventsRequest(name=run, after_sequence=after)
@@ -20,7 +20,7 @@ async def collect_events(
 
 
 async def wait_for_event(
-    stub: gateway_pb2_grpc.MaestroServiceStub,
+    stub: gateway_pb2_grpc.MaestroServiceAsyncStub,
     run: str,
     event_type: int,
     step_id: str = "",

@@ -11,7 +11,7 @@ from tests.e2e.events import collect_events, wait_for_event
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
-async def _create(stub: gateway_pb2_grpc.MaestroServiceStub, workflow: str) -> gateway_pb2.Run:
+async def _create(stub: gateway_pb2_grpc.MaestroServiceAsyncStub, workflow: str) -> gateway_pb2.Run:
     return await stub.CreateRun(
         gateway_pb2.CreateRunRequest(
             workflow_name=workflow,
@@ -23,7 +23,7 @@ async def _create(stub: gateway_pb2_grpc.MaestroServiceStub, workflow: str) -> g
 
 
 async def test_cancelling_a_run_mid_step_ends_it_cancelled_within_a_second(
-    anthropic_gateway: gateway_pb2_grpc.MaestroServiceStub, fake_anthropic: FakeAnthropic
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
 ) -> None:
     fake_anthropic.set_default_delay(60)  # the model "thinks" far longer than the test
     run = await _create(anthropic_gateway, "sdlc-parallel")
@@ -53,7 +53,7 @@ async def test_cancelling_a_run_mid_step_ends_it_cancelled_within_a_second(
 
 
 async def test_a_provider_error_fails_the_step_and_blocks_its_dependents(
-    anthropic_gateway: gateway_pb2_grpc.MaestroServiceStub, fake_anthropic: FakeAnthropic
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
 ) -> None:
     # 401 is not worth retrying: the step fails at its first attempt.
     fake_anthropic.push_error(401, "authentication_error", "invalid x-api-key")
@@ -73,7 +73,7 @@ async def test_a_provider_error_fails_the_step_and_blocks_its_dependents(
 
 
 async def test_an_overloaded_api_is_retried_and_the_run_succeeds(
-    anthropic_gateway: gateway_pb2_grpc.MaestroServiceStub, fake_anthropic: FakeAnthropic
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
 ) -> None:
     fake_anthropic.push_error(529, "overloaded_error", "Overloaded")
     run = await _create(anthropic_gateway, "sdlc-linear")

@@ -25,27 +25,35 @@ async def _expect(call: object, code: grpc.StatusCode, *fragments: str) -> None:
 
 
 async def test_bad_requests_are_rejected_precisely_and_record_nothing(
-    gateway: gateway_pb2_grpc.MaestroServiceStub,
+    gateway: gateway_pb2_grpc.MaestroServiceAsyncStub,
 ) -> None:
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     await _expect(
         gateway.CreateRun(
             gateway_pb2.CreateRunRequest(workflow_name="sdlc-nope", requirement="x"), timeout=10
         ),
-        invalid, "workflow_name", "sdlc-nope", "sdlc-parallel",
+        invalid,
+        "workflow_name",
+        "sdlc-nope",
+        "sdlc-parallel",
     )
     await _expect(
         gateway.CreateRun(
             gateway_pb2.CreateRunRequest(workflow_yaml=CYCLIC, requirement="x"), timeout=10
         ),
-        invalid, "cycle", "a", "b", "c",
+        invalid,
+        "cycle",
+        "a",
+        "b",
+        "c",
     )
     await _expect(
         gateway.CreateRun(
             gateway_pb2.CreateRunRequest(workflow_name="sdlc-linear", requirement="  "),
             timeout=10,
         ),
-        invalid, "requirement",
+        invalid,
+        "requirement",
     )
     await _expect(
         gateway.CreateRun(
@@ -54,7 +62,9 @@ async def test_bad_requests_are_rejected_precisely_and_record_nothing(
             ),
             timeout=10,
         ),
-        invalid, "provider", "gpt",
+        invalid,
+        "provider",
+        "gpt",
     )
     # A workflow name must never make the scheduler read a file on its own disk.
     await _expect(
@@ -62,29 +72,34 @@ async def test_bad_requests_are_rejected_precisely_and_record_nothing(
             gateway_pb2.CreateRunRequest(workflow_name="/etc/passwd", requirement="x"),
             timeout=10,
         ),
-        invalid, "workflow_name",
+        invalid,
+        "workflow_name",
     )
     await _expect(
         gateway.GetRun(gateway_pb2.GetRunRequest(name="jobs/1"), timeout=10), invalid, "name"
     )
     await _expect(
         gateway.GetRun(gateway_pb2.GetRunRequest(name="runs/doesnotexist"), timeout=10),
-        grpc.StatusCode.NOT_FOUND, "runs/doesnotexist",
+        grpc.StatusCode.NOT_FOUND,
+        "runs/doesnotexist",
     )
     await _expect(
         gateway.GetArtifact(
             gateway_pb2.GetArtifactRequest(name="runs/abc/artifacts/../../etc/passwd"),
             timeout=10,
         ),
-        invalid, "..",
+        invalid,
+        "..",
     )
     await _expect(
         gateway.ListRuns(gateway_pb2.ListRunsRequest(page_token="garbage!"), timeout=10),
-        invalid, "page_token",
+        invalid,
+        "page_token",
     )
     await _expect(
         gateway.ListRuns(gateway_pb2.ListRunsRequest(page_size=-1), timeout=10),
-        invalid, "page_size",
+        invalid,
+        "page_size",
     )
 
     listing = await gateway.ListRuns(gateway_pb2.ListRunsRequest(), timeout=10)

@@ -12,8 +12,14 @@ from pathlib import Path
 async def _maestro(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "MAESTRO_GATEWAY")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "maestro.cli", *args,
-        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "maestro.cli",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
@@ -22,8 +28,13 @@ async def _maestro(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, st
 
 async def test_maestro_run_completes_a_run_and_writes_the_artifacts(tmp_path: Path) -> None:
     code, out, err = await _maestro(
-        "run", "--requirement", "A REST API with user registration and login",
-        "--out", str(tmp_path / "out"), "--json", cwd=tmp_path,
+        "run",
+        "--requirement",
+        "A REST API with user registration and login",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        cwd=tmp_path,
     )
     assert code == 0, err
     assert "offline" in err  # no key: the offline provider, and the user is told

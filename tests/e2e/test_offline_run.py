@@ -13,7 +13,7 @@ from tests.e2e.events import TERMINAL, collect_events, event_type_name
 REQUIREMENT = "A REST API with user registration and login"
 
 
-async def _create(stub: gateway_pb2_grpc.MaestroServiceStub, **fields: str) -> gateway_pb2.Run:
+async def _create(stub: gateway_pb2_grpc.MaestroServiceAsyncStub, **fields: str) -> gateway_pb2.Run:
     request = gateway_pb2.CreateRunRequest(
         workflow_name=fields.get("workflow", "sdlc-parallel"),
         requirement=fields.get("requirement", REQUIREMENT),
@@ -23,7 +23,7 @@ async def _create(stub: gateway_pb2_grpc.MaestroServiceStub, **fields: str) -> g
 
 
 async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
-    gateway: gateway_pb2_grpc.MaestroServiceStub, tmp_path: Path
+    gateway: gateway_pb2_grpc.MaestroServiceAsyncStub, tmp_path: Path
 ) -> None:
     run = await _create(gateway)
     assert run.name.startswith("runs/")
@@ -38,7 +38,12 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
     assert all(e.run == run.name for e in events)
     succeeded = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_STEP_SUCCEEDED]
     assert {e.step_id for e in succeeded} == {
-        "requirements", "architecture", "backend", "frontend", "testing", "review"
+        "requirements",
+        "architecture",
+        "backend",
+        "frontend",
+        "testing",
+        "review",
     }
     # The offline provider is always labelled as such.
     assert all(e.attributes["provider"] == "offline" for e in succeeded)
@@ -81,8 +86,15 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(full.content)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-        cwd=out, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        cwd=out,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, output.decode()
@@ -90,7 +102,7 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
 
 
 async def test_resumed_stream_gets_exactly_the_missing_events(
-    gateway: gateway_pb2_grpc.MaestroServiceStub,
+    gateway: gateway_pb2_grpc.MaestroServiceAsyncStub,
 ) -> None:
     run = await _create(gateway, workflow="sdlc-linear")
     everything = await collect_events(gateway, run.name)
@@ -108,7 +120,7 @@ async def test_resumed_stream_gets_exactly_the_missing_events(
 
 
 async def test_same_request_id_returns_the_same_run(
-    gateway: gateway_pb2_grpc.MaestroServiceStub,
+    gateway: gateway_pb2_grpc.MaestroServiceAsyncStub,
 ) -> None:
     request_id = uuid.uuid4().hex
     first = await _create(gateway, request_id=request_id, workflow="sdlc-linear")

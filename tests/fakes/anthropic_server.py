@@ -271,13 +271,14 @@ class FakeAnthropic:
             body = None
         headers = {k.lower(): v for k, v in handler.headers.items()}
         path = handler.path.split("?", 1)[0]
+        recorded = RecordedRequest(handler.command, path, headers, body)
         with self._lock:
-            self._requests.append(RecordedRequest(handler.command, path, headers, body))
+            self._requests.append(recorded)
             self._in_flight += 1
             number = next(self._ids)
             self._lock.notify_all()
         try:
-            self._answer(handler, RecordedRequest(handler.command, path, headers, body), number)
+            self._answer(handler, recorded, number)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout, or a cancelled call); nothing to answer.
             log.debug("fake anthropic: client of request %s went away", number)

@@ -34,8 +34,12 @@ def _new_run(run_id: str, request_id: str = "") -> NewRun:
 
 def _result(*files: tuple[str, bytes]) -> StepResultRecord:
     return StepResultRecord(
-        summary="done", files=files, provider="offline", model="offline",
-        input_tokens=3, output_tokens=4,
+        summary="done",
+        files=files,
+        provider="offline",
+        model="offline",
+        input_tokens=3,
+        output_tokens=4,
     )
 
 

@@ -13,15 +13,34 @@ NOW = datetime(2026, 11, 24, 18, 0, 0, 123456, tzinfo=UTC)
 
 def _run() -> RunRecord:
     step = StepRecord(
-        run_id="abc", step_id="backend", persona="backend_developer", depends_on=("arch",),
-        state=StepState.BLOCKED, attempts=0, start_time=None, end_time=NOW,
-        error="depends on failed step 'arch'", summary="", provider="", model="",
-        input_tokens=0, output_tokens=0,
+        run_id="abc",
+        step_id="backend",
+        persona="backend_developer",
+        depends_on=("arch",),
+        state=StepState.BLOCKED,
+        attempts=0,
+        start_time=None,
+        end_time=NOW,
+        error="depends on failed step 'arch'",
+        summary="",
+        provider="",
+        model="",
+        input_tokens=0,
+        output_tokens=0,
     )
     return RunRecord(
-        run_id="abc", workflow_name="sdlc-linear", spec_json="{}", requirement="r",
-        provider="offline", request_id="", state=RunState.FAILED, error="step 'arch' failed",
-        create_time=NOW, start_time=NOW, end_time=None, steps=(step,),
+        run_id="abc",
+        workflow_name="sdlc-linear",
+        spec_json="{}",
+        requirement="r",
+        provider="offline",
+        request_id="",
+        state=RunState.FAILED,
+        error="step 'arch' failed",
+        create_time=NOW,
+        start_time=NOW,
+        end_time=None,
+        steps=(step,),
     )
 
 

@@ -186,6 +186,13 @@ async def test_qa_tests_only_the_interfaces_it_was_given() -> None:
     assert "frontend" not in tests
 
 
+async def test_test_plan_claims_automation_only_for_what_the_tests_cover() -> None:
+    plan = _files((await _run_team())["qa_engineer"])["docs/test-plan.md"]
+    crud = "Invoices can be created, listed, read, updated and deleted"
+    assert f"{crud}. Checked: automated" in plan
+    assert "Staff record invoices with a customer and an amount. Checked: manual" in plan
+
+
 async def test_devops_config_matches_the_delivered_packages() -> None:
     files = _files((await _run_team())["devops_engineer"])
     pyproject = tomllib.loads(files["pyproject.toml"])
