@@ -9,6 +9,7 @@ from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.log_setup import configure_logging
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
+from persona_service.llm import AnthropicProvider
 from persona_service.models import Provider
 from persona_service.providers import make_provider
 from persona_service.runner import StepRunner
@@ -53,12 +54,19 @@ async def main(settings: WorkerSettings) -> None:
         default_provider=default,
         heartbeat_interval=settings.heartbeat_interval_seconds,
     )
+
+    async def on_stop() -> None:
+        for provider in providers.values():
+            if isinstance(provider, AnthropicProvider):
+                await provider.aclose()
+
     await serve(
         settings,
         service_names=[worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name],
         register=lambda server: worker_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(runner, settings.max_step_seconds), server
         ),
+        on_stop=on_stop,
     )
 
 

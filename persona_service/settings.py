@@ -20,7 +20,7 @@ class WorkerSettings(ServiceSettings):
         default=None,
         validation_alias=AliasChoices("ANTHROPIC_API_KEY", "MAESTRO_WORKER_ANTHROPIC_API_KEY"),
     )
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-4-6"
     anthropic_base_url: str | None = None
     anthropic_max_tokens: int = Field(default=16000, ge=256)
     anthropic_max_retries: int = Field(default=0, ge=0, le=5)

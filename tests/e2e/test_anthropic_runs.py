@@ -30,6 +30,8 @@ async def test_cancelling_a_run_mid_step_ends_it_cancelled_within_a_second(
     seen = await wait_for_event(
         anthropic_gateway, run.name, gateway_pb2.EVENT_TYPE_STEP_PROGRESS, "requirements"
     )
+    # The model call is really in flight before we cancel.
+    assert await fake_anthropic.wait_for_requests_async(1, within=10)
 
     started = time.monotonic()
     await anthropic_gateway.CancelRun(gateway_pb2.CancelRunRequest(name=run.name), timeout=10)
@@ -41,7 +43,7 @@ async def test_cancelling_a_run_mid_step_ends_it_cancelled_within_a_second(
     final = await anthropic_gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
     assert final.state == gateway_pb2.RUN_STATE_CANCELLED
     assert {s.state for s in final.steps} == {gateway_pb2.STEP_STATE_CANCELLED}
-    # The worker really called the API (and gave up on it when the run was cancelled).
+    # Only that one call was made: nothing started after the cancellation.
     assert len(fake_anthropic.requests) == 1
 
     again = anthropic_gateway.CancelRun(gateway_pb2.CancelRunRequest(name=run.name), timeout=10)

@@ -27,7 +27,8 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
 ) -> None:
     run = await _create(gateway)
     assert run.name.startswith("runs/")
-    assert run.state in (gateway_pb2.RUN_STATE_PENDING, gateway_pb2.RUN_STATE_RUNNING)
+    # CreateRun returns at once; an offline run may even have finished by then.
+    assert run.state != gateway_pb2.RUN_STATE_UNSPECIFIED
 
     events = await collect_events(gateway, run.name)
 
