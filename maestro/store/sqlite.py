@@ -30,22 +30,21 @@ from maestro.store.models import (
     RunRecord,
     RunState,
     StepOutputRecord,
-    StepRecord,
     StepResultRecord,
-    StepState,
 )
 from maestro.store.schema import SCHEMA, SCHEMA_VERSION
-
-Row = aiosqlite.Row
+from maestro.store.sqlite_rows import (
+    Row,
+    artifact_from_row,
+    event_from_row,
+    run_from_row,
+    step_from_row,
+)
 
 
 def _now() -> str:
     # Fixed width (always microseconds), so text order is time order.
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
 
 
 class SqliteStore(Store):
@@ -447,47 +446,11 @@ class SqliteStore(Store):
 
     # -- reads --------------------------------------------------------------------------
 
-    async def _steps(self, run_id: str) -> tuple[StepRecord, ...]:
-        rows = await self._fetchall(
-            "SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)
-        )
-        return tuple(
-            StepRecord(
-                run_id=row["run_id"],
-                step_id=row["step_id"],
-                persona=row["persona"],
-                depends_on=tuple(json.loads(row["depends_on"])),
-                state=StepState(row["state"]),
-                attempts=row["attempts"],
-                start_time=_time(row["start_time"]),
-                end_time=_time(row["end_time"]),
-                error=row["error"],
-                summary=row["summary"],
-                provider=row["provider"],
-                model=row["model"],
-                input_tokens=row["input_tokens"],
-                output_tokens=row["output_tokens"],
-            )
-            for row in rows
-        )
-
     async def _run(self, row: Row) -> RunRecord:
-        created = _time(row["create_time"])
-        assert created is not None
-        return RunRecord(
-            run_id=row["run_id"],
-            workflow_name=row["workflow_name"],
-            spec_json=row["spec_json"],
-            requirement=row["requirement"],
-            provider=row["provider"],
-            request_id=row["request_id"],
-            state=RunState(row["state"]),
-            error=row["error"],
-            create_time=created,
-            start_time=_time(row["start_time"]),
-            end_time=_time(row["end_time"]),
-            steps=await self._steps(row["run_id"]),
+        steps = await self._fetchall(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY position", (row["run_id"],)
         )
+        return run_from_row(row, tuple(step_from_row(step) for step in steps))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = await self._fetchone("SELECT * FROM runs WHERE run_id = ?", (run_id,))
@@ -529,18 +492,7 @@ class SqliteStore(Store):
             "SELECT * FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (run_id, after_sequence, limit),
         )
-        return [
-            EventRecord(
-                run_id=row["run_id"],
-                sequence=row["sequence"],
-                type=EventType(row["type"]),
-                step_id=row["step_id"],
-                time=datetime.fromisoformat(row["time"]),
-                message=row["message"],
-                attributes=json.loads(row["attributes"]),
-            )
-            for row in rows
-        ]
+        return [event_from_row(row) for row in rows]
 
     async def list_artifacts(self, run_id: str) -> list[ArtifactRecord]:
         rows = await self._fetchall(
@@ -548,33 +500,13 @@ class SqliteStore(Store):
             " WHERE run_id = ? ORDER BY path",
             (run_id,),
         )
-        return [
-            ArtifactRecord(
-                run_id=row["run_id"],
-                path=row["path"],
-                step_id=row["step_id"],
-                size_bytes=row["size_bytes"],
-                sha256=row["sha256"],
-                create_time=datetime.fromisoformat(row["create_time"]),
-            )
-            for row in rows
-        ]
+        return [artifact_from_row(row, with_content=False) for row in rows]
 
     async def get_artifact(self, run_id: str, path: str) -> ArtifactRecord | None:
         row = await self._fetchone(
             "SELECT * FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
         )
-        if row is None:
-            return None
-        return ArtifactRecord(
-            run_id=row["run_id"],
-            path=row["path"],
-            step_id=row["step_id"],
-            size_bytes=row["size_bytes"],
-            sha256=row["sha256"],
-            create_time=datetime.fromisoformat(row["create_time"]),
-            content=bytes(row["content"]),
-        )
+        return None if row is None else artifact_from_row(row, with_content=True)
 
     async def step_outputs(self, run_id: str, step_ids: Sequence[str]) -> list[StepOutputRecord]:
         outputs = []
