@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
+import socket
 import sys
 from pathlib import Path
+
+from tests.fakes.anthropic_server import FakeAnthropic
 
 
 async def _maestro(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, str, str]:
@@ -56,3 +61,46 @@ async def test_maestro_run_rejects_a_bad_workflow_file_with_exit_code_2(tmp_path
     assert code == 2
     assert "wizard" in err
     assert not (tmp_path / ".maestro").exists()  # nothing was started
+
+
+async def test_ctrl_c_cancels_the_run_and_stops_the_local_stack(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.set_default_delay(60)  # the first step is still thinking at Ctrl-C
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "MAESTRO_GATEWAY"},
+        "ANTHROPIC_API_KEY": "test-key",
+        "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "maestro.cli",
+        "run",
+        "--requirement",
+        "a todo API",
+        "--json",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines = []
+    async with asyncio.timeout(60):
+        while not await fake_anthropic.wait_for_requests_async(1, within=0.05):
+            lines.append(json.loads(await proc.stdout.readline()))
+    proc.send_signal(signal.SIGINT)
+    rest, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines += [json.loads(line) for line in rest.decode().splitlines() if line.strip()]
+
+    assert proc.returncode == 1, err.decode()
+    events, final = lines[:-1], lines[-1]
+    assert events[-1]["type"] == "RUN_CANCELLED"
+    assert final["run"]["state"] == "CANCELLED"
+    assert "cancelling" in err.decode()
+    # The stack it started is gone: its gateway port no longer answers.
+    address = re.search(r"gateway listening on 127\.0\.0\.1:(\d+)", err.decode())
+    assert address is not None
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(address.group(1)))) != 0
