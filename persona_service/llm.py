@@ -312,12 +312,16 @@ def provider_error(err: anthropic.AnthropicError, *, model: str, timeout: float)
         if status == 429:
             retry_after = _retry_after(err)
             hint = f"; retry after {retry_after:g}s" if retry_after is not None else ""
-            return ProviderRateLimited(f"rate limited by the Anthropic API: {detail}{hint}")
+            return ProviderRateLimited(
+                f"rate limited by the Anthropic API: {detail}{hint}", retry_after=retry_after
+            )
         if status == 408:
             # The API's own request timeout: like ours, worth another attempt.
             return ProviderTimeout(f"the Anthropic API timed the request out: {detail}")
         if status >= 500:
-            return ProviderUnavailable(f"the Anthropic API failed: {detail}")
+            return ProviderUnavailable(
+                f"the Anthropic API failed: {detail}", retry_after=_retry_after(err)
+            )
         return ProviderRejected(f"the Anthropic API rejected the request: {detail}")
     if isinstance(err, anthropic.APIResponseValidationError):
         return ProviderBadOutput(

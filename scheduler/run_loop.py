@@ -24,6 +24,8 @@ from scheduler.worker_client import WorkerClient
 
 log = logging.getLogger(__name__)
 
+MAX_RETRY_AFTER_SECONDS = 300.0
+
 
 def backoff_seconds(policy: RetryPolicy, failed_attempt: int) -> float:
     """Exponential backoff with full jitter, capped by the policy."""
@@ -32,6 +34,14 @@ def backoff_seconds(policy: RetryPolicy, failed_attempt: int) -> float:
         policy.initial_backoff.total_seconds() * 2 ** (failed_attempt - 1),
     )
     return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_delay(policy: RetryPolicy, failed_attempt: int, asked: float | None) -> float:
+    """Our backoff, or longer when the failing service asked for more (retry-after).
+
+    What it asks for is capped, so a bogus header cannot park a step for a day.
+    """
+    return max(backoff_seconds(policy, failed_attempt), min(asked or 0.0, MAX_RETRY_AFTER_SECONDS))
 
 
 def validated_files(result: AttemptResult) -> AttemptResult:
@@ -162,7 +172,7 @@ class RunExecution:
             except MaestroError as err:
                 reason = f"{err.message} ({err.code.value})"
                 if err.code in RETRYABLE_CODES and attempt < policy.max_attempts:
-                    delay = backoff_seconds(policy, attempt)
+                    delay = retry_delay(policy, attempt, err.retry_after)
                     log.warning("attempt %d of %s failed, retrying: %s", attempt, step_id, reason)
                     await self._store.fail_attempt(
                         self._run_id, step_id, attempt, reason, retry_in=delay

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 
@@ -28,6 +29,19 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
+# Trailing metadata with the server's "wait this long before retrying", in milliseconds.
+RETRY_AFTER_METADATA = "retry-after-ms"
+
+
+def _retry_after(err: grpc.aio.AioRpcError) -> float | None:
+    # At run time these are (key, value) pairs; the type stubs say otherwise.
+    pairs: Any = err.trailing_metadata() or ()
+    for key, value in pairs:
+        if key == RETRY_AFTER_METADATA and isinstance(value, str) and value.isdigit():
+            return int(value) / 1000
+    return None
+
+
 def error_from_rpc(err: grpc.aio.AioRpcError, peer: str = "") -> MaestroError:
     """Turns a failed call back into the MaestroError the server raised."""
     details = err.details() or err.code().name
@@ -35,9 +49,10 @@ def error_from_rpc(err: grpc.aio.AioRpcError, peer: str = "") -> MaestroError:
         code = Code(err.code().name)
     except ValueError:
         code = Code.INTERNAL
+    retry_after = _retry_after(err)
     if code is Code.UNAVAILABLE and peer:
-        return Unavailable(f"{peer} is unavailable: {details}")
-    return error_for_code(code, details)
+        return Unavailable(f"{peer} is unavailable: {details}", retry_after=retry_after)
+    return error_for_code(code, details, retry_after)
 
 
 @contextmanager

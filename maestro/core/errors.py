@@ -31,9 +31,12 @@ class MaestroError(Exception):
 
     code: Code = Code.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds the failing party asked us to wait before trying again (for example
+        # an API's retry-after); travels as `retry-after-ms` trailing metadata.
+        self.retry_after = retry_after
 
 
 class InvalidArgument(MaestroError):
@@ -96,17 +99,17 @@ _BY_CODE: dict[Code, type[MaestroError]] = {
 }
 
 
-def error_for_code(code: Code, message: str) -> MaestroError:
+def error_for_code(code: Code, message: str, retry_after: float | None = None) -> MaestroError:
     """Rebuilds a MaestroError from a status code and message (client side)."""
     if code is Code.INVALID_ARGUMENT:
         field, sep, reason = message.partition(": ")
         return InvalidArgument(field, reason) if sep else InvalidArgument("", message)
     cls = _BY_CODE.get(code)
     if cls is None:
-        err = MaestroError(message)
+        err = MaestroError(message, retry_after=retry_after)
         err.code = code
         return err
-    return cls(message)
+    return cls(message, retry_after=retry_after)
 
 
 # Codes worth another attempt: the failure may not repeat.

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from maestro.core.client import CHANNEL_OPTIONS
+from maestro.core.client import CHANNEL_OPTIONS, RETRY_AFTER_METADATA
 from maestro.core.errors import MaestroError
 from maestro.core.log_setup import request_id_var
 from maestro.core.settings import ServiceSettings
@@ -34,6 +34,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 async def _abort_for(err: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     if isinstance(err, MaestroError):
+        if err.retry_after is not None:
+            context.set_trailing_metadata(
+                ((RETRY_AFTER_METADATA, str(round(err.retry_after * 1000))),)
+            )
         await context.abort(grpc.StatusCode[err.code.value], err.message)
     log.exception("unexpected error while serving a request")
     await context.abort(

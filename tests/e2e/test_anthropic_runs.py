@@ -92,3 +92,20 @@ async def test_an_overloaded_api_is_retried_and_the_run_succeeds(
     assert sum(s.usage.output_tokens for s in final.steps) > 0
     # One request per attempt: 5 steps plus the retried one.
     assert len(fake_anthropic.requests) == 6
+
+
+async def test_a_rate_limited_step_waits_as_long_as_the_api_asked(
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
+) -> None:
+    # Our own first backoff is at most 1s; the API asks for 2s, and that must win.
+    fake_anthropic.push_error(429, "rate_limit_error", "slow down", retry_after=2)
+    run = await _create(anthropic_gateway, "sdlc-linear")
+    events = await collect_events(anthropic_gateway, run.name)
+
+    assert events[-1].type == gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED
+    (retry,) = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_STEP_RETRY_SCHEDULED]
+    assert float(retry.attributes["retry_in_seconds"]) >= 2.0
+    assert "RESOURCE_EXHAUSTED" in retry.attributes["reason"]
+    started = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_STEP_STARTED]
+    gap = started[1].time.ToDatetime() - retry.time.ToDatetime()
+    assert gap.total_seconds() >= 2.0

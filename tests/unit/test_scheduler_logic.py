@@ -9,7 +9,12 @@ from maestro.store import StepOutputRecord
 from maestro.workflow import RetryPolicy
 from scheduler.context import choose_context
 from scheduler.models import AttemptResult
-from scheduler.run_loop import backoff_seconds, validated_files
+from scheduler.run_loop import (
+    MAX_RETRY_AFTER_SECONDS,
+    backoff_seconds,
+    retry_delay,
+    validated_files,
+)
 
 
 def _output(step_id: str, *files: tuple[str, int]) -> StepOutputRecord:
@@ -61,3 +66,10 @@ def test_worker_results_are_normalised_and_unsafe_paths_fail_the_attempt() -> No
         validated_files(_result("/etc/passwd"))
     with pytest.raises(Internal, match="twice"):
         validated_files(_result("a.py", "./a.py"))
+
+
+def test_a_retry_waits_at_least_what_the_failing_service_asked_within_a_cap() -> None:
+    policy = RetryPolicy(initial_backoff=timedelta(seconds=1), max_backoff=timedelta(seconds=2))
+    assert 0.5 <= retry_delay(policy, 1, None) <= 1.0
+    assert retry_delay(policy, 1, 7.0) == 7.0
+    assert retry_delay(policy, 1, 86_400.0) == MAX_RETRY_AFTER_SECONDS
