@@ -13,7 +13,7 @@ import logging
 import uuid
 
 from maestro.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from maestro.store import NewRun, RunState, Store
+from maestro.store import NewRun, RunFinished, RunRecord, RunState, Store
 from maestro.workflow import (
     WorkflowSpec,
     builtin_workflow,
@@ -69,12 +69,11 @@ class Engine:
             raise InvalidArgument(
                 "provider", f"unknown provider {provider!r}; use 'anthropic' or 'offline'"
             )
+        new_request = (requirement, provider, spec.model_dump_json())
         if request_id:
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is not None:
-                return self._same_request(
-                    existing.run_id, existing.requirement, existing.spec_json, requirement, spec
-                )
+                return self._same_request(existing, new_request)
         new = NewRun(
             run_id=uuid.uuid4().hex[:16],
             workflow_name=spec.name,
@@ -91,23 +90,20 @@ class Engine:
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is None:
                 raise
-            return self._same_request(
-                existing.run_id, existing.requirement, existing.spec_json, requirement, spec
-            )
+            return self._same_request(existing, new_request)
         log.info("run %s created: workflow %s", run.run_id, spec.name)
         self._start(run.run_id, redriven=False)
         return run.run_id
 
     @staticmethod
-    def _same_request(
-        run_id: str, old_requirement: str, old_spec: str, requirement: str, spec: WorkflowSpec
-    ) -> str:
-        if old_requirement != requirement or old_spec != spec.model_dump_json():
+    def _same_request(existing: RunRecord, new: tuple[str, str, str]) -> str:
+        """The existing run's id when a retried request is the same request."""
+        if (existing.requirement, existing.provider, existing.spec_json) != new:
             raise AlreadyExists(
                 "request_id: already used for a different request (run "
-                f"{run_id}); use a new request_id"
+                f"{existing.run_id}); use a new request_id"
             )
-        return run_id
+        return existing.run_id
 
     @staticmethod
     def _resolve_workflow(name: str, text: str) -> WorkflowSpec:
@@ -187,6 +183,9 @@ class Engine:
             await execution.drive(redriven=redriven)
         except asyncio.CancelledError:
             raise
+        except RunFinished as err:
+            # Ended from outside (a cancel that outran the step tasks): nothing to do.
+            log.info("run %s ended while it was being driven: %s", run_id, err.message)
         except Exception:
             # A bug, not a step failure: the run must still end, and say so.
             log.exception("run %s crashed", run_id)

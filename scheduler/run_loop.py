@@ -2,8 +2,8 @@
 
 There are no level barriers: whenever a step finishes, every step that became ready
 is dispatched at once (within the run's parallelism cap). All of a round's steps are
-marked RUNNING in the store before any worker is called, so independent steps really
-do overlap.
+marked RUNNING in the store before any of their worker calls begins, so independent
+steps really do overlap.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import random
 from maestro.core.errors import RETRYABLE_CODES, Internal, MaestroError
 from maestro.core.log_setup import run_id_var, step_id_var
 from maestro.paths import BadPath, check_file_size, normalize_artifact_path
-from maestro.store import RunState, StepResultRecord, StepState, Store
+from maestro.store import RunFinished, RunState, StepResultRecord, StepState, Store
 from maestro.workflow import RetryPolicy, WorkflowSpec
 from scheduler.context import choose_context
 from scheduler.models import AttemptRequest, AttemptResult
@@ -28,7 +28,7 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 
 
 def backoff_seconds(policy: RetryPolicy, failed_attempt: int) -> float:
-    """Exponential backoff with full jitter, capped by the policy."""
+    """Exponential backoff with equal jitter (half fixed, half random), capped."""
     ceiling = min(
         policy.max_backoff.total_seconds(),
         policy.initial_backoff.total_seconds() * 2 ** (failed_attempt - 1),
@@ -96,11 +96,15 @@ class RunExecution:
         running: dict[asyncio.Task[tuple[StepState, str]], str] = {}
         try:
             while True:
+                # Two phases: every ready step is recorded RUNNING before any of their
+                # worker calls begins, so steps dispatched together really overlap.
+                started = []
                 for step_id in self._ready(states, len(running)):
                     attempt = await self._store.start_attempt(self._run_id, step_id, self._provider)
                     states[step_id] = StepState.RUNNING
-                    task = asyncio.create_task(self._run_step(step_id, attempt))
-                    running[task] = step_id
+                    started.append((step_id, attempt))
+                for step_id, attempt in started:
+                    running[asyncio.create_task(self._run_step(step_id, attempt))] = step_id
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -108,12 +112,16 @@ class RunExecution:
                     step_id = running.pop(task)
                     states[step_id], errors[step_id] = task.result()
                     if states[step_id] is StepState.FAILED:
-                        await self._block_dependents(step_id, states)
-        except asyncio.CancelledError:
+                        # The store blocked them in the failure's own transaction.
+                        for dependent in self._spec.dependents(step_id):
+                            if states[dependent] is StepState.PENDING:
+                                states[dependent] = StepState.BLOCKED
+        finally:
+            # On any exit (cancellation, or a failure of our own) no step task may go
+            # on calling workers or writing after this run's fate is decided.
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            raise
 
         failed = [s.id for s in self._spec.steps if states[s.id] is StepState.FAILED]
         if failed:
@@ -133,16 +141,6 @@ class RunExecution:
             and all(states[dep] is StepState.SUCCEEDED for dep in step.depends_on)
         ]
         return ready[: max(free, 0)]
-
-    async def _block_dependents(self, failed_step: str, states: dict[str, StepState]) -> None:
-        blocked = [
-            (step_id, f"depends on failed step {failed_step!r}")
-            for step_id in self._spec.dependents(failed_step)
-            if states[step_id] is StepState.PENDING
-        ]
-        await self._store.block_steps(self._run_id, blocked)
-        for step_id, _ in blocked:
-            states[step_id] = StepState.BLOCKED
 
     async def _run_step(self, step_id: str, attempt: int) -> tuple[StepState, str]:
         """Runs attempts until one succeeds or the retry policy gives up."""
@@ -169,6 +167,8 @@ class RunExecution:
                     ),
                 )
                 return StepState.SUCCEEDED, ""
+            except RunFinished:
+                raise  # the run ended (cancelled) while this attempt was finishing
             except MaestroError as err:
                 reason = f"{err.message} ({err.code.value})"
                 if err.code in RETRYABLE_CODES and attempt < policy.max_attempts:
@@ -182,7 +182,12 @@ class RunExecution:
                     continue
                 log.warning("step %s failed: %s", step_id, reason)
                 await self._store.fail_attempt(
-                    self._run_id, step_id, attempt, reason, retry_in=None
+                    self._run_id,
+                    step_id,
+                    attempt,
+                    reason,
+                    retry_in=None,
+                    block=self._spec.dependents(step_id),
                 )
                 return StepState.FAILED, reason
 

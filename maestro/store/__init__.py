@@ -4,7 +4,7 @@ The scheduler is the single writer; the gateway only reads, so it keeps answerin
 while the scheduler restarts.
 """
 
-from maestro.store.base import Store, open_store
+from maestro.store.base import RunFinished, Store, open_store
 from maestro.store.models import (
     TERMINAL_EVENTS,
     ArtifactRecord,
@@ -25,6 +25,7 @@ __all__ = [
     "EventRecord",
     "EventType",
     "NewRun",
+    "RunFinished",
     "RunRecord",
     "RunState",
     "StepOutputRecord",

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 
-from maestro.core.errors import InvalidArgument
+from maestro.core.errors import FailedPrecondition, InvalidArgument
 from maestro.store.models import (
     ArtifactRecord,
     EventRecord,
@@ -23,8 +23,16 @@ from maestro.store.models import (
 )
 
 
+class RunFinished(FailedPrecondition):
+    """A write about a run that already reached its final state was refused."""
+
+
 class Store(ABC):
-    """Run state. One writer (the scheduler); any number of readers."""
+    """Run state. One writer (the scheduler); any number of readers.
+
+    Writes about a run's steps raise RunFinished once the run has ended, so nothing
+    is ever recorded after its terminal event.
+    """
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -67,14 +75,18 @@ class Store(ABC):
 
     @abstractmethod
     async def fail_attempt(
-        self, run_id: str, step_id: str, attempt: int, reason: str, *, retry_in: float | None
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        reason: str,
+        *,
+        retry_in: float | None,
+        block: Sequence[str] = (),
     ) -> None:
         """Closes a failed attempt: STEP_RETRY_SCHEDULED when `retry_in` is set, else
-        the step is FAILED with STEP_FAILED."""
-
-    @abstractmethod
-    async def block_steps(self, run_id: str, blocked: Sequence[tuple[str, str]]) -> None:
-        """Marks (step id, reason) pairs BLOCKED with a STEP_BLOCKED event each."""
+        the step is FAILED with STEP_FAILED, and the steps in `block` that are still
+        PENDING become BLOCKED (STEP_BLOCKED), all in one transaction."""
 
     @abstractmethod
     async def finish_run(self, run_id: str, state: RunState, error: str) -> None:

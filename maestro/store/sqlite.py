@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from typing import Any
 import aiosqlite
 
 from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
-from maestro.store.base import Store
+from maestro.store.base import RunFinished, Store
 from maestro.store.models import (
     RUN_TERMINAL_EVENT,
     ArtifactRecord,
@@ -40,6 +42,8 @@ from maestro.store.sqlite_rows import (
     run_from_row,
     step_from_row,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -88,15 +92,45 @@ class SqliteStore(Store):
         await self._db.close()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(
+        self, *, unfinished_run: str | None = None
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction, all or nothing, even when the caller is cancelled.
+
+        Args:
+            unfinished_run: refuse the write (RunFinished) unless this run is still
+                unfinished, so nothing is recorded after a run's terminal event.
+        """
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                # BEGIN is inside the try: a cancellation that arrives while BEGIN is
+                # queued on aiosqlite's thread must still be followed by a ROLLBACK, or
+                # the connection would stay inside a transaction for good.
+                await self._db.execute("BEGIN IMMEDIATE")
+                if unfinished_run is not None:
+                    await self._require_unfinished(unfinished_run)
                 yield self._db
+                await self._db.execute("COMMIT")
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await self._rollback()
                 raise
-            await self._db.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        # aiosqlite runs statements in order on its one thread, so this ROLLBACK comes
+        # after whatever was already queued, even while this task is being cancelled.
+        try:
+            await self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError as err:
+            if "no transaction is active" not in str(err):
+                raise
+            log.debug("rollback: the transaction had not begun")
+
+    async def _require_unfinished(self, run_id: str) -> None:
+        row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
+        if row is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        if RunState(row["state"]).finished:
+            raise RunFinished(f"run {run_id} already finished {row['state']}")
 
     async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         cursor = await self._db.execute(sql, args)
@@ -170,7 +204,7 @@ class SqliteStore(Store):
         return run
 
     async def start_run(self, run_id: str, *, redriven: bool = False) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(unfinished_run=run_id) as db:
             await db.execute(
                 "UPDATE runs SET state = 'RUNNING', start_time = COALESCE(start_time, ?)"
                 " WHERE run_id = ?",
@@ -187,7 +221,7 @@ class SqliteStore(Store):
 
     async def start_attempt(self, run_id: str, step_id: str, provider: str) -> int:
         now = _now()
-        async with self._transaction() as db:
+        async with self._transaction(unfinished_run=run_id) as db:
             row = await self._fetchone(
                 "SELECT attempts, persona FROM steps WHERE run_id = ? AND step_id = ?",
                 (run_id, step_id),
@@ -220,7 +254,7 @@ class SqliteStore(Store):
         return attempt
 
     async def record_progress(self, run_id: str, step_id: str, attempt: int, message: str) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(unfinished_run=run_id) as db:
             await self._touch(db, run_id, step_id, attempt)
             await self._append_event(
                 db,
@@ -232,7 +266,7 @@ class SqliteStore(Store):
             )
 
     async def record_heartbeat(self, run_id: str, step_id: str, attempt: int) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(unfinished_run=run_id) as db:
             await self._touch(db, run_id, step_id, attempt)
 
     @staticmethod
@@ -247,7 +281,7 @@ class SqliteStore(Store):
         self, run_id: str, step_id: str, attempt: int, result: StepResultRecord
     ) -> bool:
         now = _now()
-        async with self._transaction() as db:
+        async with self._transaction(unfinished_run=run_id) as db:
             row = await self._fetchone(
                 "SELECT state FROM attempts WHERE run_id = ? AND step_id = ? AND attempt = ?",
                 (run_id, step_id, attempt),
@@ -320,10 +354,17 @@ class SqliteStore(Store):
         return True
 
     async def fail_attempt(
-        self, run_id: str, step_id: str, attempt: int, reason: str, *, retry_in: float | None
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        reason: str,
+        *,
+        retry_in: float | None,
+        block: Sequence[str] = (),
     ) -> None:
         now = _now()
-        async with self._transaction() as db:
+        async with self._transaction(unfinished_run=run_id) as db:
             await db.execute(
                 "UPDATE attempts SET state = 'FAILED', end_time = ?, error = ?"
                 " WHERE run_id = ? AND step_id = ? AND attempt = ? AND state = 'RUNNING'",
@@ -354,26 +395,24 @@ class SqliteStore(Store):
                 step_id=step_id,
                 attributes=attributes,
             )
-
-    async def block_steps(self, run_id: str, blocked: Sequence[tuple[str, str]]) -> None:
-        if not blocked:
-            return
-        now = _now()
-        async with self._transaction() as db:
-            for step_id, reason in blocked:
-                await db.execute(
+            # In the same transaction: a crash here must not leave dependents PENDING
+            # (a re-drive would then call them CANCELLED instead of BLOCKED).
+            blocked_reason = f"depends on failed step {step_id!r}"
+            for dependent in block:
+                cursor = await db.execute(
                     "UPDATE steps SET state = 'BLOCKED', error = ?, end_time = ?"
-                    " WHERE run_id = ? AND step_id = ?",
-                    (reason, now, run_id, step_id),
+                    " WHERE run_id = ? AND step_id = ? AND state = 'PENDING'",
+                    (blocked_reason, now, run_id, dependent),
                 )
-                await self._append_event(
-                    db,
-                    run_id,
-                    EventType.STEP_BLOCKED,
-                    f"{step_id} blocked: {reason}",
-                    step_id=step_id,
-                    attributes={"reason": reason},
-                )
+                if cursor.rowcount:
+                    await self._append_event(
+                        db,
+                        run_id,
+                        EventType.STEP_BLOCKED,
+                        f"{dependent} blocked: {blocked_reason}",
+                        step_id=dependent,
+                        attributes={"reason": blocked_reason},
+                    )
 
     async def finish_run(self, run_id: str, state: RunState, error: str) -> None:
         if not state.finished:

@@ -12,6 +12,7 @@ from maestro.core.errors import AlreadyExists, FailedPrecondition
 from maestro.store import (
     EventType,
     NewRun,
+    RunFinished,
     RunState,
     StepResultRecord,
     StepState,
@@ -86,8 +87,7 @@ async def test_failure_retry_block_and_finish(store: Store) -> None:
     await store.fail_attempt("r1", "a", first, "overloaded", retry_in=0.5)
     second = await store.start_attempt("r1", "a", "offline")
     assert second == first + 1
-    await store.fail_attempt("r1", "a", second, "overloaded again", retry_in=None)
-    await store.block_steps("r1", [("b", "depends on failed step 'a'")])
+    await store.fail_attempt("r1", "a", second, "overloaded again", retry_in=None, block=["b"])
     await store.finish_run("r1", RunState.FAILED, "step 'a' failed: overloaded again")
 
     run = await store.get_run("r1")
@@ -140,3 +140,36 @@ async def test_request_ids_are_unique_and_runs_page_newest_first(store: Store) -
     assert [r.run_id for r in first] == ["r5", "r4"]
     rest = await store.list_runs(10, after=(first[-1].create_time, first[-1].run_id))
     assert [r.run_id for r in rest] == ["r3", "r2", "r1"]
+
+
+async def test_nothing_about_a_run_is_recorded_after_it_finished(store: Store) -> None:
+    await store.create_run(_new_run("r1"))
+    attempt = await store.start_attempt("r1", "a", "offline")
+    await store.finish_run("r1", RunState.CANCELLED, "cancelled by request")
+    terminal = (await store.events_after("r1", 0))[-1]
+
+    with pytest.raises(RunFinished):
+        await store.complete_step("r1", "a", attempt, _result(("x.py", b"")))
+    with pytest.raises(RunFinished):
+        await store.record_progress("r1", "a", attempt, "late note")
+    with pytest.raises(RunFinished):
+        await store.start_attempt("r1", "b", "offline")
+
+    assert (await store.events_after("r1", 0))[-1] == terminal
+    assert await store.list_artifacts("r1") == []
+
+
+async def test_a_write_cancelled_at_any_point_leaves_the_store_usable(store: Store) -> None:
+    await store.create_run(_new_run("r1"))
+    # Cancel record_progress after 0, 1, 2, ... event-loop turns: whichever statement
+    # was queued (BEGIN, the UPDATE, the INSERT, COMMIT), the next write must work.
+    for turns in range(12):
+        attempt = await store.start_attempt("r1", "a", "offline")
+        write = asyncio.create_task(store.record_progress("r1", "a", attempt, "note"))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        write.cancel()
+        await asyncio.gather(write, return_exceptions=True)
+        await store.fail_attempt("r1", "a", attempt, "cancelled", retry_in=0.0)
+    events = await store.events_after("r1", 0)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
