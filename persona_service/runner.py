@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
 from maestro.personas import get_persona
 from persona_service.models import (
@@ -28,6 +29,14 @@ DEADLINE_MARGIN_SECONDS = 1.0
 
 class Heartbeat:
     """The attempt is alive."""
+
+
+@dataclass(frozen=True)
+class Note:
+    """A progress note, labelled with the provider doing the work."""
+
+    message: str
+    provider: str
 
 
 class StepRunner:
@@ -57,8 +66,8 @@ class StepRunner:
 
     async def run(
         self, request: StepRequest, *, time_remaining: float
-    ) -> AsyncIterator[Heartbeat | str | StepOutput]:
-        """Yields heartbeats and progress notes (str), then the output.
+    ) -> AsyncIterator[Heartbeat | Note | StepOutput]:
+        """Yields heartbeats and progress notes, then the output.
 
         Raises:
             MaestroError: the provider's failure, mapped to its status code upstream.
@@ -72,7 +81,7 @@ class StepRunner:
         work = asyncio.create_task(
             provider.run(request, persona, timeout=timeout, progress=notes.put_nowait)
         )
-        yield f"{persona.role} working with the {provider.name} provider"
+        yield Note(f"{persona.role} working with the {provider.name} provider", provider.name)
         try:
             while not work.done():
                 next_note = asyncio.create_task(notes.get())
@@ -82,13 +91,13 @@ class StepRunner:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if next_note in done:
-                    yield next_note.result()
+                    yield Note(next_note.result(), provider.name)
                 else:
                     next_note.cancel()
                     if not done:
                         yield Heartbeat()
             while not notes.empty():
-                yield notes.get_nowait()
+                yield Note(notes.get_nowait(), provider.name)
             yield work.result()
         finally:
             # The caller went away (cancelled run, deadline): stop the provider too.

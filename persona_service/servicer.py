@@ -10,7 +10,7 @@ import grpc
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.log_setup import run_id_var, step_id_var
 from persona_service.convert import output_to_proto, request_from_proto
-from persona_service.runner import Heartbeat, StepRunner
+from persona_service.runner import Heartbeat, Note, StepRunner
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -31,7 +31,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         async for item in self._runner.run(step, time_remaining=budget):
             if isinstance(item, Heartbeat):
                 yield worker_pb2.ExecuteStepResponse(heartbeat=worker_pb2.Heartbeat())
-            elif isinstance(item, str):
-                yield worker_pb2.ExecuteStepResponse(progress=worker_pb2.Progress(message=item))
+            elif isinstance(item, Note):
+                yield worker_pb2.ExecuteStepResponse(
+                    progress=worker_pb2.Progress(message=item.message, provider=item.provider)
+                )
             else:
                 yield worker_pb2.ExecuteStepResponse(result=output_to_proto(item))

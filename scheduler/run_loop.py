@@ -207,8 +207,8 @@ class RunExecution:
             provider=self._provider,
         )
 
-        async def on_progress(message: str) -> None:
-            await self._store.record_progress(self._run_id, step_id, attempt, message)
+        async def on_progress(message: str, provider: str) -> None:
+            await self._store.record_progress(self._run_id, step_id, attempt, message, provider)
 
         async def on_heartbeat() -> None:
             await self._store.record_heartbeat(self._run_id, step_id, attempt)

@@ -42,7 +42,7 @@ class WorkerClient:
         request: AttemptRequest,
         *,
         timeout: float,
-        on_progress: Callable[[str], Awaitable[None]],
+        on_progress: Callable[[str, str], Awaitable[None]],
         on_heartbeat: Callable[[], Awaitable[None]],
     ) -> AttemptResult:
         """Runs one attempt on a worker.
@@ -73,7 +73,7 @@ class WorkerClient:
                     if kind == "result":
                         return step_result_from_proto(message.result)
                     if kind == "progress":
-                        await on_progress(message.progress.message)
+                        await on_progress(message.progress.message, message.progress.provider)
                     else:
                         await on_heartbeat()
         except DeadlineExceeded as err:

@@ -171,7 +171,9 @@ class EventFormatter:
         kind = event.type
         if kind == "STEP_STARTED":
             parts = [attrs["persona"]] if attrs.get("persona") else []
-            parts += [f"{k} {attrs[k]}" for k in ("attempt", "provider") if attrs.get(k)]
+            parts += [f"attempt {attrs['attempt']}"] if attrs.get("attempt") else []
+            if attrs.get("requested_provider"):
+                parts.append(f"provider {attrs['requested_provider']}")
             return "started" + (f" ({', '.join(parts)})" if parts else "")
         if kind == "ARTIFACT_RECORDED":
             size = _int_attr(attrs, "size_bytes")

@@ -56,7 +56,9 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def record_progress(self, run_id: str, step_id: str, attempt: int, message: str) -> None:
+    async def record_progress(
+        self, run_id: str, step_id: str, attempt: int, message: str, provider: str
+    ) -> None:
         """Appends a STEP_PROGRESS event and refreshes the attempt's heartbeat."""
 
     @abstractmethod

@@ -197,7 +197,10 @@ class SqliteStore(Store):
                 new.run_id,
                 EventType.RUN_CREATED,
                 f"run created: workflow {new.workflow_name}, {len(new.steps)} steps",
-                attributes={"workflow": new.workflow_name, "provider": new.provider or "default"},
+                attributes={
+                    "workflow": new.workflow_name,
+                    "requested_provider": new.provider or "worker default",
+                },
             )
         run = await self.get_run(new.run_id)
         assert run is not None
@@ -248,12 +251,16 @@ class SqliteStore(Store):
                 attributes={
                     "attempt": str(attempt),
                     "persona": row["persona"],
-                    "provider": provider or "default",
+                    # Which provider answers is the worker's choice when none was
+                    # requested; the events the attempt causes carry the real one.
+                    "requested_provider": provider or "worker default",
                 },
             )
         return attempt
 
-    async def record_progress(self, run_id: str, step_id: str, attempt: int, message: str) -> None:
+    async def record_progress(
+        self, run_id: str, step_id: str, attempt: int, message: str, provider: str
+    ) -> None:
         async with self._transaction(unfinished_run=run_id) as db:
             await self._touch(db, run_id, step_id, attempt)
             await self._append_event(
@@ -262,7 +269,7 @@ class SqliteStore(Store):
                 EventType.STEP_PROGRESS,
                 message,
                 step_id=step_id,
-                attributes={"attempt": str(attempt)},
+                attributes={"attempt": str(attempt), "provider": provider},
             )
 
     async def record_heartbeat(self, run_id: str, step_id: str, attempt: int) -> None:
@@ -310,7 +317,12 @@ class SqliteStore(Store):
                     " create_time = excluded.create_time",
                     (run_id, path, step_id, attempt, len(content), digest, content, now),
                 )
-                attributes = {"path": path, "size_bytes": str(len(content)), "sha256": digest}
+                attributes = {
+                    "path": path,
+                    "size_bytes": str(len(content)),
+                    "sha256": digest,
+                    "provider": result.provider,
+                }
                 if previous is not None:
                     attributes["replaces_step"] = previous["step_id"]
                 await self._append_event(

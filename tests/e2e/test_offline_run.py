@@ -46,8 +46,15 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
         "testing",
         "review",
     }
-    # The offline provider is always labelled as such.
-    assert all(e.attributes["provider"] == "offline" for e in succeeded)
+    # The offline provider is always labelled as such, on every event it causes.
+    from_worker = (
+        gateway_pb2.EVENT_TYPE_STEP_PROGRESS,
+        gateway_pb2.EVENT_TYPE_ARTIFACT_RECORDED,
+        gateway_pb2.EVENT_TYPE_STEP_SUCCEEDED,
+    )
+    caused = [e for e in events if e.type in from_worker]
+    assert len(caused) > len(succeeded)
+    assert all(e.attributes["provider"] == "offline" for e in caused)
 
     final = await gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED

@@ -56,7 +56,7 @@ async def test_concurrent_writers_keep_event_sequences_dense(store: Store) -> No
     await store.start_run("r1")
     attempt = await store.start_attempt("r1", "a", "offline")
     await asyncio.gather(
-        *(store.record_progress("r1", "a", attempt, f"note {i}") for i in range(50))
+        *(store.record_progress("r1", "a", attempt, f"note {i}", "offline") for i in range(50))
     )
     events = await store.events_after("r1", 0)
     assert [e.sequence for e in events] == list(range(1, 54))
@@ -151,7 +151,7 @@ async def test_nothing_about_a_run_is_recorded_after_it_finished(store: Store) -
     with pytest.raises(RunFinished):
         await store.complete_step("r1", "a", attempt, _result(("x.py", b"")))
     with pytest.raises(RunFinished):
-        await store.record_progress("r1", "a", attempt, "late note")
+        await store.record_progress("r1", "a", attempt, "late note", "offline")
     with pytest.raises(RunFinished):
         await store.start_attempt("r1", "b", "offline")
 
@@ -165,7 +165,7 @@ async def test_a_write_cancelled_at_any_point_leaves_the_store_usable(store: Sto
     # was queued (BEGIN, the UPDATE, the INSERT, COMMIT), the next write must work.
     for turns in range(12):
         attempt = await store.start_attempt("r1", "a", "offline")
-        write = asyncio.create_task(store.record_progress("r1", "a", attempt, "note"))
+        write = asyncio.create_task(store.record_progress("r1", "a", attempt, "note", "offline"))
         for _ in range(turns):
             await asyncio.sleep(0)
         write.cancel()

@@ -212,7 +212,12 @@ def _line(formatter: EventFormatter, message: pb.RunEvent) -> str:
 def test_event_lines_say_what_happened_for_each_step():
     f = EventFormatter(step_width=8)
     start = event(
-        3, pb.EVENT_TYPE_STEP_STARTED, "arch", attempt="1", provider="offline", persona="qa"
+        3,
+        pb.EVENT_TYPE_STEP_STARTED,
+        "arch",
+        attempt="1",
+        requested_provider="offline",
+        persona="qa",
     )
     assert _line(f, start) == "arch      started (qa, attempt 1, provider offline)"
     wrote = event(4, pb.EVENT_TYPE_ARTIFACT_RECORDED, "arch", path="docs/a.md", size_bytes="2048")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"maestro/api/worker/v1/worker.proto\x12\x15maestro.api.worker.v1\"?\n\x0bStepAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"%\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\x88\x01\n\x10\x44\x65pendencyOutput\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12*\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x15\n\romitted_paths\x18\x05 \x03(\t\"\xd6\x01\n\x12\x45xecuteStepRequest\x12\x33\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\".maestro.api.worker.v1.StepAttempt\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12=\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\'.maestro.api.worker.v1.DependencyOutput\x12\x10\n\x08provider\x18\x06 \x01(\t\"\x0b\n\tHeartbeat\"\x1b\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\"9\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\"\x9c\x01\n\nStepResult\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"\xbe\x01\n\x13\x45xecuteStepResponse\x12\x35\n\theartbeat\x18\x01 \x01(\x0b\x32 .maestro.api.worker.v1.HeartbeatH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.maestro.api.worker.v1.ProgressH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.StepResultH\x00\x42\x06\n\x04kind2w\n\rWorkerService\x12\x66\n\x0b\x45xecuteStep\x12).maestro.api.worker.v1.ExecuteStepRequest\x1a*.maestro.api.worker.v1.ExecuteStepResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"maestro/api/worker/v1/worker.proto\x12\x15maestro.api.worker.v1\"?\n\x0bStepAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"%\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\x88\x01\n\x10\x44\x65pendencyOutput\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12*\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x15\n\romitted_paths\x18\x05 \x03(\t\"\xd6\x01\n\x12\x45xecuteStepRequest\x12\x33\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\".maestro.api.worker.v1.StepAttempt\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12=\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\'.maestro.api.worker.v1.DependencyOutput\x12\x10\n\x08provider\x18\x06 \x01(\t\"\x0b\n\tHeartbeat\"-\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"9\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\"\x9c\x01\n\nStepResult\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"\xbe\x01\n\x13\x45xecuteStepResponse\x12\x35\n\theartbeat\x18\x01 \x01(\x0b\x32 .maestro.api.worker.v1.HeartbeatH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.maestro.api.worker.v1.ProgressH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.StepResultH\x00\x42\x06\n\x04kind2w\n\rWorkerService\x12\x66\n\x0b\x45xecuteStep\x12).maestro.api.worker.v1.ExecuteStepRequest\x1a*.maestro.api.worker.v1.ExecuteStepResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_start=521
   _globals['_HEARTBEAT']._serialized_end=532
   _globals['_PROGRESS']._serialized_start=534
-  _globals['_PROGRESS']._serialized_end=561
-  _globals['_TOKENUSAGE']._serialized_start=563
-  _globals['_TOKENUSAGE']._serialized_end=620
-  _globals['_STEPRESULT']._serialized_start=623
-  _globals['_STEPRESULT']._serialized_end=779
-  _globals['_EXECUTESTEPRESPONSE']._serialized_start=782
-  _globals['_EXECUTESTEPRESPONSE']._serialized_end=972
-  _globals['_WORKERSERVICE']._serialized_start=974
-  _globals['_WORKERSERVICE']._serialized_end=1093
+  _globals['_PROGRESS']._serialized_end=579
+  _globals['_TOKENUSAGE']._serialized_start=581
+  _globals['_TOKENUSAGE']._serialized_end=638
+  _globals['_STEPRESULT']._serialized_start=641
+  _globals['_STEPRESULT']._serialized_end=797
+  _globals['_EXECUTESTEPRESPONSE']._serialized_start=800
+  _globals['_EXECUTESTEPRESPONSE']._serialized_end=990
+  _globals['_WORKERSERVICE']._serialized_start=992
+  _globals['_WORKERSERVICE']._serialized_end=1111
 # @@protoc_insertion_point(module_scope)

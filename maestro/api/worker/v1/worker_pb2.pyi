@@ -190,16 +190,22 @@ class Progress(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MESSAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     message: _builtins.str
-    """What is happening now, for example "calling claude-sonnet-4-5"."""
+    """What is happening now, for example "calling claude-sonnet-4-6"."""
+    provider: _builtins.str
+    """The provider doing the work (`anthropic` or `offline`), so every event an
+    attempt causes can say which provider it came from.
+    """
     def __init__(
         self,
         *,
         message: _builtins.str = ...,
+        provider: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
