@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from maestro.core.errors import MaestroError
 from maestro.core.log_setup import configure_logging
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
@@ -16,7 +17,10 @@ from scheduler.worker_client import WorkerClient
 
 
 async def main(settings: SchedulerSettings) -> None:
-    store = await open_store(settings.database)
+    try:
+        store = await open_store(settings.database, writer=True)
+    except MaestroError as err:
+        raise SystemExit(f"cannot open the store: {err.message}") from None
     worker = WorkerClient(
         settings.worker_address, heartbeat_timeout=settings.heartbeat_timeout_seconds
     )

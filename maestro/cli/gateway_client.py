@@ -174,6 +174,10 @@ class GatewayClient:
                         yield event
                         if event.is_terminal:
                             return
+                # A clean end without the terminal event: the server ends a stream
+                # that starts after the run's terminal event with nothing to send.
+                if (await self.get_run(run)).is_final:
+                    return
             except Unavailable as err:
                 reason = err.message
             failures += 1

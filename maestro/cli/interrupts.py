@@ -13,7 +13,8 @@ import asyncio
 import signal
 from types import TracebackType
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal went away; stop (and stop our services) as for SIGTERM.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupts:

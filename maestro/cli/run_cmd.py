@@ -13,6 +13,7 @@ import uuid
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from maestro.cli.download import download_artifacts
 from maestro.cli.gateway_client import GatewayClient
@@ -62,7 +63,7 @@ async def run_command(opts: RunOptions) -> int:
             _note(f"starting a local Maestro stack in {stack.data_dir} (logs in {stack.log_dir})")
             async with stack:
                 _note(f"gateway listening on {stack.gateway_address}")
-                code = await _submit_and_follow(opts, stack.gateway_address, interrupts)
+                code = await _submit_and_follow(opts, stack.gateway_address, interrupts, stack)
                 _note("stopping the local stack")
             return code
         except asyncio.CancelledError:
@@ -72,7 +73,9 @@ async def run_command(opts: RunOptions) -> int:
             return 1
 
 
-async def _submit_and_follow(opts: RunOptions, address: str, interrupts: Interrupts) -> int:
+async def _submit_and_follow(
+    opts: RunOptions, address: str, interrupts: Interrupts, stack: LocalStack | None = None
+) -> int:
     say = _note if opts.json else _out
     async with GatewayClient(address) as client:
         # From here a Ctrl-C cancels the run politely instead of aborting, so a run that
@@ -90,10 +93,22 @@ async def _submit_and_follow(opts: RunOptions, address: str, interrupts: Interru
         follower = asyncio.create_task(_show_events(client, run.name, opts.json))
         try:
             stop = asyncio.create_task(interrupts.event.wait())
+            # A local service that dies would leave the run (and us) waiting forever.
+            crash = asyncio.create_task(stack.wait_for_exit()) if stack is not None else None
+            watched: set[asyncio.Future[Any]] = {follower, stop}
+            if crash is not None:
+                watched.add(crash)
             try:
-                await asyncio.wait({follower, stop}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stop.cancel()
+                if crash is not None:
+                    crash.cancel()
+            if stack is not None and crash is not None and crash.done() and not crash.cancelled():
+                name, code = crash.result()
+                log_path = stack.log_path(name)
+                _note(f"error: the local {name} exited with code {code}; see {log_path}")
+                return 1
             if not follower.done():
                 await _cancel(client, run.name, follower)
             elif (failure := follower.exception()) is not None:

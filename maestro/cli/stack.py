@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maestro.core.client import insecure_channel
+from maestro.core.lifecycle import PARENT_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,9 @@ class LocalStack:
                 # the chain was configured with that address.
                 f"{prefix}PORT": str(self._ports.get(name, 0)),
                 f"{prefix}PORT_FILE": str(port_file),
+                # The services live in their own session (so a terminal's Ctrl-C
+                # reaches only us); this makes them exit if we die without stopping them.
+                PARENT_PID_ENV: str(os.getpid()),
             }
         )
         if name == WORKER and self.provider:

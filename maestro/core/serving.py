@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from maestro.core.client import CHANNEL_OPTIONS, RETRY_AFTER_METADATA
 from maestro.core.errors import MaestroError
+from maestro.core.lifecycle import exit_with_parent
 from maestro.core.log_setup import request_id_var
 from maestro.core.settings import ServiceSettings
 
@@ -172,8 +173,9 @@ async def _serve_until_signalled(
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stopping.set)
+    exit_with_parent()
     await stopping.wait()
 
     log.info("shutting down: draining for up to %.1fs", settings.shutdown_grace_seconds)

@@ -141,10 +141,15 @@ class Store(ABC):
         """Summaries and files of the given succeeded steps, in the order asked."""
 
 
-async def open_store(url: str) -> Store:
-    """Opens the store a database URL names (`sqlite:///path/to/file.db`)."""
+async def open_store(url: str, *, writer: bool = False) -> Store:
+    """Opens the store a database URL names (`sqlite:///path/to/file.db`).
+
+    Args:
+        url: the database URL.
+        writer: open it as the one writer (the scheduler); readers pass False.
+    """
     if url.startswith("sqlite:///"):
         from maestro.store.sqlite import SqliteStore
 
-        return await SqliteStore.open(url.removeprefix("sqlite:///"))
+        return await SqliteStore.open(url.removeprefix("sqlite:///"), writer=writer)
     raise InvalidArgument("database", f"unsupported database URL {url!r}; use sqlite:///PATH")

@@ -9,6 +9,7 @@ commit at once thanks to WAL.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiosqlite
 
@@ -46,6 +47,18 @@ from maestro.store.sqlite_rows import (
 log = logging.getLogger(__name__)
 
 
+def _take_writer_lock(path: str) -> IO[bytes]:
+    lock_file = open(f"{path}.writer-lock", "ab")  # noqa: SIM115 - held until close()
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise FailedPrecondition(
+            f"another scheduler is already writing {path}; one database file has one writer"
+        ) from None
+    return lock_file
+
+
 def _now() -> str:
     # Fixed width (always microseconds), so text order is time order.
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -54,14 +67,25 @@ def _now() -> str:
 class SqliteStore(Store):
     """Run state in one SQLite file."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, writer_lock: IO[bytes] | None = None) -> None:
         self._db = db
         self._write_lock = asyncio.Lock()
+        self._writer_lock = writer_lock
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
-        """Opens (and if needed creates) the database file with the schema."""
+    async def open(cls, path: str, *, writer: bool = False) -> SqliteStore:
+        """Opens (and if needed creates) the database file with the schema.
+
+        Args:
+            path: the database file.
+            writer: take the file's writer lock, held until close(): two schedulers
+                driving the same runs from one file would record every step twice.
+
+        Raises:
+            FailedPrecondition: `writer` and another process holds the writer lock.
+        """
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer_lock = await asyncio.to_thread(_take_writer_lock, path) if writer else None
         # isolation_level=None: we issue BEGIN ourselves.
         db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = aiosqlite.Row
@@ -69,7 +93,7 @@ class SqliteStore(Store):
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA foreign_keys=ON")
         await db.execute("PRAGMA busy_timeout=10000")
-        store = cls(db)
+        store = cls(db, writer_lock)
         await store._create_schema()
         return store
 
@@ -90,6 +114,8 @@ class SqliteStore(Store):
 
     async def close(self) -> None:
         await self._db.close()
+        if self._writer_lock is not None:
+            self._writer_lock.close()  # closing the file releases the flock
 
     @asynccontextmanager
     async def _transaction(

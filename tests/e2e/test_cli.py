@@ -11,6 +11,7 @@ import socket
 import sys
 from pathlib import Path
 
+from maestro.cli.stack import LocalStack
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
@@ -86,13 +87,14 @@ async def test_ctrl_c_cancels_the_run_and_stops_the_local_stack(
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    lines = []
-    async with asyncio.timeout(60):
-        while not await fake_anthropic.wait_for_requests_async(1, within=0.05):
-            lines.append(json.loads(await proc.stdout.readline()))
+    # Read both pipes all along, so neither can fill up while we wait for the fake.
+    output = asyncio.create_task(proc.stdout.read())
+    errors = asyncio.create_task(proc.stderr.read())
+    assert await fake_anthropic.wait_for_requests_async(1, within=60)
     proc.send_signal(signal.SIGINT)
-    rest, err = await asyncio.wait_for(proc.communicate(), 30)
-    lines += [json.loads(line) for line in rest.decode().splitlines() if line.strip()]
+    await asyncio.wait_for(proc.wait(), 30)
+    out, err = await output, await errors
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
 
     assert proc.returncode == 1, err.decode()
     events, final = lines[:-1], lines[-1]
@@ -104,3 +106,68 @@ async def test_ctrl_c_cancels_the_run_and_stops_the_local_stack(
     assert address is not None
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", int(address.group(1)))) != 0
+
+
+async def _port_closes(port: int, within: float) -> bool:
+    """Whether nothing listens on the port any more, checked until `within` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_services_exit_when_maestro_up_is_killed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "MAESTRO_GATEWAY")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "maestro.cli",
+        "up",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+
+    proc.kill()  # no chance to stop its services: they must notice on their own
+    await proc.wait()
+    assert await _port_closes(port, within=15)
+    # The scheduler released its writer lock: a new stack can start on the same data.
+    code, _, err = await _maestro("run", "sdlc-linear", "--requirement", "x", cwd=tmp_path)
+    assert code == 0, err
+
+
+async def test_events_after_the_end_of_a_finished_run_print_nothing_and_succeed(
+    tmp_path: Path,
+) -> None:
+    code, out, err = await _maestro(
+        "run",
+        "sdlc-linear",
+        "--requirement",
+        "x",
+        "--json",
+        "--out",
+        str(tmp_path / "o"),
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    run_name, last = lines[-1]["run"]["name"], lines[-2]["sequence"]
+    async with LocalStack(tmp_path / ".maestro", provider="offline") as stack:
+        gateway = ("--gateway", stack.gateway_address)
+        code, out, err = await _maestro(
+            "runs", "events", run_name, "--after", str(last), *gateway, cwd=tmp_path, timeout=15
+        )
+        assert (code, out) == (0, ""), err
+        code, out, _ = await _maestro(
+            "runs", "events", run_name, "--after", "2", "--json", *gateway, cwd=tmp_path, timeout=15
+        )
+        assert code == 0
+        assert [json.loads(e)["sequence"] for e in out.splitlines()] == list(range(3, last + 1))

@@ -173,3 +173,17 @@ async def test_a_write_cancelled_at_any_point_leaves_the_store_usable(store: Sto
         await store.fail_attempt("r1", "a", attempt, "cancelled", retry_in=0.0)
     events = await store.events_after("r1", 0)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_one_database_file_has_one_writer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'maestro.db'}"
+    writer = await open_store(url, writer=True)
+    try:
+        with pytest.raises(FailedPrecondition, match="another scheduler"):
+            await open_store(url, writer=True)
+        reader = await open_store(url)  # readers (the gateway) are never locked out
+        await reader.close()
+    finally:
+        await writer.close()
+    again = await open_store(url, writer=True)  # released on close
+    await again.close()
