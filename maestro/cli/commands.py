@@ -24,6 +24,7 @@ from maestro.cli.render import (
     json_line,
     run_to_dict,
 )
+from maestro.cli.run_cmd import note_resumed_runs
 from maestro.cli.stack import LocalStack
 
 
@@ -43,6 +44,7 @@ async def up_command(data_dir: Path, *, port: int, provider: str | None) -> int:
         stack = LocalStack(data_dir, provider=provider, gateway_port=port)
         _note(f"starting a local Maestro stack in {stack.data_dir} (logs in {stack.log_dir})")
         try:
+            await note_resumed_runs(stack)
             async with stack:
                 interrupts.armed = True
                 address = stack.gateway_address

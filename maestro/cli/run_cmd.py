@@ -61,6 +61,7 @@ async def run_command(opts: RunOptions) -> int:
                 return await _submit_and_follow(opts, opts.gateway, interrupts)
             stack = LocalStack(opts.data_dir, provider=opts.provider or None)
             _note(f"starting a local Maestro stack in {stack.data_dir} (logs in {stack.log_dir})")
+            await note_resumed_runs(stack)
             async with stack:
                 _note(f"gateway listening on {stack.gateway_address}")
                 code = await _submit_and_follow(opts, stack.gateway_address, interrupts, stack)
@@ -131,6 +132,22 @@ async def _submit_and_follow(
     if interrupts.interrupted or download_failed:
         return 1
     return 0 if final.state == "SUCCEEDED" else 1
+
+
+async def note_resumed_runs(stack: LocalStack) -> None:
+    """Says so when the stack's scheduler will pick up runs left unfinished earlier.
+
+    Call before the stack starts. Its scheduler re-drives them (they may spend API
+    tokens) and they are interrupted again when the stack stops, so the user must not
+    learn of them by surprise.
+    """
+    resumed = await stack.unfinished_runs()
+    if resumed:
+        _note(
+            f"note: resuming {len(resumed)} unfinished run(s) from an earlier session in "
+            f"{stack.data_dir}: {', '.join(resumed)} (list them with `maestro up` and "
+            "`maestro runs list`; cancel with `maestro runs cancel RUN`)"
+        )
 
 
 def _out(text: str) -> None:

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maestro.core.client import insecure_channel
 from maestro.core.lifecycle import PARENT_PID_ENV
+from maestro.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ class LocalStack:
         """
         self.data_dir = data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
-        self.database_url = f"sqlite:///{self.data_dir / 'maestro.db'}"
+        self.database_path = self.data_dir / "maestro.db"
+        self.database_url = f"sqlite:///{self.database_path}"
         self.provider = provider
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
@@ -171,6 +173,16 @@ class LocalStack:
         """Whether the service's process is alive as far as this stack knows."""
         service = self._running.get(name)
         return service is not None and service.process.returncode is None
+
+    async def unfinished_runs(self) -> list[str]:
+        """Ids of the runs in this stack's database that its scheduler will re-drive."""
+        if not await asyncio.to_thread(self.database_path.exists):
+            return []
+        store = await open_store(self.database_url)
+        try:
+            return await store.unfinished_run_ids()
+        finally:
+            await store.close()
 
     async def wait_for_exit(self) -> tuple[str, int | None]:
         """Waits until any running service exits (for `maestro up` to notice a crash).

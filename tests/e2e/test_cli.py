@@ -11,7 +11,9 @@ import socket
 import sys
 from pathlib import Path
 
+from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.stack import LocalStack
+from maestro.core.client import insecure_channel
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
@@ -171,3 +173,27 @@ async def test_events_after_the_end_of_a_finished_run_print_nothing_and_succeed(
         )
         assert code == 0
         assert [json.loads(e)["sequence"] for e in out.splitlines()] == list(range(3, last + 1))
+
+
+async def test_maestro_run_says_when_it_resumes_runs_left_unfinished(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.set_default_delay(60)
+    env = {
+        "ANTHROPIC_API_KEY": "test-key",
+        "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+    }
+    async with LocalStack(tmp_path / ".maestro", provider="anthropic", extra_env=env) as stack:
+        channel = insecure_channel(stack.gateway_address)
+        stub = gateway_pb2_grpc.MaestroServiceStub(channel)
+        left = await stub.CreateRun(
+            gateway_pb2.CreateRunRequest(workflow_name="sdlc-linear", requirement="x"), timeout=10
+        )
+        assert await fake_anthropic.wait_for_requests_async(1, within=30)
+        await channel.close(None)
+    # The stack stopped with that run still RUNNING in ./.maestro.
+    fake_anthropic.set_default_delay(0)
+    code, _, err = await _maestro("run", "sdlc-linear", "--requirement", "y", cwd=tmp_path)
+    assert code == 0, err
+    assert f"resuming 1 unfinished run(s) from an earlier session in {tmp_path / '.maestro'}" in err
+    assert left.name.removeprefix("runs/") in err

@@ -128,6 +128,7 @@ class FakeAnthropic:
         self._script: deque[Behaviour] = deque()
         self._default: Behaviour = EchoNote()
         self._default_delay = 0.0
+        self._delays_when: list[tuple[str, float]] = []
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
         self._ids = itertools.count(1)
@@ -231,6 +232,15 @@ class FakeAnthropic:
         with self._lock:
             self._default_delay = seconds
 
+    def delay_when(self, text: str, seconds: float) -> None:
+        """Requests whose system prompt contains `text` wait this long before answering.
+
+        Personas' system prompts name their role, so this slows one persona's steps
+        (for example "frontend developer") and no others.
+        """
+        with self._lock:
+            self._delays_when.append((text, seconds))
+
     # Observation
 
     @property
@@ -292,9 +302,11 @@ class FakeAnthropic:
         if rejection is not None:
             _send_error(handler, rejection, number)
             return
+        system = json.dumps(request.body.get("system", ""))
         with self._lock:
             behaviour = self._script.popleft() if self._script else self._default
             delay, default = self._default_delay, self._default
+            delay += sum(seconds for text, seconds in self._delays_when if text in system)
         if delay and self._stopping.wait(delay):
             handler.close_connection = True
             return
