@@ -31,6 +31,7 @@ async def main(settings: GatewaySettings) -> None:
             MaestroServicer(store, scheduler, poll_seconds=settings.event_poll_seconds), server
         ),
         on_stop=on_stop,
+        readiness=store.check,
     )
 
 

@@ -39,6 +39,7 @@ async def main(settings: SchedulerSettings) -> None:
             SchedulerServicer(engine), server
         ),
         on_stop=on_stop,
+        readiness=store.check,
     )
 
 

@@ -106,6 +106,36 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler
 
 
+READINESS_INTERVAL_SECONDS = 5.0
+READINESS_TIMEOUT_SECONDS = 5.0
+
+
+async def probe_readiness(
+    health: HealthServicer,
+    service_names: Sequence[str],
+    readiness: Callable[[], Awaitable[None]],
+    *,
+    interval: float = READINESS_INTERVAL_SECONDS,
+) -> None:
+    """Keeps health in step with whether the service can do its job. Runs until cancelled."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.wait_for(readiness(), READINESS_TIMEOUT_SECONDS)
+            ready, problem = True, ""
+        except Exception as err:
+            ready, problem = False, f"{type(err).__name__}: {err}"
+        if ready != serving:
+            serving = ready
+            if ready:
+                log.info("ready again: health is SERVING")
+            else:
+                log.error("not ready (%s): health is NOT_SERVING", problem)
+            for name in ("", *service_names):
+                await health.set(name, SERVING if ready else NOT_SERVING)
+
+
 def write_port_file(path: Path, port: int) -> None:
     """Writes the port atomically, so a reader never sees a half-written number."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -119,6 +149,7 @@ async def serve(
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    readiness: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Runs a gRPC server until SIGTERM or SIGINT, then drains it.
 
@@ -127,10 +158,12 @@ async def serve(
         service_names: full names of the services `register` adds (for reflection).
         register: adds the service implementations to the server.
         on_stop: called after the server stopped accepting calls and drained.
+        readiness: raises when the service cannot do its job (its store is unusable,
+            say); probed periodically, and health says NOT_SERVING while it fails.
     """
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=CHANNEL_OPTIONS)
     try:
-        await _serve_until_signalled(server, settings, service_names, register)
+        await _serve_until_signalled(server, settings, service_names, register, readiness)
     finally:
         # Also on a failed start, so no server thread or open database keeps the
         # process alive after it has said it cannot run.
@@ -145,6 +178,7 @@ async def _serve_until_signalled(
     settings: ServiceSettings,
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
+    readiness: Callable[[], Awaitable[None]] | None,
 ) -> None:
     health = HealthServicer()
     # Not ready until every registration finished and the port is bound.
@@ -176,7 +210,14 @@ async def _serve_until_signalled(
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stopping.set)
     exit_with_parent()
+    probe = (
+        asyncio.create_task(probe_readiness(health, service_names, readiness))
+        if readiness is not None
+        else None
+    )
     await stopping.wait()
+    if probe is not None:
+        probe.cancel()
 
     log.info("shutting down: draining for up to %.1fs", settings.shutdown_grace_seconds)
     # Callers and load balancers see NOT_SERVING before the port closes.

@@ -37,6 +37,10 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    @abstractmethod
+    async def check(self) -> None:
+        """Raises when the store cannot serve reads and writes (for health)."""
+
     # -- writes (scheduler only) ------------------------------------------------------
 
     @abstractmethod

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import aiosqlite
 
-from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from maestro.core.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
 from maestro.store.base import RunFinished, Store
 from maestro.store.models import (
     RUN_TERMINAL_EVENT,
@@ -140,6 +140,12 @@ class SqliteStore(Store):
             except BaseException:
                 await self._rollback()
                 raise
+
+    async def check(self) -> None:
+        await self._fetchone("SELECT 1")
+        if self._db.in_transaction and not self._write_lock.locked():
+            # Only _transaction opens transactions, under the lock: this one leaked.
+            raise Internal("the store's connection is stuck inside a transaction")
 
     async def _rollback(self) -> None:
         # aiosqlite runs statements in order on its one thread, so this ROLLBACK comes

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro.core.errors import AlreadyExists, FailedPrecondition
+from maestro.core.errors import AlreadyExists, FailedPrecondition, Internal
 from maestro.store import (
     EventType,
     NewRun,
@@ -187,3 +187,11 @@ async def test_one_database_file_has_one_writer(tmp_path: Path) -> None:
         await writer.close()
     again = await open_store(url, writer=True)  # released on close
     await again.close()
+
+
+async def test_the_health_check_notices_a_connection_stuck_in_a_transaction(store: Store) -> None:
+    await store.check()
+    # Simulate the failure the cancellation fix prevents: a transaction left open.
+    await store._db.execute("BEGIN")  # type: ignore[attr-defined]
+    with pytest.raises(Internal, match="stuck inside a transaction"):
+        await store.check()
