@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -69,7 +69,12 @@ class SqliteStore(Store):
 
     def __init__(self, db: aiosqlite.Connection, writer_lock: IO[bytes] | None = None) -> None:
         self._db = db
-        self._write_lock = asyncio.Lock()
+        # One operation at a time on this connection, reads included: aiosqlite runs a
+        # statement and its fetches as separate jobs on its thread, and statements that
+        # interleave on one connection share the oldest one's read snapshot, so a read
+        # could miss a run committed a moment ago, and a write could begin on a stale
+        # snapshot and fail as "database is locked".
+        self._lock = asyncio.Lock()
         self._writer_lock = writer_lock
 
     @classmethod
@@ -119,20 +124,22 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def _transaction(
-        self, *, unfinished_run: str | None = None
+        self, *, unfinished_run: str | None = None, begin: str = "BEGIN IMMEDIATE"
     ) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction, all or nothing, even when the caller is cancelled.
+        """One transaction, all or nothing, even when the caller is cancelled.
 
         Args:
             unfinished_run: refuse the write (RunFinished) unless this run is still
                 unfinished, so nothing is recorded after a run's terminal event.
+            begin: BEGIN IMMEDIATE for writes (the write lock up front, so the
+                transaction never has to upgrade); BEGIN DEFERRED for a read snapshot.
         """
-        async with self._write_lock:
+        async with self._lock:
             try:
                 # BEGIN is inside the try: a cancellation that arrives while BEGIN is
                 # queued on aiosqlite's thread must still be followed by a ROLLBACK, or
                 # the connection would stay inside a transaction for good.
-                await self._db.execute("BEGIN IMMEDIATE")
+                await self._db.execute(begin)
                 if unfinished_run is not None:
                     await self._require_unfinished(unfinished_run)
                 yield self._db
@@ -141,11 +148,17 @@ class SqliteStore(Store):
                 await self._rollback()
                 raise
 
+    def _snapshot(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """A read transaction: every statement inside sees the same committed state."""
+        return self._transaction(begin="BEGIN DEFERRED")
+
     async def check(self) -> None:
-        await self._fetchone("SELECT 1")
-        if self._db.in_transaction and not self._write_lock.locked():
-            # Only _transaction opens transactions, under the lock: this one leaked.
-            raise Internal("the store's connection is stuck inside a transaction")
+        async with self._lock:
+            if self._db.in_transaction:
+                # Only _transaction opens transactions, and it holds the lock: this
+                # one was left open.
+                raise Internal("the store's connection is stuck inside a transaction")
+            await self._fetchone("SELECT 1")
 
     async def _rollback(self) -> None:
         # aiosqlite runs statements in order on its one thread, so this ROLLBACK comes
@@ -164,13 +177,17 @@ class SqliteStore(Store):
         if RunState(row["state"]).finished:
             raise RunFinished(f"run {run_id} already finished {row['state']}")
 
+    # Every cursor is closed at once: a statement left open keeps its read snapshot
+    # (WAL) alive, so later reads on this shared connection would miss new commits and
+    # a BEGIN IMMEDIATE on a stale snapshot fails with "database is locked".
+
     async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        cursor = await self._db.execute(sql, args)
-        return list(await cursor.fetchall())
+        async with self._db.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
 
     async def _fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        cursor = await self._db.execute(sql, args)
-        return await cursor.fetchone()
+        async with self._db.execute(sql, args) as cursor:
+            return await cursor.fetchone()
 
     @staticmethod
     async def _append_event(
@@ -536,82 +553,91 @@ class SqliteStore(Store):
         return run_from_row(row, tuple(step_from_row(step) for step in steps))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        row = await self._fetchone("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        return None if row is None else await self._run(row)
+        async with self._snapshot():
+            row = await self._fetchone("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+            return None if row is None else await self._run(row)
 
     async def run_finished(self, run_id: str) -> bool:
-        row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
-        return row is not None and RunState(row["state"]).finished
+        async with self._snapshot():
+            row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
+            return row is not None and RunState(row["state"]).finished
 
     async def find_run_by_request_id(self, request_id: str) -> RunRecord | None:
-        row = await self._fetchone("SELECT * FROM runs WHERE request_id = ?", (request_id,))
-        return None if row is None else await self._run(row)
+        async with self._snapshot():
+            row = await self._fetchone("SELECT * FROM runs WHERE request_id = ?", (request_id,))
+            return None if row is None else await self._run(row)
 
     async def list_runs(
         self, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[RunRecord]:
-        if after is None:
-            rows = await self._fetchall(
-                "SELECT * FROM runs ORDER BY create_time DESC, run_id DESC LIMIT ?", (limit,)
-            )
-        else:
-            rows = await self._fetchall(
-                "SELECT * FROM runs WHERE (create_time, run_id) < (?, ?)"
-                " ORDER BY create_time DESC, run_id DESC LIMIT ?",
-                (after[0].isoformat(timespec="microseconds"), after[1], limit),
-            )
-        return [await self._run(row) for row in rows]
+        async with self._snapshot():
+            if after is None:
+                rows = await self._fetchall(
+                    "SELECT * FROM runs ORDER BY create_time DESC, run_id DESC LIMIT ?", (limit,)
+                )
+            else:
+                rows = await self._fetchall(
+                    "SELECT * FROM runs WHERE (create_time, run_id) < (?, ?)"
+                    " ORDER BY create_time DESC, run_id DESC LIMIT ?",
+                    (after[0].isoformat(timespec="microseconds"), after[1], limit),
+                )
+            return [await self._run(row) for row in rows]
 
     async def unfinished_run_ids(self) -> list[str]:
-        rows = await self._fetchall(
-            "SELECT run_id FROM runs WHERE state IN ('PENDING', 'RUNNING') ORDER BY create_time"
-        )
-        return [row["run_id"] for row in rows]
+        async with self._snapshot():
+            rows = await self._fetchall(
+                "SELECT run_id FROM runs WHERE state IN ('PENDING', 'RUNNING') ORDER BY create_time"
+            )
+            return [row["run_id"] for row in rows]
 
     async def events_after(
         self, run_id: str, after_sequence: int, limit: int = 500
     ) -> list[EventRecord]:
-        rows = await self._fetchall(
-            "SELECT * FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
-            (run_id, after_sequence, limit),
-        )
-        return [event_from_row(row) for row in rows]
+        async with self._snapshot():
+            rows = await self._fetchall(
+                "SELECT * FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+                (run_id, after_sequence, limit),
+            )
+            return [event_from_row(row) for row in rows]
 
     async def list_artifacts(self, run_id: str) -> list[ArtifactRecord]:
-        rows = await self._fetchall(
-            "SELECT run_id, path, step_id, size_bytes, sha256, create_time FROM artifacts"
-            " WHERE run_id = ? ORDER BY path",
-            (run_id,),
-        )
-        return [artifact_from_row(row, with_content=False) for row in rows]
+        async with self._snapshot():
+            rows = await self._fetchall(
+                "SELECT run_id, path, step_id, size_bytes, sha256, create_time FROM artifacts"
+                " WHERE run_id = ? ORDER BY path",
+                (run_id,),
+            )
+            return [artifact_from_row(row, with_content=False) for row in rows]
 
     async def get_artifact(self, run_id: str, path: str) -> ArtifactRecord | None:
-        row = await self._fetchone(
-            "SELECT * FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
-        )
-        return None if row is None else artifact_from_row(row, with_content=True)
+        async with self._snapshot():
+            row = await self._fetchone(
+                "SELECT * FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
+            )
+            return None if row is None else artifact_from_row(row, with_content=True)
 
     async def step_outputs(self, run_id: str, step_ids: Sequence[str]) -> list[StepOutputRecord]:
-        outputs = []
-        for step_id in step_ids:
-            step = await self._fetchone(
-                "SELECT persona, summary FROM steps WHERE run_id = ? AND step_id = ?"
-                " AND state = 'SUCCEEDED'",
-                (run_id, step_id),
-            )
-            if step is None:
-                continue
-            files = await self._fetchall(
-                "SELECT path, content FROM artifacts WHERE run_id = ? AND step_id = ?"
-                " ORDER BY path",
-                (run_id, step_id),
-            )
-            outputs.append(
-                StepOutputRecord(
-                    step_id=step_id,
-                    persona=step["persona"],
-                    summary=step["summary"],
-                    files=tuple((f["path"], bytes(f["content"])) for f in files),
+        async with self._snapshot():
+            outputs = []
+            for step_id in step_ids:
+                step = await self._fetchone(
+                    "SELECT persona, summary FROM steps WHERE run_id = ? AND step_id = ?"
+                    " AND state = 'SUCCEEDED'",
+                    (run_id, step_id),
                 )
-            )
-        return outputs
+                if step is None:
+                    continue
+                files = await self._fetchall(
+                    "SELECT path, content FROM artifacts WHERE run_id = ? AND step_id = ?"
+                    " ORDER BY path",
+                    (run_id, step_id),
+                )
+                outputs.append(
+                    StepOutputRecord(
+                        step_id=step_id,
+                        persona=step["persona"],
+                        summary=step["summary"],
+                        files=tuple((f["path"], bytes(f["content"])) for f in files),
+                    )
+                )
+            return outputs
