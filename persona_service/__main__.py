@@ -9,7 +9,6 @@ from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.log_setup import configure_logging
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
-from persona_service.llm import AnthropicProvider
 from persona_service.models import Provider
 from persona_service.providers import make_provider
 from persona_service.runner import StepRunner
@@ -57,8 +56,7 @@ async def main(settings: WorkerSettings) -> None:
 
     async def on_stop() -> None:
         for provider in providers.values():
-            if isinstance(provider, AnthropicProvider):
-                await provider.aclose()
+            await provider.aclose()
 
     await serve(
         settings,

@@ -91,6 +91,10 @@ class Provider(Protocol):
         """
         ...
 
+    async def aclose(self) -> None:
+        """Releases connections; called once when the worker shuts down."""
+        ...
+
 
 # The worker's exception family. Each maps to a status code in one place
 # (maestro.core.serving), so the scheduler can tell retryable failures apart.

@@ -186,6 +186,9 @@ class OfflineProvider:
 
     name: str = "offline"
 
+    async def aclose(self) -> None:
+        """Nothing to release: the offline provider holds no connections."""
+
     async def run(
         self,
         request: StepRequest,
