@@ -1,0 +1,169 @@
+"""Drives runs through the public gateway API and timestamps what the client sees."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+
+from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+if TYPE_CHECKING:
+    # Only the type stubs name the async stub; at run time it is a MaestroServiceStub.
+    from typing import TypeAlias
+
+    Stub: TypeAlias = gateway_pb2_grpc.MaestroServiceAsyncStub
+
+WORKFLOW = "sdlc-parallel"
+REQUIREMENT = "A REST API with user registration and login"
+RPC_TIMEOUT = 10.0
+
+TERMINAL = frozenset(
+    {
+        gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED,
+        gateway_pb2.EVENT_TYPE_RUN_FAILED,
+        gateway_pb2.EVENT_TYPE_RUN_CANCELLED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Received:
+    """An event as the client got it."""
+
+    event: gateway_pb2.RunEvent
+    wall: float
+    """time.time() at receipt: comparable with the event's server `time` (same host)."""
+    mono: float
+    """time.perf_counter() at receipt: for durations."""
+
+
+def event_wall_time(event: gateway_pb2.RunEvent) -> float:
+    """The event's server timestamp as POSIX seconds.
+
+    The store stamps it inside the write transaction, just before COMMIT.
+    """
+    return event.time.seconds + event.time.nanos / 1e9
+
+
+def type_name(event_type: gateway_pb2.EventType.ValueType) -> str:
+    """`RUN_SUCCEEDED` for EVENT_TYPE_RUN_SUCCEEDED, and so on."""
+    return gateway_pb2.EventType.Name(event_type).removeprefix("EVENT_TYPE_")
+
+
+async def create_run(stub: Stub, *, workflow: str = WORKFLOW) -> gateway_pb2.Run:
+    """Creates a run with a fresh request id (so no call is ever deduplicated)."""
+    request = gateway_pb2.CreateRunRequest(
+        workflow_name=workflow, requirement=REQUIREMENT, request_id=uuid.uuid4().hex
+    )
+    return await stub.CreateRun(request, timeout=RPC_TIMEOUT)
+
+
+async def follow(
+    stub: Stub,
+    run_name: str,
+    *,
+    timeout: float,
+    on_event: Callable[[Received], None] | None = None,
+) -> list[Received]:
+    """Reads the run's event stream from the start until it ends after the terminal event.
+
+    Args:
+        stub: The gateway.
+        run_name: `runs/{id}`.
+        timeout: The stream's gRPC deadline.
+        on_event: Called for each event as it arrives.
+    """
+    request = gateway_pb2.StreamRunEventsRequest(name=run_name)
+    received: list[Received] = []
+    async for event in stub.StreamRunEvents(request, timeout=timeout):
+        # Stamp before anything else so the bench's own work is not counted as delivery.
+        item = Received(event, time.time(), time.perf_counter())
+        received.append(item)
+        if on_event is not None:
+            on_event(item)
+    return received
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """One run as seen from the client, from CreateRun to its terminal event."""
+
+    create_seconds: float
+    """How long CreateRun took to return."""
+    created_state: str
+    """The run's state in the CreateRun answer."""
+    end_to_end_seconds: float
+    """From calling CreateRun to receiving the terminal event."""
+    server_seconds: float
+    """The terminal event's time minus the RUN_CREATED event's time (server clock)."""
+    outcome: str
+    """The terminal event's type, or `<call> failed: <code>` when a call failed."""
+    events: int
+    delivery_seconds: tuple[float, ...]
+    """For each event committed after the stream was opened: receipt minus its `time`."""
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the run ended RUN_SUCCEEDED."""
+        return self.outcome == "RUN_SUCCEEDED"
+
+    @property
+    def create_failed(self) -> bool:
+        """Whether the CreateRun call itself failed."""
+        return self.outcome.startswith("CreateRun failed")
+
+
+def _failed_observation(
+    call: str, create_seconds: float, err: grpc.aio.AioRpcError
+) -> RunObservation:
+    return RunObservation(
+        create_seconds=create_seconds,
+        created_state="",
+        end_to_end_seconds=float("nan"),
+        server_seconds=float("nan"),
+        outcome=f"{call} failed: {err.code().name}",
+        events=0,
+        delivery_seconds=(),
+    )
+
+
+async def observe_run(stub: Stub, *, timeout: float) -> RunObservation:
+    """Creates a run, follows its stream to the end, and reports the timings.
+
+    RPC errors are recorded in the observation (outcome `<call> failed: <code>`), not
+    raised, so one failed run is counted instead of ending the bench.
+    """
+    began = time.perf_counter()
+    try:
+        run = await create_run(stub)
+    except grpc.aio.AioRpcError as err:
+        return _failed_observation("CreateRun", time.perf_counter() - began, err)
+    created = time.perf_counter()
+    opened_wall = time.time()
+    try:
+        received = await follow(stub, run.name, timeout=timeout)
+    except grpc.aio.AioRpcError as err:
+        return _failed_observation("StreamRunEvents", created - began, err)
+    if not received:
+        # Cannot happen with a healthy gateway (RUN_CREATED is always there); count it.
+        return RunObservation(created - began, "", float("nan"), float("nan"), "NO EVENTS", 0, ())
+    last = received[-1]
+    return RunObservation(
+        create_seconds=created - began,
+        created_state=gateway_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_"),
+        end_to_end_seconds=last.mono - began,
+        server_seconds=event_wall_time(last.event) - event_wall_time(received[0].event),
+        outcome=type_name(last.event.type) if last.event.type in TERMINAL else "NO TERMINAL",
+        events=len(received),
+        # Events committed before the stream opened are a replay, not a delivery.
+        delivery_seconds=tuple(
+            r.wall - event_wall_time(r.event)
+            for r in received
+            if event_wall_time(r.event) >= opened_wall
+        ),
+    )
