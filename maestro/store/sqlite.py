@@ -149,7 +149,11 @@ class SqliteStore(Store):
                 raise
 
     def _snapshot(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        """A read transaction: every statement inside sees the same committed state."""
+        """A read transaction: every statement inside sees the same committed state.
+
+        Reads of one statement only need the lock (a statement on its own is its own
+        transaction); those of several take a snapshot, so they agree with each other.
+        """
         return self._transaction(begin="BEGIN DEFERRED")
 
     async def check(self) -> None:
@@ -558,7 +562,7 @@ class SqliteStore(Store):
             return None if row is None else await self._run(row)
 
     async def run_finished(self, run_id: str) -> bool:
-        async with self._snapshot():
+        async with self._lock:
             row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
             return row is not None and RunState(row["state"]).finished
 
@@ -584,7 +588,7 @@ class SqliteStore(Store):
             return [await self._run(row) for row in rows]
 
     async def unfinished_run_ids(self) -> list[str]:
-        async with self._snapshot():
+        async with self._lock:
             rows = await self._fetchall(
                 "SELECT run_id FROM runs WHERE state IN ('PENDING', 'RUNNING') ORDER BY create_time"
             )
@@ -593,7 +597,7 @@ class SqliteStore(Store):
     async def events_after(
         self, run_id: str, after_sequence: int, limit: int = 500
     ) -> list[EventRecord]:
-        async with self._snapshot():
+        async with self._lock:
             rows = await self._fetchall(
                 "SELECT * FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
                 (run_id, after_sequence, limit),
@@ -601,7 +605,7 @@ class SqliteStore(Store):
             return [event_from_row(row) for row in rows]
 
     async def list_artifacts(self, run_id: str) -> list[ArtifactRecord]:
-        async with self._snapshot():
+        async with self._lock:
             rows = await self._fetchall(
                 "SELECT run_id, path, step_id, size_bytes, sha256, create_time FROM artifacts"
                 " WHERE run_id = ? ORDER BY path",
@@ -610,7 +614,7 @@ class SqliteStore(Store):
             return [artifact_from_row(row, with_content=False) for row in rows]
 
     async def get_artifact(self, run_id: str, path: str) -> ArtifactRecord | None:
-        async with self._snapshot():
+        async with self._lock:
             row = await self._fetchone(
                 "SELECT * FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
             )
