@@ -8,6 +8,7 @@ from gateway.scheduler_client import SchedulerClient
 from gateway.servicer import MaestroServicer
 from gateway.settings import GatewaySettings
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.core.errors import MaestroError
 from maestro.core.log_setup import configure_logging
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
@@ -15,7 +16,10 @@ from maestro.store import open_store
 
 
 async def main(settings: GatewaySettings) -> None:
-    store = await open_store(settings.database)
+    try:
+        store = await open_store(settings.database)
+    except MaestroError as err:
+        raise SystemExit(f"cannot open the store: {err.message}") from None
     scheduler = SchedulerClient(
         settings.scheduler_address, timeout=settings.scheduler_timeout_seconds
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import anthropic
@@ -281,10 +282,12 @@ def _retry_after(err: anthropic.APIStatusError) -> float | None:
         if raw is None:
             continue
         try:
-            return float(raw) * scale
+            seconds = float(raw) * scale
         except ValueError:
             # An HTTP date, or garbage: not worth parsing; the scheduler backs off anyway.
             continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
     return None
 
 

@@ -25,7 +25,14 @@ async def main(settings: SchedulerSettings) -> None:
         settings.worker_address, heartbeat_timeout=settings.heartbeat_timeout_seconds
     )
     engine = Engine(store, worker, settings)
-    await engine.recover()
+    try:
+        await engine.recover()
+    except BaseException:
+        # Release the store's thread and lock, or the failed start would hang here.
+        await engine.shutdown()
+        await worker.close()
+        await store.close()
+        raise
 
     async def on_stop() -> None:
         await engine.shutdown()

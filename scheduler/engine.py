@@ -73,7 +73,12 @@ class Engine:
         if request_id:
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is not None:
-                return self._same_request(existing, new_request)
+                run_id = self._same_request(existing, new_request)
+                if not existing.state.finished and run_id not in self._tasks:
+                    # Recorded but not driven (cannot happen now that creation is
+                    # shielded; kept so a retry can never return a dead run).
+                    self._start(run_id, redriven=False)
+                return run_id
         new = NewRun(
             run_id=uuid.uuid4().hex[:16],
             workflow_name=spec.name,
@@ -84,16 +89,21 @@ class Engine:
             steps=tuple((s.id, s.persona, s.depends_on) for s in spec.steps),
         )
         try:
-            run = await self._store.create_run(new)
+            # Shielded: once the run is committed it must also be started, even if the
+            # caller goes away (deadline, disconnect) in between.
+            await asyncio.shield(self._create_and_start(new))
         except AlreadyExists:
             # Lost a race with a concurrent retry of the same request.
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is None:
                 raise
             return self._same_request(existing, new_request)
-        log.info("run %s created: workflow %s", run.run_id, spec.name)
-        self._start(run.run_id, redriven=False)
-        return run.run_id
+        return new.run_id
+
+    async def _create_and_start(self, new: NewRun) -> None:
+        await self._store.create_run(new)
+        log.info("run %s created: workflow %s", new.run_id, new.workflow_name)
+        self._start(new.run_id, redriven=False)
 
     @staticmethod
     def _same_request(existing: RunRecord, new: tuple[str, str, str]) -> str:
@@ -136,13 +146,23 @@ class Engine:
             raise NotFound(f"run {run_id!r} does not exist")
         if run.state.finished:
             raise FailedPrecondition(f"run {run_id} already finished {run.state.value}")
+        # Shielded: once its task is cancelled the run must also be recorded CANCELLED,
+        # even if the caller gives up waiting (a second Ctrl-C) in between.
+        await asyncio.shield(self._cancel(run_id))
+        log.info("run %s cancelled", run_id)
+
+    async def _cancel(self, run_id: str) -> None:
         task = self._tasks.get(run_id)
         if task is not None:
             task.cancel()
             # The task cancels its worker calls, which cancels them on the workers too.
             await asyncio.wait([task], timeout=CANCEL_WAIT_SECONDS)
         await self._store.finish_run(run_id, RunState.CANCELLED, "cancelled by request")
-        log.info("run %s cancelled", run_id)
+
+    @property
+    def driven_run_ids(self) -> frozenset[str]:
+        """The runs this scheduler is driving right now."""
+        return frozenset(self._tasks)
 
     async def recover(self) -> int:
         """Re-drives every unfinished run; returns how many."""

@@ -109,6 +109,7 @@ async def _submit_and_follow(
                 name, code = crash.result()
                 log_path = stack.log_path(name)
                 _note(f"error: the local {name} exited with code {code}; see {log_path}")
+                await _cancel_after_crash(client, run.name)
                 return 1
             if not follower.done():
                 await _cancel(client, run.name, follower)
@@ -180,6 +181,18 @@ async def _cancel(
         _note(f"{run} did not finish within {CANCEL_WAIT_SECONDS:g}s of the cancel request")
     except MaestroError as err:
         _note(f"error while following {run}: {err.message}")
+
+
+async def _cancel_after_crash(client: GatewayClient, run: str) -> None:
+    """Cancels the run if the services still can, so no later stack resumes it."""
+    try:
+        await client.cancel_run(run)
+        _note(f"{run} cancelled")
+    except MaestroError as err:
+        _note(
+            f"{run} could not be cancelled ({err.message}); the next local stack in this "
+            "directory will resume it"
+        )
 
 
 def _summarise(run: RunView, out_dir: Path | None, written: int, as_json: bool) -> None:

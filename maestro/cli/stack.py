@@ -175,7 +175,17 @@ class LocalStack:
         return service is not None and service.process.returncode is None
 
     async def unfinished_runs(self) -> list[str]:
-        """Ids of the runs in this stack's database that its scheduler will re-drive."""
+        """Ids of the runs in this stack's database that its scheduler will re-drive.
+
+        Takes the data directory's lock first (kept for start()), so the runs of a
+        stack that is running now are never taken for left-overs.
+
+        Raises:
+            StackError: another stack uses this data directory.
+        """
+        await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = await asyncio.to_thread(_lock_data_dir, self.data_dir)
         if not await asyncio.to_thread(self.database_path.exists):
             return []
         store = await open_store(self.database_url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import uuid
@@ -35,7 +36,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 async def _abort_for(err: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     if isinstance(err, MaestroError):
-        if err.retry_after is not None:
+        if err.retry_after is not None and math.isfinite(err.retry_after):
             context.set_trailing_metadata(
                 ((RETRY_AFTER_METADATA, str(round(err.retry_after * 1000))),)
             )

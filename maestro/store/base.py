@@ -44,7 +44,7 @@ class Store(ABC):
     # -- writes (scheduler only) ------------------------------------------------------
 
     @abstractmethod
-    async def create_run(self, new: NewRun) -> RunRecord:
+    async def create_run(self, new: NewRun) -> None:
         """Records a PENDING run with its steps and a RUN_CREATED event."""
 
     @abstractmethod

@@ -91,15 +91,26 @@ class SqliteStore(Store):
         """
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer_lock = await asyncio.to_thread(_take_writer_lock, path) if writer else None
-        # isolation_level=None: we issue BEGIN ourselves.
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=10000")
+        try:
+            # isolation_level=None: we issue BEGIN ourselves.
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            if writer_lock is not None:
+                writer_lock.close()
+            raise
         store = cls(db, writer_lock)
-        await store._create_schema()
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await store._create_schema()
+        except BaseException:
+            # aiosqlite's thread is not a daemon: left open, it would keep a process
+            # that has just said it cannot start alive for ever.
+            await store.close()
+            raise
         return store
 
     async def _create_schema(self) -> None:
@@ -162,7 +173,11 @@ class SqliteStore(Store):
                 # Only _transaction opens transactions, and it holds the lock: this
                 # one was left open.
                 raise Internal("the store's connection is stuck inside a transaction")
-            await self._fetchone("SELECT 1")
+        # A real read of the file; the writer also takes (and releases) the write lock,
+        # so a database another process keeps locked shows as not ready.
+        begin = "BEGIN IMMEDIATE" if self._writer_lock is not None else "BEGIN DEFERRED"
+        async with self._transaction(begin=begin):
+            await self._fetchone("SELECT version FROM schema_version")
 
     async def _rollback(self) -> None:
         # aiosqlite runs statements in order on its one thread, so this ROLLBACK comes
@@ -214,7 +229,7 @@ class SqliteStore(Store):
 
     # -- writes -------------------------------------------------------------------------
 
-    async def create_run(self, new: NewRun) -> RunRecord:
+    async def create_run(self, new: NewRun) -> None:
         now = _now()
         async with self._transaction() as db:
             if new.request_id:
@@ -255,9 +270,6 @@ class SqliteStore(Store):
                     "requested_provider": new.provider or "worker default",
                 },
             )
-        run = await self.get_run(new.run_id)
-        assert run is not None
-        return run
 
     async def start_run(self, run_id: str, *, redriven: bool = False) -> None:
         async with self._transaction(unfinished_run=run_id) as db:
