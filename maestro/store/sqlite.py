@@ -1,24 +1,19 @@
-"""The SQLite store: WAL mode, async driver, one writer, many readers.
+"""The SQLite store: the SQL of runs, steps, attempts, events and artifacts.
 
-Writes go through one connection under an asyncio lock with BEGIN IMMEDIATE, so a
-transaction never interleaves with another task's and never has to upgrade a read lock
-(the usual source of SQLITE_BUSY). Readers in other processes (the gateway) see each
-commit at once thanks to WAL.
+One writer (the scheduler), many readers (the gateway, in another process), WAL mode:
+readers see each commit at once. How the connection is used safely under asyncio
+(locking, transactions, cancellation) is in sqlite_connection.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import hashlib
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiosqlite
 
@@ -26,37 +21,16 @@ from maestro.core.errors import AlreadyExists, FailedPrecondition, Internal, Not
 from maestro.store.base import RunFinished, Store
 from maestro.store.models import (
     RUN_TERMINAL_EVENT,
-    ArtifactRecord,
-    EventRecord,
     EventType,
     NewRun,
-    RunRecord,
     RunState,
-    StepOutputRecord,
     StepResultRecord,
 )
 from maestro.store.schema import SCHEMA, SCHEMA_VERSION
-from maestro.store.sqlite_rows import (
-    Row,
-    artifact_from_row,
-    event_from_row,
-    run_from_row,
-    step_from_row,
-)
+from maestro.store.sqlite_connection import SqliteConnection
+from maestro.store.sqlite_reads import SqliteReads
 
 log = logging.getLogger(__name__)
-
-
-def _take_writer_lock(path: str) -> IO[bytes]:
-    lock_file = open(f"{path}.writer-lock", "ab")  # noqa: SIM115 - held until close()
-    try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock_file.close()
-        raise FailedPrecondition(
-            f"another scheduler is already writing {path}; one database file has one writer"
-        ) from None
-    return lock_file
 
 
 def _now() -> str:
@@ -64,18 +38,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteReads, Store):
     """Run state in one SQLite file."""
 
-    def __init__(self, db: aiosqlite.Connection, writer_lock: IO[bytes] | None = None) -> None:
-        self._db = db
-        # One operation at a time on this connection, reads included: aiosqlite runs a
-        # statement and its fetches as separate jobs on its thread, and statements that
-        # interleave on one connection share the oldest one's read snapshot, so a read
-        # could miss a run committed a moment ago, and a write could begin on a stale
-        # snapshot and fail as "database is locked".
-        self._lock = asyncio.Lock()
-        self._writer_lock = writer_lock
+    def __init__(self, connection: SqliteConnection) -> None:
+        self._conn = connection
 
     @classmethod
     async def open(cls, path: str, *, writer: bool = False) -> SqliteStore:
@@ -83,42 +50,28 @@ class SqliteStore(Store):
 
         Args:
             path: the database file.
-            writer: take the file's writer lock, held until close(): two schedulers
-                driving the same runs from one file would record every step twice.
+            writer: open it as the one writer: two schedulers driving the same runs
+                from one file would record every step twice.
 
         Raises:
-            FailedPrecondition: `writer` and another process holds the writer lock.
+            FailedPrecondition: `writer` and another process writes the file, or the
+                file's schema is of another version.
         """
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer_lock = await asyncio.to_thread(_take_writer_lock, path) if writer else None
+        connection = await SqliteConnection.open(path, writer=writer)
+        store = cls(connection)
         try:
-            # isolation_level=None: we issue BEGIN ourselves.
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except BaseException:
-            if writer_lock is not None:
-                writer_lock.close()
-            raise
-        store = cls(db, writer_lock)
-        try:
-            db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=10000")
             await store._create_schema()
         except BaseException:
-            # aiosqlite's thread is not a daemon: left open, it would keep a process
-            # that has just said it cannot start alive for ever.
-            await store.close()
+            await connection.close()
             raise
         return store
 
     async def _create_schema(self) -> None:
         # CREATE ... IF NOT EXISTS is idempotent, so the scheduler and the gateway may
-        # both open a new file at the same moment; executescript commits on its own.
-        await self._db.executescript(SCHEMA)
-        async with self._transaction() as db:
-            row = await self._fetchone("SELECT version FROM schema_version")
+        # both open a new file at the same moment.
+        await self._conn.executescript(SCHEMA)
+        async with self._conn.transaction() as db:
+            row = await self._conn.fetchone("SELECT version FROM schema_version")
             if row is None:
                 await db.execute(
                     "INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,)
@@ -129,84 +82,36 @@ class SqliteStore(Store):
                 )
 
     async def close(self) -> None:
-        await self._db.close()
-        if self._writer_lock is not None:
-            self._writer_lock.close()  # closing the file releases the flock
+        await self._conn.close()
+
+    async def check(self) -> None:
+        if await self._conn.stuck_in_transaction():
+            raise Internal("the store's connection is stuck inside a transaction")
+        # A real read of the file; the writer also takes (and releases) the write lock,
+        # so a database another process keeps locked shows as not ready.
+        begin = "BEGIN IMMEDIATE" if self._conn.is_writer else "BEGIN DEFERRED"
+        async with self._conn.transaction(begin):
+            await self._conn.fetchone("SELECT version FROM schema_version")
 
     @asynccontextmanager
-    async def _transaction(
-        self, *, unfinished_run: str | None = None, begin: str = "BEGIN IMMEDIATE"
-    ) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction, all or nothing, even when the caller is cancelled.
+    async def _transaction(self, *, unfinished_run: str | None = None) -> AsyncIterator[Any]:
+        """A write transaction.
 
         Args:
             unfinished_run: refuse the write (RunFinished) unless this run is still
                 unfinished, so nothing is recorded after a run's terminal event.
-            begin: BEGIN IMMEDIATE for writes (the write lock up front, so the
-                transaction never has to upgrade); BEGIN DEFERRED for a read snapshot.
         """
-        async with self._lock:
-            try:
-                # BEGIN is inside the try: a cancellation that arrives while BEGIN is
-                # queued on aiosqlite's thread must still be followed by a ROLLBACK, or
-                # the connection would stay inside a transaction for good.
-                await self._db.execute(begin)
-                if unfinished_run is not None:
-                    await self._require_unfinished(unfinished_run)
-                yield self._db
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
-
-    def _snapshot(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        """A read transaction: every statement inside sees the same committed state.
-
-        Reads of one statement only need the lock (a statement on its own is its own
-        transaction); those of several take a snapshot, so they agree with each other.
-        """
-        return self._transaction(begin="BEGIN DEFERRED")
-
-    async def check(self) -> None:
-        async with self._lock:
-            if self._db.in_transaction:
-                # Only _transaction opens transactions, and it holds the lock: this
-                # one was left open.
-                raise Internal("the store's connection is stuck inside a transaction")
-        # A real read of the file; the writer also takes (and releases) the write lock,
-        # so a database another process keeps locked shows as not ready.
-        begin = "BEGIN IMMEDIATE" if self._writer_lock is not None else "BEGIN DEFERRED"
-        async with self._transaction(begin=begin):
-            await self._fetchone("SELECT version FROM schema_version")
-
-    async def _rollback(self) -> None:
-        # aiosqlite runs statements in order on its one thread, so this ROLLBACK comes
-        # after whatever was already queued, even while this task is being cancelled.
-        try:
-            await self._db.execute("ROLLBACK")
-        except sqlite3.OperationalError as err:
-            if "no transaction is active" not in str(err):
-                raise
-            log.debug("rollback: the transaction had not begun")
+        async with self._conn.transaction() as db:
+            if unfinished_run is not None:
+                await self._require_unfinished(unfinished_run)
+            yield db
 
     async def _require_unfinished(self, run_id: str) -> None:
-        row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
+        row = await self._conn.fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
         if row is None:
             raise NotFound(f"run {run_id!r} does not exist")
         if RunState(row["state"]).finished:
             raise RunFinished(f"run {run_id} already finished {row['state']}")
-
-    # Every cursor is closed at once: a statement left open keeps its read snapshot
-    # (WAL) alive, so later reads on this shared connection would miss new commits and
-    # a BEGIN IMMEDIATE on a stale snapshot fails with "database is locked".
-
-    async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        async with self._db.execute(sql, args) as cursor:
-            return list(await cursor.fetchall())
-
-    async def _fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        async with self._db.execute(sql, args) as cursor:
-            return await cursor.fetchone()
 
     @staticmethod
     async def _append_event(
@@ -233,7 +138,7 @@ class SqliteStore(Store):
         now = _now()
         async with self._transaction() as db:
             if new.request_id:
-                existing = await self._fetchone(
+                existing = await self._conn.fetchone(
                     "SELECT run_id FROM runs WHERE request_id = ?", (new.request_id,)
                 )
                 if existing is not None:
@@ -290,7 +195,7 @@ class SqliteStore(Store):
     async def start_attempt(self, run_id: str, step_id: str, provider: str) -> int:
         now = _now()
         async with self._transaction(unfinished_run=run_id) as db:
-            row = await self._fetchone(
+            row = await self._conn.fetchone(
                 "SELECT attempts, persona FROM steps WHERE run_id = ? AND step_id = ?",
                 (run_id, step_id),
             )
@@ -354,7 +259,7 @@ class SqliteStore(Store):
     ) -> bool:
         now = _now()
         async with self._transaction(unfinished_run=run_id) as db:
-            row = await self._fetchone(
+            row = await self._conn.fetchone(
                 "SELECT state FROM attempts WHERE run_id = ? AND step_id = ? AND attempt = ?",
                 (run_id, step_id, attempt),
             )
@@ -370,7 +275,7 @@ class SqliteStore(Store):
             )
             for path, content in result.files:
                 digest = hashlib.sha256(content).hexdigest()
-                previous = await self._fetchone(
+                previous = await self._conn.fetchone(
                     "SELECT step_id FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
                 )
                 await db.execute(
@@ -496,12 +401,12 @@ class SqliteStore(Store):
             raise ValueError(f"{state} is not a final run state")
         now = _now()
         async with self._transaction() as db:
-            row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
+            row = await self._conn.fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
             if row is None:
                 raise NotFound(f"run {run_id!r} does not exist")
             if RunState(row["state"]).finished:
                 raise FailedPrecondition(f"run {run_id} already finished {row['state']}")
-            unfinished = await self._fetchall(
+            unfinished = await self._conn.fetchall(
                 "SELECT step_id FROM steps WHERE run_id = ? AND state IN"
                 " ('PENDING', 'RUNNING', 'WAITING_APPROVAL') ORDER BY position",
                 (run_id,),
@@ -541,7 +446,7 @@ class SqliteStore(Store):
     async def requeue_interrupted_steps(self, run_id: str) -> list[str]:
         now = _now()
         async with self._transaction() as db:
-            rows = await self._fetchall(
+            rows = await self._conn.fetchall(
                 "SELECT step_id FROM steps WHERE run_id = ? AND state = 'RUNNING'"
                 " ORDER BY position",
                 (run_id,),
@@ -559,101 +464,3 @@ class SqliteStore(Store):
                     (run_id, step_id),
                 )
         return step_ids
-
-    # -- reads --------------------------------------------------------------------------
-
-    async def _run(self, row: Row) -> RunRecord:
-        steps = await self._fetchall(
-            "SELECT * FROM steps WHERE run_id = ? ORDER BY position", (row["run_id"],)
-        )
-        return run_from_row(row, tuple(step_from_row(step) for step in steps))
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        async with self._snapshot():
-            row = await self._fetchone("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-            return None if row is None else await self._run(row)
-
-    async def run_finished(self, run_id: str) -> bool:
-        async with self._lock:
-            row = await self._fetchone("SELECT state FROM runs WHERE run_id = ?", (run_id,))
-            return row is not None and RunState(row["state"]).finished
-
-    async def find_run_by_request_id(self, request_id: str) -> RunRecord | None:
-        async with self._snapshot():
-            row = await self._fetchone("SELECT * FROM runs WHERE request_id = ?", (request_id,))
-            return None if row is None else await self._run(row)
-
-    async def list_runs(
-        self, limit: int, after: tuple[datetime, str] | None = None
-    ) -> list[RunRecord]:
-        async with self._snapshot():
-            if after is None:
-                rows = await self._fetchall(
-                    "SELECT * FROM runs ORDER BY create_time DESC, run_id DESC LIMIT ?", (limit,)
-                )
-            else:
-                rows = await self._fetchall(
-                    "SELECT * FROM runs WHERE (create_time, run_id) < (?, ?)"
-                    " ORDER BY create_time DESC, run_id DESC LIMIT ?",
-                    (after[0].isoformat(timespec="microseconds"), after[1], limit),
-                )
-            return [await self._run(row) for row in rows]
-
-    async def unfinished_run_ids(self) -> list[str]:
-        async with self._lock:
-            rows = await self._fetchall(
-                "SELECT run_id FROM runs WHERE state IN ('PENDING', 'RUNNING') ORDER BY create_time"
-            )
-            return [row["run_id"] for row in rows]
-
-    async def events_after(
-        self, run_id: str, after_sequence: int, limit: int = 500
-    ) -> list[EventRecord]:
-        async with self._lock:
-            rows = await self._fetchall(
-                "SELECT * FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
-                (run_id, after_sequence, limit),
-            )
-            return [event_from_row(row) for row in rows]
-
-    async def list_artifacts(self, run_id: str) -> list[ArtifactRecord]:
-        async with self._lock:
-            rows = await self._fetchall(
-                "SELECT run_id, path, step_id, size_bytes, sha256, create_time FROM artifacts"
-                " WHERE run_id = ? ORDER BY path",
-                (run_id,),
-            )
-            return [artifact_from_row(row, with_content=False) for row in rows]
-
-    async def get_artifact(self, run_id: str, path: str) -> ArtifactRecord | None:
-        async with self._lock:
-            row = await self._fetchone(
-                "SELECT * FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
-            )
-            return None if row is None else artifact_from_row(row, with_content=True)
-
-    async def step_outputs(self, run_id: str, step_ids: Sequence[str]) -> list[StepOutputRecord]:
-        async with self._snapshot():
-            outputs = []
-            for step_id in step_ids:
-                step = await self._fetchone(
-                    "SELECT persona, summary FROM steps WHERE run_id = ? AND step_id = ?"
-                    " AND state = 'SUCCEEDED'",
-                    (run_id, step_id),
-                )
-                if step is None:
-                    continue
-                files = await self._fetchall(
-                    "SELECT path, content FROM artifacts WHERE run_id = ? AND step_id = ?"
-                    " ORDER BY path",
-                    (run_id, step_id),
-                )
-                outputs.append(
-                    StepOutputRecord(
-                        step_id=step_id,
-                        persona=step["persona"],
-                        summary=step["summary"],
-                        files=tuple((f["path"], bytes(f["content"])) for f in files),
-                    )
-                )
-            return outputs

@@ -192,6 +192,6 @@ async def test_one_database_file_has_one_writer(tmp_path: Path) -> None:
 async def test_the_health_check_notices_a_connection_stuck_in_a_transaction(store: Store) -> None:
     await store.check()
     # Simulate the failure the cancellation fix prevents: a transaction left open.
-    await store._db.execute("BEGIN")  # type: ignore[attr-defined]
+    await store._conn._db.execute("BEGIN")  # type: ignore[attr-defined]
     with pytest.raises(Internal, match="stuck inside a transaction"):
         await store.check()
