@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import anthropic
+from anthropic.lib.streaming import AsyncMessageStream
 from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam, ToolUseBlock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -108,6 +109,7 @@ class AnthropicProvider:
         max_retries: Retries inside the SDK. 0 by default because the scheduler owns
             retries, with backoff and a view of the whole run; retrying here as well
             would multiply attempts and hide failures from it.
+        progress_every: Seconds between progress notes while the answer streams in.
     """
 
     name: str = "anthropic"
@@ -120,8 +122,10 @@ class AnthropicProvider:
         base_url: str | None = None,
         max_tokens: int = 16000,
         max_retries: int = 0,
+        progress_every: float = 5.0,
     ) -> None:
         self._model = model
+        self._progress_every = progress_every
         self._max_tokens = max_tokens
         self._tool = submit_tool()
         self._client = anthropic.AsyncAnthropic(
@@ -135,6 +139,24 @@ class AnthropicProvider:
     def model(self) -> str:
         """The model name sent with every call."""
         return self._model
+
+    async def _report_while_streaming(
+        self, stream: AsyncMessageStream[Any], progress: ProgressCallback
+    ) -> None:
+        """Consumes the stream, noting how much has been written every so often."""
+        loop = asyncio.get_running_loop()
+        written = 0
+        last_note = loop.time()
+        async for event in stream:
+            if event.type == "content_block_delta":
+                delta = event.delta
+                if delta.type == "input_json_delta":
+                    written += len(delta.partial_json)
+                elif delta.type == "text_delta":
+                    written += len(delta.text)
+            if loop.time() - last_note >= self._progress_every:
+                last_note = loop.time()
+                progress(f"{self._model} writing: {written / 1024:.1f} KiB so far")
 
     async def aclose(self) -> None:
         """Closes the SDK's HTTP connections; call once when the worker shuts down."""
@@ -174,8 +196,9 @@ class AnthropicProvider:
         try:
             # The SDK's timeout bounds each network phase; asyncio.timeout bounds the
             # whole call, so the attempt never outlives the time it was given.
-            async with asyncio.timeout(timeout):
-                response = await self._client.messages.create(
+            async with (
+                asyncio.timeout(timeout),
+                self._client.messages.stream(
                     model=self._model,
                     max_tokens=self._max_tokens,
                     system=persona.system_prompt,
@@ -183,7 +206,11 @@ class AnthropicProvider:
                     tools=[self._tool],
                     tool_choice=tool_choice,
                     timeout=timeout,
-                )
+                ) as stream,
+            ):
+                # Streamed, so a model that writes for minutes still shows progress.
+                await self._report_while_streaming(stream, progress)
+                response = await stream.get_final_message()
         except TimeoutError:
             raise ProviderTimeout(f"{self._model} did not answer within {timeout:g}s") from None
         except anthropic.AnthropicError as err:

@@ -129,6 +129,7 @@ class FakeAnthropic:
         self._default: Behaviour = EchoNote()
         self._default_delay = 0.0
         self._delays_when: list[tuple[str, float]] = []
+        self._stream_pacing = 0.0
         self._requests: list[RecordedRequest] = []
         self._in_flight = 0
         self._ids = itertools.count(1)
@@ -232,6 +233,11 @@ class FakeAnthropic:
         with self._lock:
             self._default_delay = seconds
 
+    def set_stream_pacing(self, seconds: float) -> None:
+        """Streamed answers wait this long between events, like a model writing."""
+        with self._lock:
+            self._stream_pacing = seconds
+
     def delay_when(self, text: str, seconds: float) -> None:
         """Requests whose system prompt contains `text` wait this long before answering.
 
@@ -320,7 +326,9 @@ class FakeAnthropic:
             return
         message = _message(request.body, behaviour, number)
         if request.body.get("stream") is True:
-            _send_events(handler, message, number)
+            with self._lock:
+                pacing = self._stream_pacing
+            _send_events(handler, message, number, pacing, self._stopping)
         else:
             _send_json(handler, 200, message, number)
 
@@ -494,7 +502,13 @@ def message_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-def _send_events(handler: _Handler, message: dict[str, Any], number: int) -> None:
+def _send_events(
+    handler: _Handler,
+    message: dict[str, Any],
+    number: int,
+    pacing: float = 0.0,
+    stopping: threading.Event | None = None,
+) -> None:
     handler.send_response(200)
     handler.send_header("content-type", "text/event-stream")
     handler.send_header("cache-control", "no-cache")
@@ -504,5 +518,7 @@ def _send_events(handler: _Handler, message: dict[str, Any], number: int) -> Non
     handler.end_headers()
     handler.close_connection = True
     for event, data in message_events(message):
+        if pacing and stopping is not None and stopping.wait(pacing):
+            return
         handler.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
         handler.wfile.flush()

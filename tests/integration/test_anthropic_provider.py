@@ -101,6 +101,25 @@ async def test_tool_use_answer_becomes_the_step_output(
     assert notes == [f"calling {MODEL}", f"{MODEL} answered: 567 output tokens"]
 
 
+async def test_a_long_answer_reports_progress_while_it_streams_in(fake: FakeAnthropic) -> None:
+    code = "".join(f"def handler_{i}(request):\n    return {i}\n\n" for i in range(60))
+    fake.push_tool_result("Wrote the handlers.", {"app/handlers.py": code})
+    fake.set_stream_pacing(0.02)  # about 40 events: the answer takes most of a second
+    llm = AnthropicProvider(API_KEY, MODEL, base_url=fake.base_url, progress_every=0.1)
+    notes: list[str] = []
+    try:
+        output = await _run(llm, notes=notes)
+    finally:
+        await llm.aclose()
+
+    assert output.files[0].content == code
+    writing = [n for n in notes if n.startswith(f"{MODEL} writing: ")]
+    assert len(writing) >= 3, notes
+    sizes = [float(n.split(": ")[1].split(" ")[0]) for n in writing]
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
+    assert notes[0] == f"calling {MODEL}" and notes[-1].startswith(f"{MODEL} answered")
+
+
 async def test_request_carries_model_prompts_tool_and_credentials(
     fake: FakeAnthropic, provider: AnthropicProvider
 ) -> None:
@@ -121,7 +140,7 @@ async def test_request_carries_model_prompts_tool_and_credentials(
     assert tool["input_schema"]["required"] == ["summary", "files"]
     assert "$ref" not in json.dumps(tool["input_schema"])
     assert body["tool_choice"] == {"type": "tool", "name": SUBMIT_TOOL_NAME}
-    assert "stream" not in body
+    assert body["stream"] is True  # streamed, so long answers show progress
     assert sent.api_key == API_KEY
     assert "anthropic-version" in sent.headers
     # The attempt's own timeout is in force, and the SDK does not retry on its own.
