@@ -57,8 +57,9 @@ async def engine(tmp_path: Path, worker_address: str) -> AsyncIterator[tuple[Eng
     )
     store = await open_store(settings.database, writer=True)
     worker = WorkerClient(worker_address, heartbeat_timeout=10)
-    yield Engine(store, worker, settings), store
-    await Engine.shutdown(Engine(store, worker, settings))
+    scheduler = Engine(store, worker, settings)
+    yield scheduler, store
+    await scheduler.shutdown()
     await worker.close()
     await store.close()
 
