@@ -3,6 +3,8 @@ back into the MaestroError family (the mirror of the server interceptor)."""
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,19 +16,53 @@ from maestro.core.errors import Code, MaestroError, Unavailable, error_for_code
 # Artifacts are capped at 1 MiB each, but a step result carries many files.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # Notice a dead peer on a long, quiet stream instead of waiting forever.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
+# Keepalive must agree on both ends: a client that pings more often than its server
+# permits gets GOAWAY "too_many_pings" on a long, quiet stream. Every Maestro client
+# and server reads the same interval, so shortening it (tests) keeps them in step.
+KEEPALIVE_ENV = "MAESTRO_GRPC_KEEPALIVE_SECONDS"
+DEFAULT_KEEPALIVE_SECONDS = 30.0
+
+
+def keepalive_seconds() -> float:
+    """The clients' ping interval on idle connections (MAESTRO_GRPC_KEEPALIVE_SECONDS)."""
+    raw = os.environ.get(KEEPALIVE_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_KEEPALIVE_SECONDS
+    except ValueError:
+        value = DEFAULT_KEEPALIVE_SECONDS
+    return value if math.isfinite(value) and value >= 0.1 else DEFAULT_KEEPALIVE_SECONDS
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """Options of every client channel: message limits and keepalive pings."""
+    interval_ms = round(keepalive_seconds() * 1000)
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Notice a dead peer on a long, quiet stream instead of waiting forever.
+        ("grpc.keepalive_time_ms", interval_ms),
+        ("grpc.keepalive_timeout_ms", max(1000, min(interval_ms, 10_000))),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Keep pinging however long a stream stays quiet (the default stops after 2).
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def server_options() -> list[tuple[str, int]]:
+    """Options of every server: message limits, and permission for our clients' pings."""
+    interval_ms = round(keepalive_seconds() * 1000)
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Accept pings at half the clients' interval, so jitter never counts as abuse.
+        ("grpc.http2.min_ping_interval_without_data_ms", interval_ms // 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
 
 
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """Opens a plaintext channel (loopback and in-cluster traffic)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=channel_options())
 
 
 # Trailing metadata with the server's "wait this long before retrying", in milliseconds.

@@ -8,6 +8,7 @@ the port file for local stacks, and graceful shutdown on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from maestro.core.client import CHANNEL_OPTIONS, RETRY_AFTER_METADATA
+from maestro.core.client import RETRY_AFTER_METADATA, server_options
 from maestro.core.errors import MaestroError
 from maestro.core.lifecycle import exit_with_parent
 from maestro.core.log_setup import request_id_var
@@ -51,6 +52,41 @@ def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     incoming = dict(context.invocation_metadata() or ())
     request_id = incoming.get("x-request-id")
     request_id_var.set(request_id if isinstance(request_id, str) else uuid.uuid4().hex[:16])
+
+
+def _wrap_stream(inner: Any) -> Any:
+    """Wraps a server-streaming handler in the error mapping, keeping its style.
+
+    grpc.aio takes two styles of streaming handler: an async generator that yields
+    responses, or a coroutine that writes them with `context.write` (the health
+    service's Watch is one). Each must be wrapped in its own style.
+    """
+    if inspect.isasyncgenfunction(inner):
+
+        async def generator(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            _bind_request_id(context)
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as err:
+                await _abort_for(err, context)
+
+        return generator
+
+    async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        _bind_request_id(context)
+        try:
+            await inner(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as err:
+            await _abort_for(err, context)
+
+    return writer
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -85,22 +121,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_stream: Any = handler.unary_stream
-
-            async def stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                _bind_request_id(context)
-                try:
-                    async for response in inner_stream(request, context):
-                        yield response
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as err:
-                    await _abort_for(err, context)
-
             return grpc.unary_stream_rpc_method_handler(
-                stream,
+                _wrap_stream(handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -162,7 +184,7 @@ async def serve(
         readiness: raises when the service cannot do its job (its store is unusable,
             say); probed periodically, and health says NOT_SERVING while it fails.
     """
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=server_options())
     try:
         await _serve_until_signalled(server, settings, service_names, register, readiness)
     finally:
