@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.events import EventHub
 from gateway.scheduler_client import SchedulerClient
 from gateway.servicer import MaestroServicer
 from gateway.settings import GatewaySettings
@@ -23,8 +24,11 @@ async def main(settings: GatewaySettings) -> None:
     scheduler = SchedulerClient(
         settings.scheduler_address, timeout=settings.scheduler_timeout_seconds
     )
+    hub = EventHub(store, poll_seconds=settings.event_poll_seconds)
+    await hub.start(settings.scheduler_address)
 
     async def on_stop() -> None:
+        await hub.close()
         await scheduler.close()
         await store.close()
 
@@ -32,10 +36,10 @@ async def main(settings: GatewaySettings) -> None:
         settings,
         service_names=[gateway_pb2.DESCRIPTOR.services_by_name["MaestroService"].full_name],
         register=lambda server: gateway_pb2_grpc.add_MaestroServiceServicer_to_server(
-            MaestroServicer(store, scheduler, poll_seconds=settings.event_poll_seconds), server
+            MaestroServicer(store, scheduler, hub), server
         ),
         on_stop=on_stop,
-        readiness=store.check,
+        readiness=store.check_schema,
     )
 
 

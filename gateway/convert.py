@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from maestro.api.gateway.v1 import gateway_pb2
 from maestro.core.errors import InvalidArgument
-from maestro.store import ArtifactRecord, EventRecord, RunRecord, StepRecord
+from maestro.store import ArtifactRecord, EventRecord, RunRecord, StepRecord, Usage
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
@@ -20,6 +20,16 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def usage_to_proto(usage: Usage) -> gateway_pb2.TokenUsage:
+    return gateway_pb2.TokenUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_input_tokens=usage.cache_read_tokens,
+        cache_creation_input_tokens=usage.cache_write_tokens,
+        cost_usd=usage.cost_usd,
+    )
 
 
 def step_to_proto(step: StepRecord) -> gateway_pb2.Step:
@@ -34,9 +44,7 @@ def step_to_proto(step: StepRecord) -> gateway_pb2.Step:
         end_time=_timestamp(step.end_time),
         error=step.error,
         summary=step.summary,
-        usage=gateway_pb2.TokenUsage(
-            input_tokens=step.input_tokens, output_tokens=step.output_tokens
-        ),
+        usage=usage_to_proto(step.usage),
         provider=step.provider,
         model=step.model,
     )
@@ -54,6 +62,7 @@ def run_to_proto(run: RunRecord) -> gateway_pb2.Run:
         end_time=_timestamp(run.end_time),
         error=run.error,
         provider=run.provider,
+        usage=usage_to_proto(run.usage),
     )
 
 

@@ -1,37 +1,210 @@
-"""Follows a run's event log: replay what is stored, then tail what comes next.
+"""The gateway's event hub: every live event stream of a run is fed by one reader.
 
-The stream reads the store, not the scheduler, so it survives a scheduler restart and
-works the same whichever scheduler replica drives the run. A client that reconnects
-with the last sequence it saw gets exactly the events after it.
+Streams read the store, not a scheduler, so they survive scheduler restarts and work
+whichever scheduler drives a run. What wakes them is a notification that a run's log
+grew (the scheduler's WatchRuns stream on SQLite, LISTEN/NOTIFY on PostgreSQL); an
+idle stream costs nothing but a parked coroutine. A slow poll of every followed run's
+last sequence, one query for all of them, is the safety net for a lost notification.
+
+Followers of one run share its reads: when the log grows, one of them reads the new
+events into the run's buffer and all of them take theirs from it. A follower that
+starts far behind (a replay) reads the store on its own until it catches up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
+import grpc
+
+from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from maestro.core.client import insecure_channel
 from maestro.store import TERMINAL_EVENTS, EventRecord, Store
+from maestro.store.listen import PostgresListener
+
+log = logging.getLogger(__name__)
 
 PAGE = 500
+BUFFER = 2000
 
 
-async def follow_events(
-    store: Store, run_id: str, after_sequence: int, *, poll_seconds: float
-) -> AsyncIterator[EventRecord]:
-    """Yields events with sequence > after_sequence, in order, up to the terminal one."""
-    last = after_sequence
-    while True:
-        # Read the state before the events: the terminal event is committed with the
-        # final state, so a run finished before this read has all its events stored.
-        finished = await store.run_finished(run_id)
-        events = await store.events_after(run_id, last, PAGE)
-        for event in events:
-            yield event
-            last = event.sequence
-            if event.type in TERMINAL_EVENTS:
-                return
-        if finished and not events:
-            return  # resumed after the terminal event: nothing more will come
-        if len(events) < PAGE:
-            # Nothing more stored yet: wait for the scheduler to commit the next event.
-            await asyncio.sleep(poll_seconds)
+class _Feed:
+    """One followed run: what is known to be stored, and the latest events read."""
+
+    def __init__(self, known: int, finished: bool) -> None:
+        self.known = known
+        self.finished = finished
+        self.buffer: list[EventRecord] = []
+        self.followers = 0
+        self.grew = asyncio.Condition()
+        self.reading = asyncio.Lock()
+
+    def buffered_after(self, last: int) -> list[EventRecord] | None:
+        """Buffered events after `last`, or None when the buffer does not reach back."""
+        if not self.buffer or self.buffer[0].sequence > last + 1:
+            return None
+        return [event for event in self.buffer if event.sequence > last]
+
+
+class EventHub:
+    """Follows runs for every stream of one gateway."""
+
+    def __init__(self, store: Store, *, poll_seconds: float) -> None:
+        self._store = store
+        self._poll_seconds = poll_seconds
+        self._feeds: dict[str, _Feed] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: PostgresListener | None = None
+
+    @property
+    def followed(self) -> int:
+        """How many runs have at least one live stream."""
+        return len(self._feeds)
+
+    async def start(self, scheduler_address: str) -> None:
+        """Starts the notification source for the store's kind, and the safety poll."""
+        if self._store.shared:
+            self._listener = PostgresListener(
+                self._store.url, ["maestro_events"], self._on_notify, self.resync
+            )
+            await self._listener.wait_ready()
+        else:
+            self._tasks.append(
+                asyncio.create_task(self._watch_scheduler(scheduler_address), name="watch-runs")
+            )
+        self._tasks.append(asyncio.create_task(self._poll(), name="event-poll"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._listener is not None:
+            await self._listener.close()
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def notify(self, changed: dict[str, int]) -> None:
+        """Runs' logs now end at these sequences (from any source)."""
+        for run_id, sequence in changed.items():
+            feed = self._feeds.get(run_id)
+            if feed is not None and sequence > feed.known:
+                feed.known = sequence
+                asyncio.get_running_loop().create_task(self._wake(feed))
+
+    @staticmethod
+    async def _wake(feed: _Feed) -> None:
+        async with feed.grew:
+            feed.grew.notify_all()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        run_id, _, sequence = payload.rpartition(":")
+        if run_id and sequence.isdigit():
+            self.notify({run_id: int(sequence)})
+
+    def resync(self) -> None:
+        """Notifications may have been lost: look at every followed run now."""
+        asyncio.get_running_loop().create_task(self._check_all())
+
+    async def _check_all(self) -> None:
+        if not self._feeds:
+            return
+        progress = await self._store.run_progress(list(self._feeds))
+        for run_id, (state, _) in progress.items():
+            feed = self._feeds.get(run_id)
+            if feed is not None:
+                feed.finished = feed.finished or state.finished
+        self.notify({run_id: sequence for run_id, (_, sequence) in progress.items()})
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            try:
+                await self._check_all()
+            except Exception as err:  # noqa: BLE001 - the safety net must outlive outages
+                log.warning("event poll failed: %s", err)
+
+    async def _watch_scheduler(self, address: str) -> None:
+        """Follows the scheduler's WatchRuns stream, reconnecting when it ends."""
+        delay = 0.1
+        channel = insecure_channel(address)
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+        try:
+            while True:
+                call = stub.WatchRuns(scheduler_pb2.WatchRunsRequest())
+                try:
+                    # Whatever happened while we were not watching is looked at afresh.
+                    self.resync()
+                    async for batch in call:
+                        delay = 0.1
+                        self.notify({c.run_id: c.last_sequence for c in batch.changes})
+                except grpc.aio.AioRpcError as err:
+                    log.debug("WatchRuns ended (%s); reconnecting", err.code().name)
+                finally:
+                    call.cancel()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        finally:
+            await channel.close(None)
+
+    # -- following ----------------------------------------------------------------------------
+
+    async def follow(self, run_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
+        """Yields the run's events after `after_sequence`, in order, up to the terminal one."""
+        feed = self._feeds.get(run_id)
+        if feed is None:
+            progress = await self._store.run_progress([run_id])
+            state, known = progress.get(run_id, (None, 0))
+            feed = self._feeds.setdefault(
+                run_id, _Feed(known, state is not None and state.finished)
+            )
+        feed.followers += 1
+        try:
+            last = after_sequence
+            while True:
+                events = await self._next(run_id, feed, last)
+                for event in events:
+                    yield event
+                    last = event.sequence
+                    if event.type in TERMINAL_EVENTS:
+                        return
+                if events:
+                    continue
+                if feed.finished and last >= feed.known:
+                    return  # resumed after the terminal event: nothing more will come
+                await self._grown(feed, last)
+        finally:
+            feed.followers -= 1
+            if feed.followers == 0 and self._feeds.get(run_id) is feed:
+                del self._feeds[run_id]
+
+    @staticmethod
+    async def _grown(feed: _Feed, last: int) -> None:
+        async with feed.grew:
+            await feed.grew.wait_for(lambda: feed.known > last)
+
+    async def _next(self, run_id: str, feed: _Feed, last: int) -> list[EventRecord]:
+        """The events after `last` that are known to be stored (shared reads)."""
+        if last >= feed.known:
+            return []
+        buffered = feed.buffered_after(last)
+        if buffered:
+            return buffered
+        async with feed.reading:
+            # Another follower may have read them while we waited for the lock.
+            buffered = feed.buffered_after(last)
+            if buffered:
+                return buffered
+            newest = feed.buffer[-1].sequence if feed.buffer else None
+            if newest is not None and last < newest:
+                # Behind the buffer (a replay): read on our own, leave the buffer be.
+                return await self._store.events_after(run_id, last, PAGE)
+            events = await self._store.events_after(run_id, last, PAGE)
+            if events:
+                feed.known = max(feed.known, events[-1].sequence)
+                if newest is None or events[0].sequence != newest + 1:
+                    feed.buffer = []  # keep the buffer one unbroken stretch of the log
+                feed.buffer.extend(events)
+                del feed.buffer[:-BUFFER]
+            return events

@@ -9,7 +9,7 @@ from maestro.core.client import insecure_channel, mapped_rpc_errors
 class SchedulerClient:
     def __init__(self, address: str, *, timeout: float) -> None:
         self._address = address
-        self._channel = insecure_channel(address)
+        self._channel = insecure_channel(address, round_robin=True)
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
         self._timeout = timeout
 

@@ -14,7 +14,7 @@ from gateway.convert import (
     event_to_proto,
     run_to_proto,
 )
-from gateway.events import follow_events
+from gateway.events import EventHub
 from gateway.names import parse_artifact_name, parse_run_name
 from gateway.scheduler_client import SchedulerClient
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -28,10 +28,10 @@ MAX_PAGE_SIZE = 1000
 
 
 class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
-    def __init__(self, store: Store, scheduler: SchedulerClient, *, poll_seconds: float) -> None:
+    def __init__(self, store: Store, scheduler: SchedulerClient, hub: EventHub) -> None:
         self._store = store
         self._scheduler = scheduler
-        self._poll_seconds = poll_seconds
+        self._hub = hub
 
     async def _run(self, run_id: str) -> RunRecord:
         run = await self._store.get_run(run_id)
@@ -85,9 +85,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence", "must not be negative")
         await self._run(run_id)
-        async for event in follow_events(
-            self._store, run_id, request.after_sequence, poll_seconds=self._poll_seconds
-        ):
+        async for event in self._hub.follow(run_id, request.after_sequence):
             yield event_to_proto(event)
 
     async def ListArtifacts(

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from maestro.api.worker.v1 import worker_pb2
-from maestro.core.errors import InvalidArgument
-from persona_service.models import DependencyContext, StepOutput, StepRequest, TextFile
+from maestro.core.errors import FailedPrecondition, InvalidArgument, MaestroError, ResourceExhausted
+from persona_service.models import (
+    DependencyContext,
+    ProviderUnavailable,
+    StepOutput,
+    StepRequest,
+    TextFile,
+)
 
 
 def _text(path: str, content: bytes) -> TextFile:
@@ -51,4 +57,26 @@ def output_to_proto(output: StepOutput) -> worker_pb2.StepResult:
         ),
         provider=output.provider,
         model=output.model,
+    )
+
+
+def _failure_kind(err: MaestroError) -> worker_pb2.FailureKind.ValueType:
+    if isinstance(err, ResourceExhausted):
+        return worker_pb2.FAILURE_KIND_RATE_LIMITED
+    if isinstance(err, FailedPrecondition):
+        return worker_pb2.FAILURE_KIND_FATAL
+    if isinstance(err, ProviderUnavailable) and "overloaded" in err.message.lower():
+        return worker_pb2.FAILURE_KIND_OVERLOADED
+    return worker_pb2.FAILURE_KIND_RETRYABLE
+
+
+def failure_to_proto(err: MaestroError, provider: str) -> worker_pb2.StepFailure:
+    """A failure of the work, as the last message of the stream (not a status code)."""
+    retry_after = err.retry_after
+    return worker_pb2.StepFailure(
+        kind=_failure_kind(err),
+        message=err.message,
+        retry_after_ms=round(retry_after * 1000) if retry_after is not None else 0,
+        provider=provider,
+        reason=type(err).__name__,
     )

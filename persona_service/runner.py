@@ -53,6 +53,10 @@ class StepRunner:
         self._default = default_provider
         self._heartbeat_interval = heartbeat_interval
 
+    @property
+    def default_provider(self) -> str:
+        return self._default
+
     def provider_for(self, requested: str) -> Provider:
         name = requested or self._default
         provider = self._providers.get(name)

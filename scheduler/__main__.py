@@ -3,50 +3,72 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from maestro.core.errors import MaestroError
 from maestro.core.log_setup import configure_logging
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
-from maestro.store import open_store
+from maestro.store import open_store, redact_url
 from scheduler.engine import Engine
 from scheduler.servicer import SchedulerServicer
 from scheduler.settings import SchedulerSettings
-from scheduler.worker_client import WorkerClient
+from scheduler.watch import ChangeFeed
+from scheduler.worker_client import WorkerPools, parse_pools
+
+log = logging.getLogger("scheduler")
 
 
 async def main(settings: SchedulerSettings) -> None:
     try:
+        pools = parse_pools(settings.worker_pools, settings.worker_address)
+    except ValueError as err:
+        raise SystemExit(f"invalid MAESTRO_SCHEDULER_WORKER_POOLS: {err}") from None
+    try:
         store = await open_store(settings.database, writer=True)
     except MaestroError as err:
         raise SystemExit(f"cannot open the store: {err.message}") from None
-    worker = WorkerClient(
-        settings.worker_address, heartbeat_timeout=settings.heartbeat_timeout_seconds
+    log.info(
+        "scheduler %s on %s; worker pools: %s",
+        settings.scheduler_id,
+        redact_url(settings.database),
+        ", ".join(f"{name}={address}" for name, address in pools.items()),
     )
-    engine = Engine(store, worker, settings)
+    feed = ChangeFeed()
+    store.on_change(feed.publish)
+    workers = WorkerPools(pools, heartbeat_timeout=settings.heartbeat_timeout_seconds)
+    engine = Engine(store, workers, settings)
     try:
-        await engine.recover()
-    except BaseException:
-        # Release the store's thread and lock, or the failed start would hang here.
+        await engine.start()
+    except BaseException as err:
+        # Release the store's threads and lock, or the failed start would hang here.
         await engine.shutdown()
-        await worker.close()
+        await workers.close()
         await store.close()
+        if isinstance(err, MaestroError):
+            raise SystemExit(f"cannot start: {err.message}") from None
         raise
 
+    async def on_drain() -> None:
+        await engine.drain()
+        feed.close()
+
     async def on_stop() -> None:
+        feed.close()
         await engine.shutdown()
-        await worker.close()
+        await workers.close()
         await store.close()
 
     await serve(
         settings,
         service_names=[scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name],
         register=lambda server: scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(
-            SchedulerServicer(engine), server
+            SchedulerServicer(engine, feed), server
         ),
         on_stop=on_stop,
-        readiness=store.check,
+        on_drain=on_drain,
+        readiness=engine.readiness,
     )
 
 

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from maestro.api.worker.v1 import worker_pb2
+from maestro.store import Usage
 from scheduler.models import AttemptRequest, AttemptResult
+from scheduler.retry import Failure, FailureKind
+
+_FAILURE_KINDS = {
+    worker_pb2.FAILURE_KIND_RETRYABLE: FailureKind.RETRYABLE,
+    worker_pb2.FAILURE_KIND_OVERLOADED: FailureKind.OVERLOADED,
+    worker_pb2.FAILURE_KIND_RATE_LIMITED: FailureKind.RATE_LIMITED,
+    worker_pb2.FAILURE_KIND_FATAL: FailureKind.FATAL,
+    worker_pb2.FAILURE_KIND_BUDGET_EXCEEDED: FailureKind.FATAL,
+}
 
 
 def attempt_request_to_proto(request: AttemptRequest) -> worker_pb2.ExecuteStepRequest:
@@ -34,6 +44,16 @@ def step_result_from_proto(result: worker_pb2.StepResult) -> AttemptResult:
         files=tuple((f.path, f.content) for f in result.files),
         provider=result.provider,
         model=result.model,
-        input_tokens=result.usage.input_tokens,
-        output_tokens=result.usage.output_tokens,
+        usage=usage_from_proto(result.usage),
     )
+
+
+def usage_from_proto(usage: worker_pb2.TokenUsage) -> Usage:
+    return Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+
+
+def failure_from_proto(failure: worker_pb2.StepFailure) -> tuple[Failure, Usage]:
+    """A worker's report of a failed attempt: what kind, and what it spent."""
+    retry_after = failure.retry_after_ms / 1000 if failure.retry_after_ms > 0 else None
+    kind = _FAILURE_KINDS.get(failure.kind, FailureKind.RETRYABLE)
+    return Failure(kind, failure.message, retry_after), usage_from_proto(failure.usage)

@@ -1,28 +1,39 @@
-"""The scheduler's front door: accepts, cancels and re-drives runs.
+"""The scheduler's front door: accepts, claims, cancels and hands back runs.
 
-Each run is driven by one asyncio task. Creating a run returns as soon as the run is
-committed; the task goes on in the background. On start, every run the store still
-calls unfinished is re-driven: attempts that were in flight are closed as lost and
-their steps dispatched again.
+A run is driven by the scheduler that holds its lease. A new run is claimed by the
+scheduler that accepted it, in the same transaction; a run whose owner stopped renewing
+(killed, paused, partitioned) is claimed by another after its lease expires, and every
+write the old owner might still attempt is refused (fencing). On SQLite there is one
+scheduler per file, which takes every unfinished run at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 
-from maestro.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from maestro.store import NewRun, RunFinished, RunRecord, RunState, Store
+from maestro.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    MaestroError,
+    NotFound,
+    Unavailable,
+)
+from maestro.store import Claim, Lease, LeaseLost, NewRun, RunFinished, RunRecord, RunState, Store
+from maestro.store.listen import PostgresListener
 from maestro.workflow import (
     WorkflowSpec,
     builtin_workflow,
     builtin_workflow_names,
     parse_workflow_yaml,
 )
-from scheduler.run_loop import RunExecution
+from scheduler.admission import Admission
+from scheduler.run_loop import RunDriver, persist
 from scheduler.settings import SchedulerSettings
-from scheduler.worker_client import WorkerClient
+from scheduler.worker_client import WorkerPools
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +44,85 @@ CANCEL_WAIT_SECONDS = 5.0
 
 
 class Engine:
-    """Owns every run task of this scheduler process."""
+    """Owns the runs this scheduler drives."""
 
-    def __init__(self, store: Store, worker: WorkerClient, settings: SchedulerSettings) -> None:
+    def __init__(self, store: Store, pools: WorkerPools, settings: SchedulerSettings) -> None:
         self._store = store
-        self._worker = worker
+        self._pools = pools
         self._settings = settings
+        self.scheduler_id = settings.scheduler_id
+        self.admission = Admission(
+            max_in_flight=settings.max_steps_in_flight,
+            pool_max_in_flight=settings.pool_max_in_flight,
+        )
+        self._drivers: dict[str, RunDriver] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._claim_now = asyncio.Event()
+        self._accepting = True
+        self._listener: PostgresListener | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Proves the store takes writes, takes the runs it should drive, and starts the
+        lease and claim loops."""
+        await self._store.heartbeat_scheduler(self.scheduler_id)
+        if self._store.shared:
+            self._listener = PostgresListener(
+                self._store.url,
+                ["maestro_cancel", "maestro_runs"],
+                self._on_notify,
+                self._claim_now.set,
+            )
+            await self._listener.wait_ready()
+        await self._claim()
+        self._background = [
+            asyncio.create_task(self._renew_loop(), name="renew-leases"),
+            asyncio.create_task(self._claim_loop(), name="claim-runs"),
+        ]
+
+    async def readiness(self) -> None:
+        """A real write: NOT_SERVING while the store cannot take one."""
+        await self._store.heartbeat_scheduler(self.scheduler_id)
+
+    async def drain(self) -> None:
+        """Stops taking runs, lets dispatches in flight finish (up to `drain_seconds`),
+        then hands every unfinished run back for another scheduler to go on with."""
+        self._accepting = False
+        for task in self._background:
+            task.cancel()
+        for driver in self._drivers.values():
+            driver.drain()
+        tasks = list(self._tasks.values())
+        if tasks:
+            log.info(
+                "draining: %d runs, up to %.0fs for their attempts in flight",
+                len(tasks),
+                self._settings.drain_seconds,
+            )
+            await asyncio.wait(tasks, timeout=self._settings.drain_seconds)
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stops driving runs without ending them and gives their leases back."""
+        self._accepting = False
+        for task in [*self._background, *self._tasks.values()]:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._tasks.values(), return_exceptions=True)
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        unfinished = [run_id for run_id in self._drivers]
+        self._drivers.clear()
+        if unfinished:
+            try:
+                released = await self._store.release_leases(self.scheduler_id, unfinished)
+                log.info("handed back %d unfinished runs", released)
+            except MaestroError as err:
+                log.warning("could not hand runs back (%s); their leases will expire", err)
+
+    # -- creating and cancelling ----------------------------------------------------------
 
     async def create_run(
         self,
@@ -49,14 +132,17 @@ class Engine:
         requirement: str,
         provider: str,
         request_id: str,
+        created_by: str = "",
     ) -> str:
         """Validates and records a run, starts it, and returns its id at once.
 
         Raises:
             InvalidArgument: bad workflow, requirement or provider.
             AlreadyExists: request_id was used for a different request.
+            Unavailable: the scheduler is stopping, or the store is unavailable.
         """
-        spec = self._resolve_workflow(workflow_name, workflow_yaml)
+        if not self._accepting:
+            raise Unavailable("the scheduler is shutting down; try again")
         requirement = requirement.strip()
         if not requirement:
             raise InvalidArgument("requirement", "is required")
@@ -69,29 +155,28 @@ class Engine:
             raise InvalidArgument(
                 "provider", f"unknown provider {provider!r}; use 'anthropic' or 'offline'"
             )
-        new_request = (requirement, provider, spec.model_dump_json())
+        spec = await self._resolve_workflow(workflow_name, workflow_yaml)
+        spec_json = spec.model_dump_json()
+        new_request = (requirement, provider, spec_json)
         if request_id:
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is not None:
-                run_id = self._same_request(existing, new_request)
-                if not existing.state.finished and run_id not in self._tasks:
-                    # Recorded but not driven (cannot happen now that creation is
-                    # shielded; kept so a retry can never return a dead run).
-                    self._start(run_id, redriven=False)
-                return run_id
+                return self._same_request(existing, new_request)
         new = NewRun(
             run_id=uuid.uuid4().hex[:16],
             workflow_name=spec.name,
-            spec_json=spec.model_dump_json(),
+            spec_json=spec_json,
             requirement=requirement,
             provider=provider,
             request_id=request_id,
-            steps=tuple((s.id, s.persona, s.depends_on) for s in spec.steps),
+            created_by=created_by,
+            steps=tuple((s.id, s.persona, s.kind.value, s.depends_on) for s in spec.steps),
         )
+        owner = self.scheduler_id if len(self._drivers) < self._settings.max_runs else None
         try:
-            # Shielded: once the run is committed it must also be started, even if the
+            # Shielded: once the run is committed it must also be driven, even if the
             # caller goes away (deadline, disconnect) in between.
-            await asyncio.shield(self._create_and_start(new))
+            await asyncio.shield(self._create_and_start(new, owner, spec))
         except AlreadyExists:
             # Lost a race with a concurrent retry of the same request.
             existing = await self._store.find_run_by_request_id(request_id)
@@ -100,10 +185,18 @@ class Engine:
             return self._same_request(existing, new_request)
         return new.run_id
 
-    async def _create_and_start(self, new: NewRun) -> None:
-        await self._store.create_run(new)
+    async def _create_and_start(self, new: NewRun, owner: str | None, spec: WorkflowSpec) -> None:
+        lease = await self._store.create_run(
+            new, owner=owner, lease_seconds=self._settings.lease_seconds
+        )
         log.info("run %s created: workflow %s", new.run_id, new.workflow_name)
-        self._start(new.run_id, redriven=False)
+        if lease is None:
+            self._claim_now.set()  # over our limit: the claim loops share it out
+            return
+        record = await self._store.get_run(new.run_id)
+        if record is None:
+            raise NotFound(f"run runs/{new.run_id} vanished as it was created")
+        self._start(lease, record, spec, note="")
 
     @staticmethod
     def _same_request(existing: RunRecord, new: tuple[str, str, str]) -> str:
@@ -111,18 +204,19 @@ class Engine:
         if (existing.requirement, existing.provider, existing.spec_json) != new:
             raise AlreadyExists(
                 "request_id: already used for a different request (run "
-                f"{existing.run_id}); use a new request_id"
+                f"runs/{existing.run_id}); use a new request_id"
             )
         return existing.run_id
 
     @staticmethod
-    def _resolve_workflow(name: str, text: str) -> WorkflowSpec:
+    async def _resolve_workflow(name: str, text: str) -> WorkflowSpec:
         if text:
             if len(text.encode()) > MAX_WORKFLOW_YAML_BYTES:
                 raise InvalidArgument(
                     "workflow_yaml", f"is larger than {MAX_WORKFLOW_YAML_BYTES} bytes"
                 )
-            return parse_workflow_yaml(text, source="workflow_yaml")
+            # Off the event loop: a large workflow must not stall the runs in flight.
+            return await asyncio.to_thread(parse_workflow_yaml, text, source="workflow_yaml")
         if not name:
             raise InvalidArgument("workflow", "give workflow_name or workflow_yaml")
         # Only built-in names: a caller must never make the scheduler read its files.
@@ -135,80 +229,173 @@ class Engine:
         return builtin_workflow(name)
 
     async def cancel_run(self, run_id: str) -> None:
-        """Cancels in-flight steps and ends the run CANCELLED.
+        """Cancels the run wherever it is driven and waits (briefly) until it ended.
 
         Raises:
             NotFound: no such run.
             FailedPrecondition: the run already finished.
         """
-        run = await self._store.get_run(run_id)
-        if run is None:
-            raise NotFound(f"run {run_id!r} does not exist")
-        if run.state.finished:
-            raise FailedPrecondition(f"run {run_id} already finished {run.state.value}")
-        # Shielded: once its task is cancelled the run must also be recorded CANCELLED,
-        # even if the caller gives up waiting (a second Ctrl-C) in between.
-        await asyncio.shield(self._cancel(run_id))
+        request = await self._store.request_cancel(run_id)
+        if request.state.finished:
+            raise FailedPrecondition(f"run runs/{run_id} already finished {request.state.value}")
+        driver = self._drivers.get(run_id)
+        if driver is None and not request.lease_live:
+            # Nobody drives it (its owner died, or it waits for capacity): take it, so
+            # the cancellation does not wait for a lease to expire.
+            await self._claim(only=run_id)
+            driver = self._drivers.get(run_id)
+        if driver is not None:
+            driver.cancel()
+        await self._wait_finished(run_id)
         log.info("run %s cancelled", run_id)
 
-    async def _cancel(self, run_id: str) -> None:
+    async def _wait_finished(self, run_id: str) -> None:
+        """Waits up to CANCEL_WAIT_SECONDS for the run's final state (any scheduler's)."""
         task = self._tasks.get(run_id)
         if task is not None:
-            task.cancel()
-            # The task cancels its worker calls, which cancels them on the workers too.
             await asyncio.wait([task], timeout=CANCEL_WAIT_SECONDS)
-        await self._store.finish_run(run_id, RunState.CANCELLED, "cancelled by request")
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CANCEL_WAIT_SECONDS
+        while loop.time() < deadline:
+            progress = await self._store.run_progress([run_id])
+            if run_id not in progress or progress[run_id][0].finished:
+                return
+            await asyncio.sleep(0.05)
+
+    # -- ownership ------------------------------------------------------------------------
 
     @property
     def driven_run_ids(self) -> frozenset[str]:
         """The runs this scheduler is driving right now."""
-        return frozenset(self._tasks)
+        return frozenset(self._drivers)
 
-    async def recover(self) -> int:
-        """Re-drives every unfinished run; returns how many."""
-        run_ids = await self._store.unfinished_run_ids()
-        for run_id in run_ids:
-            requeued = await self._store.requeue_interrupted_steps(run_id)
-            log.info("re-driving run %s (steps put back: %s)", run_id, requeued or "none")
-            self._start(run_id, redriven=True)
-        return len(run_ids)
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == "maestro_cancel":
+            driver = self._drivers.get(payload)
+            if driver is not None:
+                driver.cancel()
+        else:
+            self._claim_now.set()
 
-    async def shutdown(self) -> None:
-        """Stops driving runs without ending them: the next start re-drives them."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _start(self, run_id: str, *, redriven: bool) -> None:
-        task = asyncio.create_task(self._drive(run_id, redriven=redriven), name=f"run-{run_id}")
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
-
-    async def _drive(self, run_id: str, *, redriven: bool) -> None:
-        run = await self._store.get_run(run_id)
-        if run is None:
-            log.error("run %s disappeared before it started", run_id)
+    async def _claim(self, only: str | None = None) -> None:
+        if not self._accepting:
             return
-        execution = RunExecution(
-            run_id=run_id,
-            spec=WorkflowSpec.model_validate_json(run.spec_json),
-            requirement=run.requirement,
-            provider=run.provider,
+        room = self._settings.max_runs - len(self._drivers)
+        if room <= 0:
+            return
+        claims = await self._store.claim_runs(
+            self.scheduler_id,
+            limit=room,
+            lease_seconds=self._settings.lease_seconds,
+            # One scheduler per SQLite file (it holds the file's writer lock), so any
+            # other owner recorded there is a scheduler that is gone.
+            everything=not self._store.shared,
+        )
+        for claim in claims:
+            await self._take(claim)
+
+    async def _take(self, claim: Claim) -> None:
+        run_id = claim.lease.run_id
+        record = await self._store.get_run(run_id)
+        if record is None:
+            return
+        if claim.taken_from:
+            note = f"taken over from scheduler {claim.taken_from}"
+        elif record.state is RunState.PENDING:
+            note = ""
+        else:
+            note = "re-driven after its scheduler stopped"
+        try:
+            spec = WorkflowSpec.model_validate_json(record.spec_json)
+        except ValueError as err:
+            # A stored run this code cannot read (a persona renamed, say) ends at once.
+            reason = f"the stored workflow no longer loads: {str(err).splitlines()[0]}"
+            log.error("run %s: %s", run_id, reason)
+            await persist(
+                "failing an unreadable run",
+                self._store.finish_run,
+                claim.lease,
+                RunState.FAILED,
+                reason,
+            )
+            return
+        self._start(claim.lease, record, spec, note=note)
+        if claim.cancel_requested:
+            self._drivers[run_id].cancel()
+
+    def _start(self, lease: Lease, record: RunRecord, spec: WorkflowSpec, *, note: str) -> None:
+        driver = RunDriver(
+            lease=lease,
+            record=record,
+            spec=spec,
             store=self._store,
-            worker=self._worker,
+            pools=self._pools,
+            admission=self.admission,
             settings=self._settings,
         )
+        run_id = lease.run_id
+        self._drivers[run_id] = driver
+        task = asyncio.create_task(self._drive(driver, note), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            if self._tasks.get(run_id) is task:
+                del self._tasks[run_id]
+                self._drivers.pop(run_id, None)
+
+        task.add_done_callback(forget)
+
+    async def _drive(self, driver: RunDriver, note: str) -> None:
+        run_id = driver.run_id
         try:
-            await execution.drive(redriven=redriven)
+            await driver.drive(note)
         except asyncio.CancelledError:
             raise
-        except RunFinished as err:
-            # Ended from outside (a cancel that outran the step tasks): nothing to do.
-            log.info("run %s ended while it was being driven: %s", run_id, err.message)
+        except (LeaseLost, RunFinished) as err:
+            # Another scheduler took it over, or it ended elsewhere: stop quietly.
+            log.info("run %s: stopped driving: %s", run_id, err.message)
         except Exception:
             # A bug, not a step failure: the run must still end, and say so.
             log.exception("run %s crashed", run_id)
-            await self._store.finish_run(
-                run_id, RunState.FAILED, "internal scheduler error (see the scheduler log)"
-            )
+            with contextlib.suppress(LeaseLost, RunFinished):
+                await persist(
+                    "failing a crashed run",
+                    self._store.finish_run,
+                    driver.lease,
+                    RunState.FAILED,
+                    "internal scheduler error (see the scheduler log)",
+                )
+
+    async def _renew_loop(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = dict(
+                    await self._store.renew_leases(self.scheduler_id, self._settings.lease_seconds)
+                )
+            except MaestroError as err:
+                log.warning("could not renew leases: %s", err)
+                continue
+            for run_id, driver in list(self._drivers.items()):
+                if run_id not in held:
+                    # Taken over (we were too slow to renew): stop at once, write nothing.
+                    log.warning("run %s: lease lost to another scheduler; stopping", run_id)
+                    task = self._tasks.get(run_id)
+                    if task is not None:
+                        task.cancel()
+                elif held[run_id]:
+                    driver.cancel()
+
+    async def _claim_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._claim_now.wait(), self._settings.claim_interval_seconds
+                )
+            self._claim_now.clear()
+            try:
+                await self._claim()
+            except MaestroError as err:
+                log.warning("could not claim runs: %s", err)

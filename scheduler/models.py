@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from maestro.store import NO_USAGE, Usage
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -33,5 +35,4 @@ class AttemptResult(_Frozen):
     files: tuple[tuple[str, bytes], ...]
     provider: str
     model: str
-    input_tokens: int
-    output_tokens: int
+    usage: Usage = NO_USAGE

@@ -1,51 +1,69 @@
 """Drives one run: dispatches each step the moment its dependencies succeeded.
 
-There are no level barriers: whenever a step finishes, every step that became ready
-is dispatched at once (within the run's parallelism cap). All of a round's steps are
-marked RUNNING in the store before any of their worker calls begins, so independent
-steps really do overlap.
+There are no level barriers and no rescans: each step counts its dependencies still
+to succeed, and a step whose count reaches zero is ready at once. Time is durable: a
+step's backoff is a due time in the store, so a scheduler that restarts or takes the
+run over waits out exactly what is left. Every write carries the run's lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from maestro.core.errors import RETRYABLE_CODES, Internal, MaestroError
 from maestro.core.log_setup import run_id_var, step_id_var
 from maestro.paths import BadPath, check_file_size, normalize_artifact_path
-from maestro.store import RunFinished, RunState, StepResultRecord, StepState, Store
-from maestro.workflow import RetryPolicy, WorkflowSpec
-from scheduler.context import choose_context
-from scheduler.models import AttemptRequest, AttemptResult
+from maestro.store import (
+    Lease,
+    RunRecord,
+    RunState,
+    StepResultRecord,
+    StepState,
+    Store,
+    StoreUnavailable,
+    Usage,
+)
+from maestro.workflow import WorkflowSpec
+from scheduler.admission import Admission, AdmissionClosed
+from scheduler.models import AttemptRequest, AttemptResult, DependencyOutput
+from scheduler.retry import Failure, FailureKind, decide
 from scheduler.settings import SchedulerSettings
-from scheduler.worker_client import WorkerClient
+from scheduler.worker_client import DispatchFailed, WorkerPools
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_AFTER_SECONDS = 300.0
+T = TypeVar("T")
+
+_PERSIST_MAX_WAIT = 2.0
 
 
-def backoff_seconds(policy: RetryPolicy, failed_attempt: int) -> float:
-    """Exponential backoff with equal jitter (half fixed, half random), capped."""
-    ceiling = min(
-        policy.max_backoff.total_seconds(),
-        policy.initial_backoff.total_seconds() * 2 ** (failed_attempt - 1),
-    )
-    return random.uniform(ceiling / 2, ceiling)
+async def persist(what: str, write: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Runs a store write, `write(*args, **kwargs)`, until it succeeds.
 
-
-def retry_delay(policy: RetryPolicy, failed_attempt: int, asked: float | None) -> float:
-    """Our backoff, or longer when the failing service asked for more (retry-after).
-
-    What it asks for is capped, so a bogus header cannot park a step for a day.
+    A busy, locked or unreachable database is waited out with backoff, never turned
+    into a failure of the run; anything else (a lost lease, a finished run) raises.
     """
-    return max(backoff_seconds(policy, failed_attempt), min(asked or 0.0, MAX_RETRY_AFTER_SECONDS))
+    delay = 0.05
+    while True:
+        try:
+            return await write(*args, **kwargs)
+        except StoreUnavailable as err:
+            log.warning("%s: %s; retrying in %.2fs", what, err.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _PERSIST_MAX_WAIT)
 
 
 def validated_files(result: AttemptResult) -> AttemptResult:
-    """Re-checks a worker's paths: the store only ever holds confined paths."""
+    """Re-checks a worker's paths: the store only ever holds confined paths.
+
+    Raises:
+        DispatchFailed: a bad path, a file too large, or a path twice (the work's fault).
+    """
     files = []
     seen: set[str] = set()
     for path, content in result.files:
@@ -53,167 +71,414 @@ def validated_files(result: AttemptResult) -> AttemptResult:
             clean = normalize_artifact_path(path)
             check_file_size(clean, len(content))
         except BadPath as err:
-            raise Internal(f"the worker returned a bad file: {err}") from None
+            raise DispatchFailed(
+                Failure(FailureKind.RETRYABLE, f"the worker returned a bad file: {err}")
+            ) from None
         if clean in seen:
-            raise Internal(f"the worker returned {clean!r} twice")
+            raise DispatchFailed(
+                Failure(FailureKind.RETRYABLE, f"the worker returned {clean!r} twice")
+            )
         seen.add(clean)
         files.append((clean, content))
     return result.model_copy(update={"files": tuple(files)})
 
 
-class RunExecution:
-    """One run's DAG walk. Cancelling the task that runs `drive` cancels its steps."""
+class Outcome(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    WAITING = "WAITING"
+    """Back to PENDING: a retry is due later."""
+    NOT_DISPATCHED = "NOT_DISPATCHED"
+    """The scheduler is draining: the step was never sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    outcome: Outcome
+    error: str = ""
+    due: float | None = None
+
+
+class _Reports:
+    """A dispatch's progress notes and usage, written as they come but coalesced: while
+    one write is in flight, what arrives meanwhile waits and goes in the next one."""
+
+    def __init__(self, store: Store, lease: Lease, step_id: str, attempt: int, dispatch: int):
+        self._store = store
+        self._where = (lease, step_id, attempt, dispatch)
+        self._notes: list[tuple[str, str]] = []
+        self._usage: Usage | None = None
+        self._written_usage: Usage | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_usage: Usage | None = None
+
+    async def __call__(self, note: str | None, provider: str, usage: Usage | None) -> None:
+        if note is not None:
+            self._notes.append((note, provider))
+        if usage is not None:
+            self._usage = self.last_usage = usage
+        dirty = self._notes or (self._usage is not None and self._usage != self._written_usage)
+        if dirty and self._task is None:
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._notes or (self._usage is not None and self._usage != self._written_usage):
+                notes, self._notes = self._notes, []
+                usage = self._usage
+                await persist(
+                    "recording progress", self._store.record_progress, *self._where, notes, usage
+                )
+                self._written_usage = usage
+        finally:
+            self._task = None
+
+    async def flush(self) -> None:
+        """Waits until everything reported so far is written (re-raising its failure)."""
+        while self._task is not None:
+            await self._task
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class RunDriver:
+    """One run's DAG walk, under this scheduler's lease.
+
+    `drive()` runs until the run ends (and records how) or until it is stopped: a lost
+    lease or a drain stops it without a final state, for the next owner to go on.
+    """
 
     def __init__(
         self,
         *,
-        run_id: str,
+        lease: Lease,
+        record: RunRecord,
         spec: WorkflowSpec,
-        requirement: str,
-        provider: str,
         store: Store,
-        worker: WorkerClient,
+        pools: WorkerPools,
+        admission: Admission,
         settings: SchedulerSettings,
     ) -> None:
-        self._run_id = run_id
+        self.lease = lease
+        self.run_id = lease.run_id
+        self._record = record
         self._spec = spec
-        self._requirement = requirement
-        self._provider = provider
         self._store = store
-        self._worker = worker
+        self._pools = pools
+        self._admission = admission
         self._settings = settings
+        self._order = record.create_time.timestamp()
+        self._cancel = asyncio.Event()
+        self._drain = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._started = record.state is RunState.RUNNING
+        self.states = {step.step_id: step.state for step in record.steps}
+        self._errors = {step.step_id: step.error for step in record.steps}
+        self._due = {
+            step.step_id: step.due_time.timestamp() if step.due_time else None
+            for step in record.steps
+        }
+        self._first_start = {
+            step.step_id: step.start_time.timestamp() if step.start_time else None
+            for step in record.steps
+        }
+        self._position = {step.id: i for i, step in enumerate(spec.steps)}
+        self._waiting_on = {
+            step.id: sum(self.states[d] is not StepState.SUCCEEDED for d in step.depends_on)
+            for step in spec.steps
+        }
+        self._direct_dependents: dict[str, list[str]] = {step.id: [] for step in spec.steps}
+        for step in spec.steps:
+            for dep in step.depends_on:
+                self._direct_dependents[dep].append(step.id)
+        self.in_flight = 0
 
-    async def drive(self, *, redriven: bool) -> None:
-        """Runs every remaining step and records the run's final state."""
-        run_id_var.set(self._run_id)
-        record = await self._store.get_run(self._run_id)
-        if record is None:
-            raise Internal(f"run {self._run_id} vanished from the store")
-        states = {step.step_id: step.state for step in record.steps}
-        errors = {step.step_id: step.error for step in record.steps}
-        await self._store.start_run(self._run_id, redriven=redriven)
+    # -- control from the engine --------------------------------------------------------
 
-        running: dict[asyncio.Task[tuple[StepState, str]], str] = {}
+    def cancel(self) -> None:
+        """Ends the run CANCELLED as soon as its steps in flight are stopped."""
+        self._cancel.set()
+        self._wake.set()
+
+    def drain(self) -> None:
+        """Starts nothing new; `drive` returns once the steps in flight have finished."""
+        self._drain.set()
+        self._wake.set()
+
+    # -- the walk -------------------------------------------------------------------------
+
+    def _ready(self) -> list[str]:
+        return sorted(
+            (
+                step_id
+                for step_id, state in self.states.items()
+                if state in (StepState.PENDING, StepState.QUEUED) and self._waiting_on[step_id] == 0
+            ),
+            key=self._position.__getitem__,
+        )
+
+    async def drive(self, note: str) -> None:
+        """Runs the remaining steps and records the run's final state.
+
+        Args:
+            note: why the run is driven again (a restart, a takeover); empty for a new run.
+
+        Raises:
+            LeaseLost: another scheduler took the run over; this one must stop.
+            RunFinished: the run ended elsewhere.
+        """
+        run_id_var.set(self.run_id)
+        if any(state is StepState.RUNNING for state in self.states.values()):
+            reason = note or "the scheduler that ran it stopped"
+            recovered = await persist(
+                "recovering lost attempts", self._store.recover_run, self.lease, reason
+            )
+            for step_id in recovered:
+                self.states[step_id] = StepState.PENDING
+                self._due[step_id] = None
+        if self._started or self._admission_free():
+            await self._mark_started(note)
+        else:
+            await persist(
+                "queueing the run", self._store.queue_run, self.lease, self._admission.why_full("*")
+            )
+
+        running: dict[asyncio.Task[StepOutcome], str] = {}
         try:
-            while True:
-                # Two phases: every ready step is recorded RUNNING before any of their
-                # worker calls begins, so steps dispatched together really overlap.
-                started = []
-                for step_id in self._ready(states, len(running)):
-                    attempt = await self._store.start_attempt(self._run_id, step_id, self._provider)
-                    states[step_id] = StepState.RUNNING
-                    started.append((step_id, attempt))
-                for step_id, attempt in started:
-                    running[asyncio.create_task(self._run_step(step_id, attempt))] = step_id
-                if not running:
+            while not self._cancel.is_set():
+                now = time.time()
+                next_due: float | None = None
+                if not self._drain.is_set():
+                    for step_id in self._ready():
+                        if len(running) >= self._settings.max_parallel_steps:
+                            break
+                        due = self._due[step_id]
+                        if due is not None and due > now:
+                            next_due = due if next_due is None else min(next_due, due)
+                            continue
+                        self.states[step_id] = StepState.RUNNING
+                        running[asyncio.create_task(self._run_step(step_id))] = step_id
+                if not running and (next_due is None or self._drain.is_set()):
                     break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    step_id = running.pop(task)
-                    states[step_id], errors[step_id] = task.result()
-                    if states[step_id] is StepState.FAILED:
-                        # The store blocked them in the failure's own transaction.
-                        for dependent in self._spec.dependents(step_id):
-                            if states[dependent] is StepState.PENDING:
-                                states[dependent] = StepState.BLOCKED
+                self._wake.clear()
+                waker = asyncio.create_task(self._wake.wait())
+                timeout = None if next_due is None else max(0.0, next_due - time.time())
+                done, _ = await asyncio.wait(
+                    {*running, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                waker.cancel()
+                for finished in [task for task in running if task in done]:
+                    self._settle(running.pop(finished), finished.result())
         finally:
-            # On any exit (cancellation, or a failure of our own) no step task may go
-            # on calling workers or writing after this run's fate is decided.
+            # On any exit no step task may go on calling workers or writing.
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
-        failed = [s.id for s in self._spec.steps if states[s.id] is StepState.FAILED]
-        if failed:
-            first = failed[0]
-            await self._store.finish_run(
-                self._run_id, RunState.FAILED, f"step {first!r} failed: {errors[first]}"
+        if self._cancel.is_set():
+            await self._finish(RunState.CANCELLED, "cancelled by request")
+        elif self._drain.is_set() and not self._all_finished():
+            log.info("run %s handed back unfinished (draining)", self.run_id)
+        else:
+            failed = [s.id for s in self._spec.steps if self.states[s.id] is StepState.FAILED]
+            if failed:
+                first = failed[0]
+                await self._finish(RunState.FAILED, f"step {first!r} failed: {self._errors[first]}")
+            else:
+                await self._finish(RunState.SUCCEEDED, "")
+
+    def _all_finished(self) -> bool:
+        return all(state.finished for state in self.states.values())
+
+    def _admission_free(self) -> bool:
+        return self._admission.in_flight < self._settings.max_steps_in_flight and (
+            self._admission.waiting == 0
+        )
+
+    async def _mark_started(self, note: str) -> None:
+        if self._started and not note:
+            return
+        self._started = True  # before the write: concurrent steps must not both start it
+        await persist("starting the run", self._store.start_run, self.lease, note)
+
+    async def _finish(self, state: RunState, error: str) -> None:
+        await persist("recording the end", self._store.finish_run, self.lease, state, error)
+
+    def _settle(self, step_id: str, result: StepOutcome) -> None:
+        if result.outcome is Outcome.SUCCEEDED:
+            self.states[step_id] = StepState.SUCCEEDED
+            for dependent in self._direct_dependents[step_id]:
+                self._waiting_on[dependent] -= 1
+        elif result.outcome is Outcome.FAILED:
+            self.states[step_id] = StepState.FAILED
+            self._errors[step_id] = result.error
+            # The store blocked them in the failure's own transaction.
+            for dependent in self._spec.dependents(step_id):
+                if not self.states[dependent].finished:
+                    self.states[dependent] = StepState.BLOCKED
+        else:
+            self.states[step_id] = StepState.PENDING
+            self._due[step_id] = result.due
+
+    # -- one step ---------------------------------------------------------------------------
+
+    async def _run_step(self, step_id: str) -> StepOutcome:
+        step_id_var.set(step_id)
+        persona = self._spec.step(step_id).persona
+        pool = self._pools.pool_for(persona)
+        try:
+            if not self._admission.try_acquire(self.run_id, pool):
+                reason = self._admission.why_full(pool)
+                await persist("queueing", self._store.queue_step, self.lease, step_id, reason)
+                await self._admission.acquire(self.run_id, pool, self._order)
+        except AdmissionClosed:
+            return StepOutcome(Outcome.NOT_DISPATCHED)
+        self.in_flight += 1
+        try:
+            await self._mark_started("")
+            return await self._dispatch(step_id, persona, pool)
+        finally:
+            self.in_flight -= 1
+            self._admission.release(self.run_id, pool)
+
+    async def _dispatch(self, step_id: str, persona: str, pool: str) -> StepOutcome:
+        store, lease = self._store, self.lease
+        provider = self._record.provider
+        attempt, dispatch = await persist(
+            "starting a dispatch", store.start_dispatch, lease, step_id, provider
+        )
+        now = time.time()
+        first = self._first_start[step_id] or now
+        self._first_start[step_id] = first
+        deadline = first + self._spec.deadline_for(step_id).total_seconds()
+        timeout = min(self._spec.timeout_for(step_id).total_seconds(), deadline - now)
+        reports = _Reports(store, lease, step_id, attempt, dispatch)
+        try:
+            request = await self._request(step_id, persona, attempt)
+            result = validated_files(
+                await self._pools.client(pool).execute(request, timeout=timeout, report=reports)
+            )
+        except DispatchFailed as failed:
+            failure, usage = failed.failure, failed.usage or reports.last_usage
+        except asyncio.CancelledError:
+            reports.cancel()
+            raise
+        else:
+            await reports.flush()
+            record = StepResultRecord(
+                summary=result.summary,
+                files=result.files,
+                provider=result.provider,
+                model=result.model,
+                usage=result.usage,
+            )
+            await persist(
+                "recording a result", store.complete_step, lease, step_id, attempt, dispatch, record
+            )
+            return StepOutcome(Outcome.SUCCEEDED)
+        await reports.flush()
+        return await self._after_failure(step_id, attempt, dispatch, failure, usage, deadline)
+
+    async def _after_failure(
+        self,
+        step_id: str,
+        attempt: int,
+        dispatch: int,
+        failure: Failure,
+        usage: Usage | None,
+        deadline: float,
+    ) -> StepOutcome:
+        store, lease = self._store, self.lease
+        settings = self._settings
+        decision = decide(
+            failure,
+            attempt=attempt,
+            dispatch=dispatch,
+            policy=self._spec.retry_for(step_id),
+            seconds_to_deadline=deadline - time.time(),
+            platform_backoff=(
+                settings.platform_retry_initial_seconds,
+                settings.platform_retry_max_seconds,
+            ),
+            overload_backoff=(
+                settings.overload_retry_initial_seconds,
+                settings.overload_retry_max_seconds,
+            ),
+        )
+        reason = f"{decision.reason} [{failure.kind.value}]"
+        if decision.retry_in is None:
+            log.warning("step %s failed: %s", step_id, reason)
+            block = self._spec.dependents(step_id)
+            await persist(
+                "recording a failure",
+                store.fail_attempt,
+                lease,
+                step_id,
+                attempt,
+                dispatch,
+                reason,
+                usage=usage,
+                retry_at=None,
+                block=block,
+            )
+            return StepOutcome(Outcome.FAILED, reason)
+        retry_at = time.time() + decision.retry_in
+        log.warning(
+            "step %s attempt %d: %s; again in %.1fs", step_id, attempt, reason, decision.retry_in
+        )
+        if decision.consumes_attempt:
+            await persist(
+                "recording a failed attempt",
+                store.fail_attempt,
+                lease,
+                step_id,
+                attempt,
+                dispatch,
+                reason,
+                usage=usage,
+                retry_at=retry_at,
             )
         else:
-            await self._store.finish_run(self._run_id, RunState.SUCCEEDED, "")
+            await persist(
+                "recording a lost attempt",
+                store.lose_dispatch,
+                lease,
+                step_id,
+                attempt,
+                dispatch,
+                reason,
+                usage=usage,
+                retry_at=retry_at,
+            )
+        return StepOutcome(Outcome.WAITING, reason, retry_at)
 
-    def _ready(self, states: dict[str, StepState], running: int) -> list[str]:
-        free = self._settings.max_parallel_steps - running
-        ready = [
-            step.id
-            for step in self._spec.steps
-            if states[step.id] is StepState.PENDING
-            and all(states[dep] is StepState.SUCCEEDED for dep in step.depends_on)
-        ]
-        return ready[: max(free, 0)]
-
-    async def _run_step(self, step_id: str, attempt: int) -> tuple[StepState, str]:
-        """Runs attempts until one succeeds or the retry policy gives up."""
-        step_id_var.set(step_id)
+    async def _request(self, step_id: str, persona: str, attempt: int) -> AttemptRequest:
+        context = await persist(
+            "reading the context",
+            self._store.step_context,
+            self.run_id,
+            self._spec.ancestors(step_id),
+            self._settings.context_budget_bytes,
+        )
         step = self._spec.step(step_id)
-        policy = self._spec.retry_for(step_id)
-        timeout = self._spec.timeout_for(step_id).total_seconds()
-        while True:
-            try:
-                result = await self._attempt(
-                    step_id, attempt, step.persona, step.instructions, timeout
-                )
-                await self._store.complete_step(
-                    self._run_id,
-                    step_id,
-                    attempt,
-                    StepResultRecord(
-                        summary=result.summary,
-                        files=result.files,
-                        provider=result.provider,
-                        model=result.model,
-                        input_tokens=result.input_tokens,
-                        output_tokens=result.output_tokens,
-                    ),
-                )
-                return StepState.SUCCEEDED, ""
-            except RunFinished:
-                raise  # the run ended (cancelled) while this attempt was finishing
-            except MaestroError as err:
-                reason = f"{err.message} ({err.code.value})"
-                if err.code in RETRYABLE_CODES and attempt < policy.max_attempts:
-                    delay = retry_delay(policy, attempt, err.retry_after)
-                    log.warning("attempt %d of %s failed, retrying: %s", attempt, step_id, reason)
-                    await self._store.fail_attempt(
-                        self._run_id, step_id, attempt, reason, retry_in=delay
-                    )
-                    await asyncio.sleep(delay)
-                    attempt = await self._store.start_attempt(self._run_id, step_id, self._provider)
-                    continue
-                log.warning("step %s failed: %s", step_id, reason)
-                await self._store.fail_attempt(
-                    self._run_id,
-                    step_id,
-                    attempt,
-                    reason,
-                    retry_in=None,
-                    block=self._spec.dependents(step_id),
-                )
-                return StepState.FAILED, reason
-
-    async def _attempt(
-        self, step_id: str, attempt: int, persona: str, instructions: str, timeout: float
-    ) -> AttemptResult:
-        ancestors = self._spec.ancestors(step_id)
-        outputs = await self._store.step_outputs(self._run_id, ancestors)
-        request = AttemptRequest(
-            run_id=self._run_id,
+        return AttemptRequest(
+            run_id=self.run_id,
             step_id=step_id,
             attempt=attempt,
             persona=persona,
-            requirement=self._requirement,
-            instructions=instructions,
-            dependencies=choose_context(outputs, self._settings.context_budget_bytes),
-            provider=self._provider,
+            requirement=self._record.requirement,
+            instructions=step.instructions,
+            dependencies=tuple(
+                DependencyOutput(
+                    step_id=c.step_id,
+                    persona=c.persona,
+                    summary=c.summary,
+                    files=c.files,
+                    omitted_paths=c.omitted_paths,
+                )
+                for c in context
+            ),
+            provider=self._record.provider,
         )
-
-        async def on_progress(message: str, provider: str) -> None:
-            await self._store.record_progress(self._run_id, step_id, attempt, message, provider)
-
-        async def on_heartbeat() -> None:
-            await self._store.record_heartbeat(self._run_id, step_id, attempt)
-
-        result = await self._worker.execute(
-            request, timeout=timeout, on_progress=on_progress, on_heartbeat=on_heartbeat
-        )
-        return validated_files(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -9,13 +10,15 @@ import grpc
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from maestro.core.errors import InvalidArgument
 from scheduler.engine import Engine
+from scheduler.watch import ChangeFeed
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, feed: ChangeFeed) -> None:
         self._engine = engine
+        self._feed = feed
 
     async def CreateRun(
         self, request: scheduler_pb2.CreateRunRequest, context: Context
@@ -26,6 +29,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             requirement=request.requirement,
             provider=request.provider,
             request_id=request.request_id,
+            created_by=request.created_by,
         )
         return scheduler_pb2.CreateRunResponse(run_id=run_id)
 
@@ -36,3 +40,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgument("run_id", "is required")
         await self._engine.cancel_run(request.run_id)
         return scheduler_pb2.CancelRunResponse(run_id=request.run_id)
+
+    async def WatchRuns(
+        self, request: scheduler_pb2.WatchRunsRequest, context: Context
+    ) -> AsyncIterator[scheduler_pb2.RunChanges]:
+        async for batch in self._feed.watch():
+            yield scheduler_pb2.RunChanges(
+                changes=[
+                    scheduler_pb2.RunChange(run_id=run_id, last_sequence=sequence)
+                    for run_id, sequence in batch.items()
+                ]
+            )

@@ -1,5 +1,11 @@
-"""Calls persona workers: one ExecuteStep stream per attempt, with a deadline and a
-heartbeat watchdog."""
+"""Calls persona workers: one ExecuteStep stream per dispatch, with a deadline and a
+heartbeat watchdog, routed to the persona's worker pool.
+
+What comes back is sorted here into the two kinds of failure the scheduler keeps apart
+(scheduler/retry.py): a gRPC status that says the worker could not be reached, was
+draining, or went silent is the platform's; anything the worker reports about the work
+(a model error, an attempt timeout) is the work's.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +16,73 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
-from maestro.core.client import insecure_channel, mapped_rpc_errors
-from maestro.core.errors import DeadlineExceeded, Internal, Unavailable
-from scheduler.convert import attempt_request_to_proto, step_result_from_proto
+from maestro.core.client import error_from_rpc, insecure_channel
+from maestro.core.errors import Code
+from maestro.store import Usage
+from scheduler.convert import (
+    attempt_request_to_proto,
+    failure_from_proto,
+    step_result_from_proto,
+)
 from scheduler.models import AttemptRequest, AttemptResult
+from scheduler.retry import Failure, FailureKind
 
 log = logging.getLogger(__name__)
 
 # grpc.aio's end-of-stream sentinel (missing from the type stubs).
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
+DEFAULT_POOL = "*"
 
-class AttemptLost(Unavailable):
-    """The worker went silent for longer than the heartbeat timeout."""
+# The work's failures come as StepFailure messages; a status code means the worker
+# could not serve the call (the platform's fault), except these.
+_STATUS_KINDS = {
+    # We sent a request the worker cannot take: sending it again cannot help.
+    Code.INVALID_ARGUMENT: FailureKind.FATAL,
+    # A bug in the worker: worth another attempt, but it consumes one.
+    Code.INTERNAL: FailureKind.RETRYABLE,
+}
+
+
+class DispatchFailed(Exception):
+    """A dispatch ended without a result; `failure` says whose fault and what next."""
+
+    def __init__(self, failure: Failure, usage: Usage | None = None) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.usage = usage
+
+
+def parse_pools(spec: str, default_address: str) -> dict[str, str]:
+    """`persona=ADDRESS,...,*=ADDRESS` -> {persona or '*': address}.
+
+    Raises:
+        ValueError: a malformed entry, or no pool for personas not named.
+    """
+    pools: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        persona, sep, address = entry.partition("=")
+        if not sep or not persona.strip() or not address.strip():
+            raise ValueError(f"worker pool entry {entry!r} is not PERSONA=ADDRESS")
+        pools[persona.strip()] = address.strip()
+    if default_address and DEFAULT_POOL not in pools:
+        pools[DEFAULT_POOL] = default_address
+    if DEFAULT_POOL not in pools:
+        raise ValueError("no default worker pool: set worker_address or a '*=ADDRESS' pool")
+    return pools
+
+
+Reporter = Callable[[str | None, str, Usage | None], Awaitable[None]]
+"""Called with (progress note or None for a heartbeat, provider, usage so far)."""
 
 
 class WorkerClient:
-    """A channel to one worker pool (a Kubernetes Service address, or one process)."""
+    """A channel to one worker pool: round-robin over the addresses its name resolves to
+    (a Kubernetes headless Service), or one process."""
 
     def __init__(self, address: str, *, heartbeat_timeout: float) -> None:
-        self._address = address
-        self._channel = insecure_channel(address)
+        self.address = address
+        self._channel = insecure_channel(address, round_robin=True)
         self._stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
         self._heartbeat_timeout = heartbeat_timeout
 
@@ -38,18 +90,12 @@ class WorkerClient:
         await self._channel.close(None)
 
     async def execute(
-        self,
-        request: AttemptRequest,
-        *,
-        timeout: float,
-        on_progress: Callable[[str, str], Awaitable[None]],
-        on_heartbeat: Callable[[], Awaitable[None]],
+        self, request: AttemptRequest, *, timeout: float, report: Reporter
     ) -> AttemptResult:
-        """Runs one attempt on a worker.
+        """Runs one dispatch of an attempt on a worker of this pool.
 
         Raises:
-            MaestroError: the worker's own error (mapped from its status code),
-                AttemptLost when it went silent, DeadlineExceeded past `timeout`.
+            DispatchFailed: with the failure's kind (platform or work) and message.
         """
         call = self._stub.ExecuteStep(
             attempt_request_to_proto(request),
@@ -57,27 +103,62 @@ class WorkerClient:
             metadata=(("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),),
         )
         try:
-            with mapped_rpc_errors(f"worker {self._address}"):
-                while True:
-                    try:
-                        message = await asyncio.wait_for(call.read(), self._heartbeat_timeout)
-                    except TimeoutError:
-                        raise AttemptLost(
-                            f"worker {self._address} sent nothing for "
-                            f"{self._heartbeat_timeout:.0f}s"
-                        ) from None
-                    if message is EOF:
-                        raise Internal("the worker ended the stream without a result")
-                    assert isinstance(message, worker_pb2.ExecuteStepResponse)
-                    kind = message.WhichOneof("kind")
-                    if kind == "result":
-                        return step_result_from_proto(message.result)
-                    if kind == "progress":
-                        await on_progress(message.progress.message, message.progress.provider)
-                    else:
-                        await on_heartbeat()
-        except DeadlineExceeded as err:
-            raise DeadlineExceeded(f"step timed out after {timeout:.0f}s") from err
+            while True:
+                try:
+                    message = await asyncio.wait_for(call.read(), self._heartbeat_timeout)
+                except TimeoutError:
+                    raise DispatchFailed(
+                        Failure(
+                            FailureKind.PLATFORM,
+                            f"worker {self.address} sent nothing for {self._heartbeat_timeout:g}s",
+                        )
+                    ) from None
+                if message is EOF:
+                    raise DispatchFailed(
+                        Failure(
+                            FailureKind.PLATFORM,
+                            f"worker {self.address} ended the stream without a result",
+                        )
+                    )
+                assert isinstance(message, worker_pb2.ExecuteStepResponse)
+                kind = message.WhichOneof("kind")
+                if kind == "result":
+                    return step_result_from_proto(message.result)
+                if kind == "failure":
+                    raise DispatchFailed(*failure_from_proto(message.failure))
+                if kind == "progress":
+                    await report(message.progress.message, message.progress.provider, None)
+                else:
+                    await report(None, "", None)
+        except grpc.aio.AioRpcError as err:
+            raise DispatchFailed(self._failure(err, timeout)) from err
         finally:
             # Cancels the RPC on the worker too when we leave early (lost, cancelled).
             call.cancel()
+
+    def _failure(self, err: grpc.aio.AioRpcError, timeout: float) -> Failure:
+        mapped = error_from_rpc(err, f"worker {self.address}")
+        if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Failure(FailureKind.RETRYABLE, f"the attempt timed out after {timeout:g}s")
+        kind = _STATUS_KINDS.get(mapped.code, FailureKind.PLATFORM)
+        return Failure(kind, mapped.message, mapped.retry_after)
+
+
+class WorkerPools:
+    """The worker pools, by persona (`*` for every persona not named)."""
+
+    def __init__(self, pools: dict[str, str], *, heartbeat_timeout: float) -> None:
+        self._clients = {
+            name: WorkerClient(address, heartbeat_timeout=heartbeat_timeout)
+            for name, address in pools.items()
+        }
+
+    def pool_for(self, persona: str) -> str:
+        return persona if persona in self._clients else DEFAULT_POOL
+
+    def client(self, pool: str) -> WorkerClient:
+        return self._clients[pool]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()

@@ -1,11 +1,15 @@
-"""A local Maestro: every service as its own process on loopback, SQLite on disk.
+"""A local Maestro: every service as its own process on loopback.
 
-`LocalStack` starts the persona worker, the scheduler and the gateway (in that order,
-each pointed at the one before), waits until each one has written its port file and
-answers a gRPC health check, and stops them in reverse order with SIGTERM (then
+`LocalStack` starts the persona worker, the scheduler(s) and the gateway (in that
+order, each pointed at the one before), waits until each one has written its port file
+and answers a gRPC health check, and stops them in reverse order with SIGTERM (then
 SIGKILL after a grace period). Tests use `stop_service`/`start_service` to restart
 one service; a restarted service gets its previous port back, so the services that
 point at it keep working.
+
+The database is a SQLite file in the data directory unless a URL names another; the
+stack brings its own SQLite file to the current schema, and on PostgreSQL it can run
+several schedulers that share the work (`schedulers=N`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from maestro.core.client import insecure_channel
 from maestro.core.lifecycle import PARENT_PID_ENV
 from maestro.store import open_store
+from maestro.store.schema_revision import SCHEMA_REVISION
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,17 @@ _ENV_PREFIX = {
     SCHEDULER: "MAESTRO_SCHEDULER_",
     GATEWAY: "MAESTRO_GATEWAY_",
 }
+
+
+def scheduler_name(index: int) -> str:
+    """The service name of the index-th scheduler (0: `scheduler`, 1: `scheduler-2`, ...)."""
+    return SCHEDULER if index == 0 else f"{SCHEDULER}-{index + 1}"
+
+
+def _module(name: str) -> str:
+    """The Python module a service name runs (`scheduler-2` runs `scheduler`)."""
+    return SCHEDULER if name.startswith(f"{SCHEDULER}-") else name
+
 
 _POLL_SECONDS = 0.05
 _HEALTH_CALL_SECONDS = 2.0
@@ -93,6 +109,39 @@ def _lock_data_dir(data_dir: Path) -> IO[bytes]:
     return lock
 
 
+def _upgrade_sqlite(path: Path) -> None:
+    import sqlite3
+
+    from maestro.store.migrate import upgrade
+
+    if path.exists():
+        conn = sqlite3.connect(path)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            revision = (
+                conn.execute("SELECT version_num FROM alembic_version").fetchone()
+                if "alembic_version" in tables
+                else None
+            )
+        finally:
+            conn.close()
+        if revision is not None and revision[0] == SCHEMA_REVISION:
+            return  # current: no need to load the migration machinery
+        if "schema_version" in tables and "alembic_version" not in tables:
+            aside = path.with_name(f"{path.name}.before-migrations")
+            for suffix in ("", "-wal", "-shm"):
+                old = Path(f"{path}{suffix}")
+                if old.exists():
+                    old.rename(Path(f"{aside}{suffix}"))
+            log.warning(
+                "%s was made by an earlier Maestro without migrations; moved it to %s "
+                "and started a new database",
+                path,
+                aside,
+            )
+    upgrade(f"sqlite:///{path}")
+
+
 def _kill(process: asyncio.subprocess.Process) -> None:
     with suppress(ProcessLookupError):
         process.kill()
@@ -113,23 +162,43 @@ class LocalStack:
         extra_env: Mapping[str, str] | None = None,
         gateway_port: int = 0,
         start_timeout: float = 30.0,
-        stop_timeout: float = 10.0,
+        stop_timeout: float = 20.0,
+        database_url: str | None = None,
+        schedulers: int = 1,
     ) -> None:
         """Prepares the stack; nothing starts before `__aenter__` (or `start`).
 
         Args:
-            data_dir: Holds the SQLite database, the port files and `logs/`.
+            data_dir: Holds the SQLite database (unless `database_url` names another),
+                the port files and `logs/`.
             provider: `offline` or `anthropic` for the persona worker; None leaves
                 the worker's own default (anthropic when ANTHROPIC_API_KEY is set).
             extra_env: Applied last, over os.environ and the stack's own settings.
             gateway_port: The gateway's port; 0 picks a free one.
             start_timeout: Seconds each service gets to become healthy.
             stop_timeout: Seconds each service gets to exit after SIGTERM.
+            database_url: `postgresql://...` (or another SQLite file); the default is
+                `DATA_DIR/maestro.db`. A PostgreSQL database must be upgraded first
+                (`maestro db upgrade`); the stack upgrades SQLite files itself.
+            schedulers: How many schedulers to run; more than one needs PostgreSQL.
+
+        Raises:
+            StackError: several schedulers on SQLite.
         """
         self.data_dir = data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
         self.database_path = self.data_dir / "maestro.db"
-        self.database_url = f"sqlite:///{self.database_path}"
+        self.database_url = database_url or f"sqlite:///{self.database_path}"
+        self.is_sqlite = self.database_url.startswith("sqlite:///")
+        if schedulers < 1:
+            raise StackError("schedulers must be at least 1")
+        if schedulers > 1 and self.is_sqlite:
+            raise StackError(
+                "several schedulers need PostgreSQL (a SQLite file has one writer); "
+                "pass --database-url postgresql://..."
+            )
+        self.scheduler_names = tuple(scheduler_name(i) for i in range(schedulers))
+        self.services = (WORKER, *self.scheduler_names, GATEWAY)
         self.provider = provider
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
@@ -156,6 +225,12 @@ class LocalStack:
         if not port:
             raise StackError(f"{name} has not started")
         return f"{LOOPBACK}:{port}"
+
+    def scheduler_target(self) -> str:
+        """The gRPC target of every scheduler (round-robin over them when several)."""
+        if len(self.scheduler_names) == 1:
+            return self.address(SCHEDULER)
+        return "ipv4:" + ",".join(self.address(name) for name in self.scheduler_names)
 
     @property
     def gateway_address(self) -> str:
@@ -186,8 +261,9 @@ class LocalStack:
         await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
         if self._lock is None:
             self._lock = await asyncio.to_thread(_lock_data_dir, self.data_dir)
-        if not await asyncio.to_thread(self.database_path.exists):
+        if self.is_sqlite and not await asyncio.to_thread(self.database_path.exists):
             return []
+        await self.prepare_database()
         store = await open_store(self.database_url)
         try:
             return await store.unfinished_run_ids()
@@ -217,6 +293,14 @@ class LocalStack:
         first = done.pop()
         return waiters[first], first.result()
 
+    async def prepare_database(self) -> None:
+        """Brings the stack's own SQLite file to the current schema (a file made before
+        migrations existed is moved aside, with a note). PostgreSQL is left alone: it is
+        upgraded on purpose, with `maestro db upgrade`."""
+        if not self.is_sqlite:
+            return
+        await asyncio.to_thread(_upgrade_sqlite, self.database_path)
+
     async def start(self) -> None:
         """Starts every service in order; on failure, stops those already started.
 
@@ -228,7 +312,8 @@ class LocalStack:
         if self._lock is None:
             self._lock = await asyncio.to_thread(_lock_data_dir, self.data_dir)
         try:
-            for name in SERVICES:
+            await self.prepare_database()
+            for name in self.services:
                 await self.start_service(name)
         except BaseException:
             await self.stop()
@@ -237,7 +322,7 @@ class LocalStack:
     async def stop(self) -> None:
         """Stops every running service, the gateway first, and releases the data dir."""
         try:
-            for name in reversed(SERVICES):
+            for name in reversed(self.services):
                 if name in self._running:
                     await self.stop_service(name)
         except BaseException:
@@ -254,7 +339,7 @@ class LocalStack:
                 self._lock = None
 
     def _env(self, name: str, port_file: Path) -> dict[str, str]:
-        prefix = _ENV_PREFIX[name]
+        prefix = _ENV_PREFIX[_module(name)]
         env = dict(os.environ)
         env.update(
             {
@@ -270,12 +355,12 @@ class LocalStack:
         )
         if name == WORKER and self.provider:
             env["MAESTRO_WORKER_PROVIDER"] = self.provider
-        if name == SCHEDULER:
+        if _module(name) == SCHEDULER:
             env["MAESTRO_SCHEDULER_DATABASE"] = self.database_url
             env["MAESTRO_SCHEDULER_WORKER_ADDRESS"] = self.address(WORKER)
         if name == GATEWAY:
             env["MAESTRO_GATEWAY_DATABASE"] = self.database_url
-            env["MAESTRO_GATEWAY_SCHEDULER_ADDRESS"] = self.address(SCHEDULER)
+            env["MAESTRO_GATEWAY_SCHEDULER_ADDRESS"] = self.scheduler_target()
         env.update(self.extra_env)
         return env
 
@@ -286,8 +371,10 @@ class LocalStack:
             StackError: it exited early, never wrote its port file, or never reported
                 SERVING within `start_timeout`; the message ends with its last log lines.
         """
-        if name not in _ENV_PREFIX:
-            raise StackError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+        if name not in self.services:
+            raise StackError(
+                f"unknown service {name!r}; expected one of {', '.join(self.services)}"
+            )
         if self.is_running(name):
             raise StackError(f"{name} is already running")
         port_file = self._port_file(name)
@@ -298,7 +385,7 @@ class LocalStack:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                name,
+                _module(name),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,

@@ -33,7 +33,7 @@ def keepalive_seconds() -> float:
     return value if math.isfinite(value) and value >= 0.1 else DEFAULT_KEEPALIVE_SECONDS
 
 
-def channel_options() -> list[tuple[str, int]]:
+def channel_options() -> list[tuple[str, int | str]]:
     """Options of every client channel: message limits and keepalive pings."""
     interval_ms = round(keepalive_seconds() * 1000)
     return [
@@ -60,9 +60,18 @@ def server_options() -> list[tuple[str, int]]:
     ]
 
 
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    """Opens a plaintext channel (loopback and in-cluster traffic)."""
-    return grpc.aio.insecure_channel(address, options=channel_options())
+def insecure_channel(address: str, *, round_robin: bool = False) -> grpc.aio.Channel:
+    """Opens a plaintext channel (loopback and in-cluster traffic).
+
+    Args:
+        address: host:port, or a resolver target such as dns:///name:port.
+        round_robin: spread calls over every address the name resolves to (the pods
+            behind a headless Service) instead of gRPC's default of sticking to one.
+    """
+    options = channel_options()
+    if round_robin:
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    return grpc.aio.insecure_channel(address, options=options)
 
 
 # Trailing metadata with the server's "wait this long before retrying", in milliseconds.

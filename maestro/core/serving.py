@@ -173,6 +173,7 @@ async def serve(
     register: Callable[[grpc.aio.Server], None],
     on_stop: Callable[[], Awaitable[None]] | None = None,
     readiness: Callable[[], Awaitable[None]] | None = None,
+    on_drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Runs a gRPC server until SIGTERM or SIGINT, then drains it.
 
@@ -183,10 +184,14 @@ async def serve(
         on_stop: called after the server stopped accepting calls and drained.
         readiness: raises when the service cannot do its job (its store is unusable,
             say); probed periodically, and health says NOT_SERVING while it fails.
+        on_drain: called once health says NOT_SERVING, while the server still answers
+            (a scheduler finishes its attempts in flight and hands its runs back).
     """
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=server_options())
     try:
         await _serve_until_signalled(server, settings, service_names, register, readiness)
+        if on_drain is not None:
+            await on_drain()
     finally:
         # Also on a failed start, so no server thread or open database keeps the
         # process alive after it has said it cannot run.
@@ -234,7 +239,11 @@ async def _serve_until_signalled(
         loop.add_signal_handler(sig, stopping.set)
     exit_with_parent()
     probe = (
-        asyncio.create_task(probe_readiness(health, service_names, readiness))
+        asyncio.create_task(
+            probe_readiness(
+                health, service_names, readiness, interval=settings.readiness_interval_seconds
+            )
+        )
         if readiness is not None
         else None
     )

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """Listening address and logging, common to all services."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
@@ -25,7 +25,12 @@ class ServiceSettings(BaseSettings):
         default=None, description="written with the bound port once the service is serving"
     )
     log_level: str = Field(default="INFO", validation_alias="MAESTRO_LOG_LEVEL")
-    shutdown_grace_seconds: float = Field(default=5.0, gt=0)
+    shutdown_grace_seconds: float = Field(
+        default=5.0, gt=0, description="how long calls in flight may finish after SIGTERM"
+    )
+    readiness_interval_seconds: float = Field(
+        default=1.0, gt=0, description="how often readiness (the store, say) is probed"
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -1,159 +1,321 @@
-"""The store's interface, and the choice of implementation by database URL.
+"""The store: run state in SQLite or PostgreSQL, behind one async interface.
 
-Every method that changes state also appends the matching event in the same
-transaction: a state change is committed before anyone can hear of it, and an event
-never describes a change that did not happen.
+Every method that changes a run takes the caller's lease and appends the matching
+events in the same transaction: a state change is committed before anyone can hear of
+it, an event never describes a change that did not happen, and a scheduler that lost
+a run can no longer write for it. Readers (the gateway) open the store read-only.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import os
+import socket
 from collections.abc import Sequence
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
-from maestro.core.errors import FailedPrecondition, InvalidArgument
+from maestro.core.errors import InvalidArgument
+from maestro.store import sql_reads as reads
+from maestro.store import sql_writes as writes
+from maestro.store.db import ChangeListener, Database, Dialect, PostgresDatabase, SqliteDatabase
+from maestro.store.errors import SchemaMismatch
 from maestro.store.models import (
     ArtifactRecord,
+    CancelRequest,
+    Claim,
     EventRecord,
+    Lease,
     NewRun,
     RunRecord,
     RunState,
+    StepContextRecord,
     StepOutputRecord,
     StepResultRecord,
+    Usage,
 )
+from maestro.store.schema_revision import SCHEMA_REVISION
+
+DEFAULT_LEASE_SECONDS = 15.0
 
 
-class RunFinished(FailedPrecondition):
-    """A write about a run that already reached its final state was refused."""
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
-class Store(ABC):
-    """Run state. One writer (the scheduler); any number of readers.
+class Store:
+    """Run state. Schedulers write (each for the runs it holds a lease on); the gateway
+    and the command line read."""
 
-    Writes about a run's steps raise RunFinished once the run has ended, so nothing
-    is ever recorded after its terminal event.
-    """
+    def __init__(self, db: Database, url: str) -> None:
+        self.db = db
+        self.url = url
 
-    @abstractmethod
-    async def close(self) -> None: ...
+    @property
+    def dialect(self) -> Dialect:
+        return self.db.dialect
 
-    @abstractmethod
-    async def check(self) -> None:
-        """Raises when the store cannot serve reads and writes (for health)."""
+    @property
+    def shared(self) -> bool:
+        """Whether several schedulers may share this database (PostgreSQL)."""
+        return self.db.dialect is Dialect.POSTGRES
 
-    # -- writes (scheduler only) ------------------------------------------------------
+    def on_change(self, listener: ChangeListener) -> None:
+        """Calls `listener({run_id: last_sequence})` after each commit that added events."""
+        self.db.on_change(listener)
 
-    @abstractmethod
-    async def create_run(self, new: NewRun) -> None:
-        """Records a PENDING run with its steps and a RUN_CREATED event."""
+    async def close(self) -> None:
+        await self.db.close()
 
-    @abstractmethod
-    async def start_run(self, run_id: str, *, redriven: bool = False) -> None:
-        """Marks the run RUNNING (keeping its first start time) with RUN_STARTED."""
+    async def check_schema(self) -> None:
+        """Raises SchemaMismatch unless the database is at SCHEMA_REVISION."""
+        revision = await self.db.read(reads.schema_revision)
+        if revision == SCHEMA_REVISION:
+            return
+        where = redact_url(self.url)
+        upgrade = f"`maestro db upgrade --database-url {where}`"
+        if revision is None:
+            tables = await self.db.read(reads.table_names)
+            if "schema_version" in tables:
+                raise SchemaMismatch(
+                    f"the database at {where} was made by an earlier Maestro, before "
+                    "migrations existed; move it aside (its runs cannot be upgraded) and "
+                    f"create a new one with {upgrade}"
+                )
+            raise SchemaMismatch(f"the database at {where} has no Maestro schema; run {upgrade}")
+        if revision.isdigit() and int(revision) < int(SCHEMA_REVISION):
+            raise SchemaMismatch(
+                f"the database at {where} is at schema {revision}, older than this "
+                f"Maestro's {SCHEMA_REVISION}; run {upgrade}"
+            )
+        raise SchemaMismatch(
+            f"the database at {where} is at schema {revision}, which this Maestro "
+            f"(schema {SCHEMA_REVISION}) does not know: it was upgraded by a newer Maestro; "
+            "run that version"
+        )
 
-    @abstractmethod
-    async def start_attempt(self, run_id: str, step_id: str, provider: str) -> int:
-        """Opens the step's next attempt, marks the step RUNNING, emits STEP_STARTED.
+    # -- schedulers and leases -------------------------------------------------------
 
-        Returns:
-            The new attempt's number (1 for the first).
+    async def heartbeat_scheduler(self, scheduler_id: str) -> None:
+        """A real write: the scheduler's readiness check."""
+        await self.db.write(
+            writes.heartbeat_scheduler, scheduler_id, socket.gethostname(), os.getpid()
+        )
+
+    async def create_run(
+        self, new: NewRun, *, owner: str | None, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> Lease | None:
+        """Records a PENDING run with RUN_CREATED; claimed by `owner` in the same breath.
+
+        Raises:
+            AlreadyExists: another run has this request_id.
         """
+        return await self.db.write(writes.create_run, new, owner, lease_seconds)
 
-    @abstractmethod
-    async def record_progress(
-        self, run_id: str, step_id: str, attempt: int, message: str, provider: str
-    ) -> None:
-        """Appends a STEP_PROGRESS event and refreshes the attempt's heartbeat."""
-
-    @abstractmethod
-    async def record_heartbeat(self, run_id: str, step_id: str, attempt: int) -> None:
-        """Refreshes the attempt's heartbeat time (no event)."""
-
-    @abstractmethod
-    async def complete_step(
-        self, run_id: str, step_id: str, attempt: int, result: StepResultRecord
-    ) -> bool:
-        """Records the result, its artifacts and STEP_SUCCEEDED, once.
-
-        Returns:
-            False when this attempt's result was already recorded (a repeated delivery).
-        """
-
-    @abstractmethod
-    async def fail_attempt(
+    async def claim_runs(
         self,
-        run_id: str,
+        owner: str,
+        *,
+        limit: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        everything: bool = False,
+    ) -> list[Claim]:
+        """Takes unowned runs and runs whose owner's lease expired (oldest first)."""
+        return await self.db.write(writes.claim_runs, owner, lease_seconds, limit, everything)
+
+    async def renew_leases(
+        self, owner: str, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> list[tuple[str, bool]]:
+        """Extends the owner's leases; returns each run it still holds and whether a
+        cancellation was requested for it."""
+        return await self.db.write(writes.renew_leases, owner, lease_seconds)
+
+    async def release_leases(self, owner: str, run_ids: Sequence[str]) -> int:
+        return await self.db.write(writes.release_leases, owner, list(run_ids))
+
+    async def request_cancel(self, run_id: str) -> CancelRequest:
+        return await self.db.write(writes.request_cancel, run_id)
+
+    async def delete_run(self, run_id: str) -> None:
+        await self.db.write(writes.delete_run, run_id)
+
+    # -- one run's lifecycle (under its lease) ---------------------------------------
+
+    async def recover_run(self, lease: Lease, reason: str) -> list[str]:
+        return await self.db.write(writes.recover_run, lease, reason)
+
+    async def start_run(self, lease: Lease, note: str = "") -> None:
+        await self.db.write(writes.start_run, lease, note)
+
+    async def queue_run(self, lease: Lease, reason: str) -> None:
+        await self.db.write(writes.queue_run, lease, reason)
+
+    async def queue_step(self, lease: Lease, step_id: str, reason: str) -> None:
+        await self.db.write(writes.queue_step, lease, step_id, reason)
+
+    async def start_dispatch(self, lease: Lease, step_id: str, provider: str) -> tuple[int, int]:
+        return await self.db.write(writes.start_dispatch, lease, step_id, provider)
+
+    async def record_progress(
+        self,
+        lease: Lease,
         step_id: str,
         attempt: int,
+        dispatch: int,
+        notes: Sequence[tuple[str, str]],
+        usage: Usage | None,
+    ) -> bool:
+        return await self.db.write(
+            writes.record_progress, lease, step_id, attempt, dispatch, list(notes), usage
+        )
+
+    async def complete_step(
+        self, lease: Lease, step_id: str, attempt: int, dispatch: int, result: StepResultRecord
+    ) -> bool:
+        return await self.db.write(writes.complete_step, lease, step_id, attempt, dispatch, result)
+
+    async def lose_dispatch(
+        self,
+        lease: Lease,
+        step_id: str,
+        attempt: int,
+        dispatch: int,
         reason: str,
         *,
-        retry_in: float | None,
+        usage: Usage | None,
+        retry_at: float,
+    ) -> bool:
+        return await self.db.write(
+            writes.lose_dispatch, lease, step_id, attempt, dispatch, reason, usage, retry_at
+        )
+
+    async def fail_attempt(
+        self,
+        lease: Lease,
+        step_id: str,
+        attempt: int,
+        dispatch: int,
+        reason: str,
+        *,
+        usage: Usage | None,
+        retry_at: float | None,
         block: Sequence[str] = (),
+    ) -> bool:
+        return await self.db.write(
+            writes.fail_attempt,
+            lease,
+            step_id,
+            attempt,
+            dispatch,
+            reason,
+            usage,
+            retry_at,
+            list(block),
+        )
+
+    async def fail_step(
+        self, lease: Lease, step_id: str, reason: str, block: Sequence[str] = ()
     ) -> None:
-        """Closes a failed attempt: STEP_RETRY_SCHEDULED when `retry_in` is set, else
-        the step is FAILED with STEP_FAILED, and the steps in `block` that are still
-        PENDING become BLOCKED (STEP_BLOCKED), all in one transaction."""
+        await self.db.write(writes.fail_step, lease, step_id, reason, list(block))
 
-    @abstractmethod
-    async def finish_run(self, run_id: str, state: RunState, error: str) -> None:
-        """Ends the run with its terminal event; unfinished steps become CANCELLED."""
-
-    @abstractmethod
-    async def requeue_interrupted_steps(self, run_id: str) -> list[str]:
-        """After a restart: attempts left RUNNING are closed as lost, their steps PENDING.
-
-        Returns:
-            The ids of the steps put back.
-        """
+    async def finish_run(self, lease: Lease, state: RunState, error: str) -> None:
+        await self.db.write(writes.finish_run, lease, state, error)
 
     # -- reads --------------------------------------------------------------------------
 
-    @abstractmethod
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self.db.read(reads.get_run, run_id)
 
-    @abstractmethod
-    async def run_finished(self, run_id: str) -> bool:
-        """Whether the run reached a final state (False for an unknown run)."""
+    async def run_progress(self, run_ids: Sequence[str]) -> dict[str, tuple[RunState, int]]:
+        """(state, last event sequence) of each of these runs that exists."""
+        return await self.db.read(reads.run_progress, list(run_ids))
 
-    @abstractmethod
-    async def find_run_by_request_id(self, request_id: str) -> RunRecord | None: ...
+    async def find_run_by_request_id(self, request_id: str) -> RunRecord | None:
+        return await self.db.read(reads.find_run_by_request_id, request_id)
 
-    @abstractmethod
     async def list_runs(
-        self, limit: int, after: tuple[datetime, str] | None = None
+        self,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        *,
+        created_by: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, starting after the (create time, run id) cursor."""
+        """Runs newest first, after the (create time, run id) cursor."""
+        return await self.db.read(reads.list_runs, limit, after, created_by)
 
-    @abstractmethod
-    async def unfinished_run_ids(self) -> list[str]: ...
+    async def unfinished_run_ids(self) -> list[str]:
+        return await self.db.read(reads.unfinished_run_ids)
 
-    @abstractmethod
     async def events_after(
         self, run_id: str, after_sequence: int, limit: int = 500
-    ) -> list[EventRecord]: ...
+    ) -> list[EventRecord]:
+        return await self.db.read(reads.events_after, run_id, after_sequence, limit)
 
-    @abstractmethod
-    async def list_artifacts(self, run_id: str) -> list[ArtifactRecord]:
-        """Artifacts without content, by path."""
+    async def list_artifacts(
+        self, run_id: str, *, all_versions: bool = False
+    ) -> list[ArtifactRecord]:
+        """Artifacts without content, by path: the latest version of each, or all."""
+        return await self.db.read(reads.list_artifacts, run_id, all_versions)
 
-    @abstractmethod
-    async def get_artifact(self, run_id: str, path: str) -> ArtifactRecord | None:
-        """One artifact with its content."""
+    async def get_artifact(
+        self, run_id: str, path: str, version: int | None = None
+    ) -> ArtifactRecord | None:
+        """One artifact with its content: the latest version, or the one asked for."""
+        return await self.db.read(reads.get_artifact, run_id, path, version)
 
-    @abstractmethod
     async def step_outputs(self, run_id: str, step_ids: Sequence[str]) -> list[StepOutputRecord]:
         """Summaries and files of the given succeeded steps, in the order asked."""
+        return await self.db.read(reads.step_outputs, run_id, list(step_ids))
+
+    async def step_context(
+        self, run_id: str, step_ids: Sequence[str], budget_bytes: int
+    ) -> list[StepContextRecord]:
+        """Summaries of the given succeeded steps (nearest first) with the files that fit
+        `budget_bytes`; the rest are named as omitted."""
+        return await self.db.read(reads.step_context, run_id, list(step_ids), budget_bytes)
+
+    async def owned_paths(self, run_id: str) -> dict[str, str]:
+        """path -> the step that wrote its latest version."""
+        return await self.db.read(reads.owned_paths, run_id)
 
 
-async def open_store(url: str, *, writer: bool = False) -> Store:
-    """Opens the store a database URL names (`sqlite:///path/to/file.db`).
+async def open_store(url: str, *, writer: bool = False, check_schema: bool = True) -> Store:
+    """Opens the store a database URL names.
 
     Args:
-        url: the database URL.
-        writer: open it as the one writer (the scheduler); readers pass False.
-    """
-    if url.startswith("sqlite:///"):
-        from maestro.store.sqlite import SqliteStore
+        url: `sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB`.
+        writer: open it for writing (schedulers, migrations); readers pass False.
+        check_schema: refuse a database at another schema revision (SchemaMismatch).
 
-        return await SqliteStore.open(url.removeprefix("sqlite:///"), writer=writer)
-    raise InvalidArgument("database", f"unsupported database URL {url!r}; use sqlite:///PATH")
+    Raises:
+        InvalidArgument: the URL names no supported database.
+        SchemaMismatch: the database needs `maestro db upgrade` (or a newer Maestro).
+        StoreUnavailable: the database cannot be reached.
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    db: Database
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        if not path or path == url:
+            raise InvalidArgument("database", f"{url!r} is not sqlite:///PATH")
+        db = SqliteDatabase(path, writer=writer)
+    elif scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        db = PostgresDatabase(url.replace("postgres://", "postgresql://", 1))
+    else:
+        raise InvalidArgument(
+            "database",
+            f"unsupported database URL {redact_url(url)!r}; use sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB",
+        )
+    store = Store(db, url)
+    if check_schema:
+        try:
+            await store.check_schema()
+        except BaseException:
+            await store.close()
+            raise
+    return store

@@ -114,6 +114,9 @@ class StepSpec(BaseModel):
         kind: What runs the step.
         depends_on: Ids of the steps that must succeed first.
         timeout: Per attempt; None means the workflow's ``default_timeout``.
+        deadline: For the whole step (every attempt and every wait between them);
+            None means the workflow's ``default_deadline``. Infrastructure faults are
+            retried until it passes.
         retry: None means the workflow's ``retry``.
         instructions: Step-specific guidance passed to the persona.
     """
@@ -125,6 +128,7 @@ class StepSpec(BaseModel):
     kind: StepKind = StepKind.PERSONA
     depends_on: tuple[str, ...] = ()
     timeout: Duration | None = None
+    deadline: Duration | None = None
     retry: RetryPolicy | None = None
     instructions: str = ""
 
@@ -166,6 +170,7 @@ class WorkflowSpec(BaseModel):
         name: The workflow's name, shown on runs.
         description: What the workflow is for.
         default_timeout: Per-attempt timeout of steps that set none.
+        default_deadline: Whole-step deadline of steps that set none.
         retry: Retry policy of steps that set none.
         steps: In declaration order, which is also the order runs list them in.
     """
@@ -175,6 +180,7 @@ class WorkflowSpec(BaseModel):
     name: str = Field(min_length=1)
     description: str = ""
     default_timeout: Duration = timedelta(minutes=10)
+    default_deadline: Duration = timedelta(hours=2)
     retry: RetryPolicy = RetryPolicy()
     steps: tuple[StepSpec, ...] = Field(min_length=1)
 
@@ -187,6 +193,19 @@ class WorkflowSpec(BaseModel):
         problems = check_graph([(i, s.id, s.depends_on) for i, s in enumerate(self.steps)])
         if problems:
             raise GraphError(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _deadlines_fit_timeouts(self) -> Self:
+        for step in self.steps:
+            timeout = step.timeout or self.default_timeout
+            deadline = step.deadline or self.default_deadline
+            if deadline < timeout:
+                which = "deadline" if step.deadline else "default_deadline"
+                raise ValueError(
+                    f"step {step.id!r}: its {which} ({format_duration(deadline)}) is shorter "
+                    f"than one attempt's timeout ({format_duration(timeout)})"
+                )
         return self
 
     def model_post_init(self, context: Any, /) -> None:
@@ -212,6 +231,10 @@ class WorkflowSpec(BaseModel):
     def timeout_for(self, step_id: str) -> timedelta:
         """Returns the per-attempt timeout of a step, falling back to the default."""
         return self.step(step_id).timeout or self.default_timeout
+
+    def deadline_for(self, step_id: str) -> timedelta:
+        """Returns the whole-step deadline of a step, falling back to the default."""
+        return self.step(step_id).deadline or self.default_deadline
 
     def retry_for(self, step_id: str) -> RetryPolicy:
         """Returns the retry policy of a step, falling back to the workflow's."""

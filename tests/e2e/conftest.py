@@ -23,22 +23,37 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
         yield fake
 
 
+# Waits that are minutes in production, shortened so the suite stays quick.
+FAST_RETRIES = {
+    "MAESTRO_SCHEDULER_OVERLOAD_RETRY_INITIAL_SECONDS": "0.5",
+    "MAESTRO_SCHEDULER_OVERLOAD_RETRY_MAX_SECONDS": "1",
+    # A stopping scheduler waits this long for attempts in flight before handing back.
+    "MAESTRO_SCHEDULER_DRAIN_SECONDS": "1",
+}
+
+
 @pytest.fixture
-async def offline_stack(tmp_path: Path) -> AsyncIterator[LocalStack]:
-    async with LocalStack(tmp_path / "stack", provider="offline") as stack:
+async def offline_stack(tmp_path: Path, database_url: str) -> AsyncIterator[LocalStack]:
+    """Every service as a process, on the test's backend (SQLite, then PostgreSQL)."""
+    async with LocalStack(
+        tmp_path / "stack", provider="offline", database_url=database_url, extra_env=FAST_RETRIES
+    ) as stack:
         yield stack
 
 
 @pytest.fixture
 async def anthropic_stack(
-    tmp_path: Path, fake_anthropic: FakeAnthropic
+    tmp_path: Path, fake_anthropic: FakeAnthropic, database_url: str
 ) -> AsyncIterator[LocalStack]:
     env = {
         "ANTHROPIC_API_KEY": "test-key",
         "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
         "MAESTRO_WORKER_HEARTBEAT_INTERVAL_SECONDS": "0.2",
+        **FAST_RETRIES,
     }
-    async with LocalStack(tmp_path / "stack", provider="anthropic", extra_env=env) as stack:
+    async with LocalStack(
+        tmp_path / "stack", provider="anthropic", extra_env=env, database_url=database_url
+    ) as stack:
         yield stack
 
 

@@ -105,7 +105,8 @@ async def test_a_rate_limited_step_waits_as_long_as_the_api_asked(
     assert events[-1].type == gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED
     (retry,) = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_STEP_RETRY_SCHEDULED]
     assert float(retry.attributes["retry_in_seconds"]) >= 2.0
-    assert "RESOURCE_EXHAUSTED" in retry.attributes["reason"]
+    assert "HTTP 429" in retry.attributes["reason"]
+    assert retry.attributes["reason"].endswith("[rate_limited]")
     started = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_STEP_STARTED]
     gap = started[1].time.ToDatetime() - retry.time.ToDatetime()
     assert gap.total_seconds() >= 2.0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -22,7 +21,7 @@ from persona_service.runner import StepRunner
 from persona_service.servicer import WorkerServicer
 from scheduler.engine import Engine
 from scheduler.settings import SchedulerSettings
-from scheduler.worker_client import WorkerClient
+from scheduler.worker_client import WorkerPools
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
@@ -51,16 +50,15 @@ async def worker_address(fake_anthropic: FakeAnthropic) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path, worker_address: str) -> AsyncIterator[tuple[Engine, Store]]:
-    settings = SchedulerSettings(
-        database=f"sqlite:///{tmp_path / 'maestro.db'}", worker_address=worker_address
-    )
+async def engine(database_url: str, worker_address: str) -> AsyncIterator[tuple[Engine, Store]]:
+    settings = SchedulerSettings(database=database_url, worker_address=worker_address)
     store = await open_store(settings.database, writer=True)
-    worker = WorkerClient(worker_address, heartbeat_timeout=10)
-    scheduler = Engine(store, worker, settings)
+    pools = WorkerPools({"*": worker_address}, heartbeat_timeout=10)
+    scheduler = Engine(store, pools, settings)
+    await scheduler.start()
     yield scheduler, store
     await scheduler.shutdown()
-    await worker.close()
+    await pools.close()
     await store.close()
 
 
@@ -88,7 +86,7 @@ async def _unfinished_are_driven(scheduler: Engine, store: Store, within: float)
 
 async def _cancel_after(task: asyncio.Task[str] | asyncio.Task[None], delay: float) -> None:
     # The moment of cancellation is chosen in time, not in event-loop turns: the store's
-    # work happens on aiosqlite's thread, at its own pace.
+    # work happens on its database threads, at their own pace.
     await asyncio.sleep(delay)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

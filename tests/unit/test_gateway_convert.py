@@ -6,7 +6,7 @@ from gateway.convert import decode_page_token, encode_page_token, run_to_proto
 from gateway.names import parse_artifact_name, parse_run_name
 from maestro.api.gateway.v1 import gateway_pb2
 from maestro.core.errors import InvalidArgument
-from maestro.store import RunRecord, RunState, StepRecord, StepState
+from maestro.store import RunRecord, RunState, StepRecord, StepState, Usage
 
 NOW = datetime(2026, 11, 24, 18, 0, 0, 123456, tzinfo=UTC)
 
@@ -16,17 +16,20 @@ def _run() -> RunRecord:
         run_id="abc",
         step_id="backend",
         persona="backend_developer",
+        kind="persona",
         depends_on=("arch",),
         state=StepState.BLOCKED,
         attempts=0,
+        round=0,
         start_time=None,
         end_time=NOW,
+        due_time=None,
         error="depends on failed step 'arch'",
         summary="",
         provider="",
         model="",
-        input_tokens=0,
-        output_tokens=0,
+        result_json="",
+        usage=Usage(input_tokens=3, output_tokens=4, cache_read_tokens=5, cost_usd=0.25),
     )
     return RunRecord(
         run_id="abc",
@@ -35,11 +38,14 @@ def _run() -> RunRecord:
         requirement="r",
         provider="offline",
         request_id="",
+        created_by="",
         state=RunState.FAILED,
         error="step 'arch' failed",
         create_time=NOW,
         start_time=NOW,
         end_time=None,
+        owner=None,
+        last_sequence=9,
         steps=(step,),
     )
 
@@ -55,6 +61,10 @@ def test_run_records_become_api_resources() -> None:
     assert step.state == gateway_pb2.STEP_STATE_BLOCKED
     assert list(step.depends_on) == ["arch"]
     assert not step.HasField("start_time")
+    # Usage counts every attempt, with cache tokens and cost; the run sums its steps.
+    assert (step.usage.input_tokens, step.usage.cache_read_input_tokens) == (3, 5)
+    assert step.usage.cost_usd == pytest.approx(0.25)
+    assert run.usage.output_tokens == 4
 
 
 def test_page_tokens_round_trip_and_garbage_is_rejected() -> None:

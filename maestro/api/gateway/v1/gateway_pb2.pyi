@@ -38,6 +38,8 @@ class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.Val
     """A step failed; see `error`."""
     RUN_STATE_CANCELLED: _RunState.ValueType  # 5
     """Cancelled by a user."""
+    RUN_STATE_QUEUED: _RunState.ValueType  # 6
+    """Accepted, waiting for capacity before its first step (see the RUN_QUEUED event)."""
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
     """The state of a run. Output only."""
@@ -54,6 +56,8 @@ RUN_STATE_FAILED: RunState.ValueType  # 4
 """A step failed; see `error`."""
 RUN_STATE_CANCELLED: RunState.ValueType  # 5
 """Cancelled by a user."""
+RUN_STATE_QUEUED: RunState.ValueType  # 6
+"""Accepted, waiting for capacity before its first step (see the RUN_QUEUED event)."""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 class _StepState:
@@ -80,6 +84,8 @@ class _StepStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepState.V
     """Skipped by the workflow."""
     STEP_STATE_BLOCKED: _StepState.ValueType  # 8
     """Never started because a dependency failed."""
+    STEP_STATE_QUEUED: _StepState.ValueType  # 9
+    """Ready, waiting for capacity (see the STEP_QUEUED event for the limit)."""
 
 class StepState(_StepState, metaclass=_StepStateEnumTypeWrapper):
     """The state of a step. Output only."""
@@ -102,6 +108,8 @@ STEP_STATE_SKIPPED: StepState.ValueType  # 7
 """Skipped by the workflow."""
 STEP_STATE_BLOCKED: StepState.ValueType  # 8
 """Never started because a dependency failed."""
+STEP_STATE_QUEUED: StepState.ValueType  # 9
+"""Ready, waiting for capacity (see the STEP_QUEUED event for the limit)."""
 Global___StepState: _TypeAlias = StepState  # noqa: Y015
 
 class _EventType:
@@ -138,6 +146,14 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """The run failed. Terminal."""
     EVENT_TYPE_RUN_CANCELLED: _EventType.ValueType  # 13
     """The run was cancelled. Terminal."""
+    EVENT_TYPE_RUN_QUEUED: _EventType.ValueType  # 14
+    """The run waits for capacity before its first step."""
+    EVENT_TYPE_STEP_QUEUED: _EventType.ValueType  # 15
+    """A ready step waits for capacity; `reason` names the limit."""
+    EVENT_TYPE_ATTEMPT_LOST: _EventType.ValueType  # 16
+    """An attempt was lost to an infrastructure fault (a worker restarting, a scheduler
+    stopping) and is sent again: it does not count against the step's attempts.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """What kind of event this is."""
@@ -170,29 +186,49 @@ EVENT_TYPE_RUN_FAILED: EventType.ValueType  # 12
 """The run failed. Terminal."""
 EVENT_TYPE_RUN_CANCELLED: EventType.ValueType  # 13
 """The run was cancelled. Terminal."""
+EVENT_TYPE_RUN_QUEUED: EventType.ValueType  # 14
+"""The run waits for capacity before its first step."""
+EVENT_TYPE_STEP_QUEUED: EventType.ValueType  # 15
+"""A ready step waits for capacity; `reason` names the limit."""
+EVENT_TYPE_ATTEMPT_LOST: EventType.ValueType  # 16
+"""An attempt was lost to an infrastructure fault (a worker restarting, a scheduler
+stopping) and is sent again: it does not count against the step's attempts.
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
 class TokenUsage(_message.Message):
-    """Tokens used."""
+    """Tokens used and what they cost."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
-    """Input tokens billed."""
+    """Input tokens billed (not counting cache reads and writes)."""
     output_tokens: _builtins.int
     """Output tokens billed."""
+    cache_read_input_tokens: _builtins.int
+    """Input tokens read from the prompt cache."""
+    cache_creation_input_tokens: _builtins.int
+    """Input tokens written to the prompt cache."""
+    cost_usd: _builtins.float
+    """The cost in US dollars, from the configured price table."""
     def __init__(
         self,
         *,
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
+        cache_read_input_tokens: _builtins.int = ...,
+        cache_creation_input_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,7 +285,7 @@ class Step(_message.Message):
 
     @_builtins.property
     def usage(self) -> Global___TokenUsage:
-        """Token usage of the successful attempt."""
+        """Usage of every attempt of the step, failed and lost ones included."""
 
     def __init__(
         self,
@@ -292,6 +328,7 @@ class Run(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`runs/{run}`."""
     workflow: _builtins.str
@@ -320,6 +357,10 @@ class Run(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When the run reached its final state."""
 
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """Usage of every step, failed and lost attempts included."""
+
     def __init__(
         self,
         *,
@@ -333,10 +374,11 @@ class Run(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         error: _builtins.str = ...,
         provider: _builtins.str = ...,
+        usage: Global___TokenUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "name", b"name", "provider", b"provider", "requirement", b"requirement", "start_time", b"start_time", "state", b"state", "steps", b"steps", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "name", b"name", "provider", b"provider", "requirement", b"requirement", "start_time", b"start_time", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\"\x8b\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\n\n\x08workflow\"#\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t2\xde\x01\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\"\x9f\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\tB\n\n\x08workflow\"#\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x12\n\x10WatchRunsRequest\"2\n\tRunChange\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\"B\n\nRunChanges\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.maestro.api.scheduler.v1.RunChange2\xbf\x02\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponse\x12_\n\tWatchRuns\x12*.maestro.api.scheduler.v1.WatchRunsRequest\x1a$.maestro.api.scheduler.v1.RunChanges0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maestro.api.scheduler.v1.sc
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATERUNREQUEST']._serialized_start=71
-  _globals['_CREATERUNREQUEST']._serialized_end=210
-  _globals['_CREATERUNRESPONSE']._serialized_start=212
-  _globals['_CREATERUNRESPONSE']._serialized_end=247
-  _globals['_CANCELRUNREQUEST']._serialized_start=249
-  _globals['_CANCELRUNREQUEST']._serialized_end=283
-  _globals['_CANCELRUNRESPONSE']._serialized_start=285
-  _globals['_CANCELRUNRESPONSE']._serialized_end=320
-  _globals['_SCHEDULERSERVICE']._serialized_start=323
-  _globals['_SCHEDULERSERVICE']._serialized_end=545
+  _globals['_CREATERUNREQUEST']._serialized_end=230
+  _globals['_CREATERUNRESPONSE']._serialized_start=232
+  _globals['_CREATERUNRESPONSE']._serialized_end=267
+  _globals['_CANCELRUNREQUEST']._serialized_start=269
+  _globals['_CANCELRUNREQUEST']._serialized_end=303
+  _globals['_CANCELRUNRESPONSE']._serialized_start=305
+  _globals['_CANCELRUNRESPONSE']._serialized_end=340
+  _globals['_WATCHRUNSREQUEST']._serialized_start=342
+  _globals['_WATCHRUNSREQUEST']._serialized_end=360
+  _globals['_RUNCHANGE']._serialized_start=362
+  _globals['_RUNCHANGE']._serialized_end=412
+  _globals['_RUNCHANGES']._serialized_start=414
+  _globals['_RUNCHANGES']._serialized_end=480
+  _globals['_SCHEDULERSERVICE']._serialized_start=483
+  _globals['_SCHEDULERSERVICE']._serialized_end=802
 # @@protoc_insertion_point(module_scope)

@@ -5,8 +5,10 @@ The scheduler's internal API, called by the gateway. Reads do not go through the
 scheduler: the gateway reads the store, so reads keep working while it restarts.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -29,6 +31,7 @@ class CreateRunRequest(_message.Message):
     REQUIREMENT_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     workflow_name: _builtins.str
     """A built-in workflow's name, for example `sdlc-parallel`."""
     workflow_yaml: _builtins.str
@@ -39,6 +42,8 @@ class CreateRunRequest(_message.Message):
     """The provider the workers should use; empty means each worker's default."""
     request_id: _builtins.str
     """Makes retries idempotent: a second request with the same id returns the same run."""
+    created_by: _builtins.str
+    """The identity that asked for the run (set by the gateway after authentication)."""
     def __init__(
         self,
         *,
@@ -47,10 +52,11 @@ class CreateRunRequest(_message.Message):
         requirement: _builtins.str = ...,
         provider: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        created_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow", "workflow_name", b"workflow_name", "workflow_yaml", b"workflow_yaml"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "request_id", b"request_id", "requirement", b"requirement", "workflow", b"workflow", "workflow_name", b"workflow_name", "workflow_yaml", b"workflow_yaml"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_by", b"created_by", "provider", b"provider", "request_id", b"request_id", "requirement", b"requirement", "workflow", b"workflow", "workflow_name", b"workflow_name", "workflow_yaml", b"workflow_yaml"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_workflow: _TypeAlias = _typing.Literal["workflow_name", "workflow_yaml"]  # noqa: Y015
     _WhichOneofArgType_workflow: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
@@ -123,3 +129,70 @@ class CancelRunResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
+
+@_typing.final
+class WatchRunsRequest(_message.Message):
+    """Asks to be told when runs' event logs grow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRunsRequest: _TypeAlias = WatchRunsRequest  # noqa: Y015
+
+@_typing.final
+class RunChange(_message.Message):
+    """One run whose event log grew."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id."""
+    last_sequence: _builtins.int
+    """The sequence of its last stored event."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        last_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_sequence", b"last_sequence", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunChange: _TypeAlias = RunChange  # noqa: Y015
+
+@_typing.final
+class RunChanges(_message.Message):
+    """Runs whose event logs grew since the previous message (coalesced)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunChange]:
+        """One entry per run."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___RunChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunChanges: _TypeAlias = RunChanges  # noqa: Y015

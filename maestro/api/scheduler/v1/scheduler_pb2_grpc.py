@@ -45,6 +45,11 @@ class SchedulerServiceStub:
                 request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.WatchRuns = channel.unary_stream(
+                '/maestro.api.scheduler.v1.SchedulerService/WatchRuns',
+                request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.RunChanges.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -71,6 +76,19 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRuns(self, request, context):
+        """Streams which runs' event logs grew, as their transactions commit, so a gateway
+        can follow runs without polling the store. Each message names runs and the last
+        sequence now stored; a gateway reads the events themselves from the store. Only
+        the runs this scheduler writes are announced (on PostgreSQL, gateways LISTEN to
+        the database instead, which hears every scheduler).
+
+        Errors: UNAVAILABLE (the scheduler is shutting down; reconnect).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +101,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunRequest.FromString,
                     response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'WatchRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRuns,
+                    request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.RunChanges.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +163,33 @@ class SchedulerService:
             '/maestro.api.scheduler.v1.SchedulerService/CancelRun',
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunRequest.SerializeToString,
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/maestro.api.scheduler.v1.SchedulerService/WatchRuns',
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.SerializeToString,
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.RunChanges.FromString,
             options,
             channel_credentials,
             insecure,

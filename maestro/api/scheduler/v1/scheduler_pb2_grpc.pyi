@@ -47,6 +47,15 @@ class SchedulerServiceStub:
 
     Errors: NOT_FOUND, FAILED_PRECONDITION (the run already finished).
     """
+    WatchRuns: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchRunsRequest, _scheduler_pb2.RunChanges]
+    """Streams which runs' event logs grew, as their transactions commit, so a gateway
+    can follow runs without polling the store. Each message names runs and the last
+    sequence now stored; a gateway reads the events themselves from the store. Only
+    the runs this scheduler writes are announced (on PostgreSQL, gateways LISTEN to
+    the database instead, which hears every scheduler).
+
+    Errors: UNAVAILABLE (the scheduler is shutting down; reconnect).
+    """
 
 @_typing.type_check_only
 class SchedulerServiceAsyncStub(SchedulerServiceStub):
@@ -64,6 +73,15 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """Cancels a run: in-flight worker calls are cancelled and the run ends CANCELLED.
 
     Errors: NOT_FOUND, FAILED_PRECONDITION (the run already finished).
+    """
+    WatchRuns: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchRunsRequest, _scheduler_pb2.RunChanges]  # type: ignore[assignment]
+    """Streams which runs' event logs grew, as their transactions commit, so a gateway
+    can follow runs without polling the store. Each message names runs and the last
+    sequence now stored; a gateway reads the events themselves from the store. Only
+    the runs this scheduler writes are announced (on PostgreSQL, gateways LISTEN to
+    the database instead, which hears every scheduler).
+
+    Errors: UNAVAILABLE (the scheduler is shutting down; reconnect).
     """
 
 class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -91,6 +109,21 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a run: in-flight worker calls are cancelled and the run ends CANCELLED.
 
         Errors: NOT_FOUND, FAILED_PRECONDITION (the run already finished).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRuns(
+        self,
+        request: _scheduler_pb2.WatchRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.RunChanges], _abc.AsyncIterator[_scheduler_pb2.RunChanges]]:
+        """Streams which runs' event logs grew, as their transactions commit, so a gateway
+        can follow runs without polling the store. Each message names runs and the last
+        sequence now stored; a gateway reads the events themselves from the store. Only
+        the runs this scheduler writes are announced (on PostgreSQL, gateways LISTEN to
+        the database instead, which hears every scheduler).
+
+        Errors: UNAVAILABLE (the scheduler is shutting down; reconnect).
         """
 
 def add_SchedulerServiceServicer_to_server(servicer: SchedulerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

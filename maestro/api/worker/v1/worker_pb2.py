@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"maestro/api/worker/v1/worker.proto\x12\x15maestro.api.worker.v1\"?\n\x0bStepAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"%\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\x88\x01\n\x10\x44\x65pendencyOutput\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12*\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x15\n\romitted_paths\x18\x05 \x03(\t\"\xd6\x01\n\x12\x45xecuteStepRequest\x12\x33\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\".maestro.api.worker.v1.StepAttempt\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12=\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\'.maestro.api.worker.v1.DependencyOutput\x12\x10\n\x08provider\x18\x06 \x01(\t\"\x0b\n\tHeartbeat\"-\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"9\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\"\x9c\x01\n\nStepResult\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"\xbe\x01\n\x13\x45xecuteStepResponse\x12\x35\n\theartbeat\x18\x01 \x01(\x0b\x32 .maestro.api.worker.v1.HeartbeatH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.maestro.api.worker.v1.ProgressH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.StepResultH\x00\x42\x06\n\x04kind2w\n\rWorkerService\x12\x66\n\x0b\x45xecuteStep\x12).maestro.api.worker.v1.ExecuteStepRequest\x1a*.maestro.api.worker.v1.ExecuteStepResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"maestro/api/worker/v1/worker.proto\x12\x15maestro.api.worker.v1\"?\n\x0bStepAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"%\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\x88\x01\n\x10\x44\x65pendencyOutput\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12*\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x15\n\romitted_paths\x18\x05 \x03(\t\"\xd6\x01\n\x12\x45xecuteStepRequest\x12\x33\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\".maestro.api.worker.v1.StepAttempt\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12=\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\'.maestro.api.worker.v1.DependencyOutput\x12\x10\n\x08provider\x18\x06 \x01(\t\"\x0b\n\tHeartbeat\"-\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"9\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\"\x9c\x01\n\nStepResult\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"\xcb\x01\n\x0bStepFailure\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".maestro.api.worker.v1.FailureKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x03\x12\x30\n\x05usage\x18\x04 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xf5\x01\n\x13\x45xecuteStepResponse\x12\x35\n\theartbeat\x18\x01 \x01(\x0b\x32 .maestro.api.worker.v1.HeartbeatH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.maestro.api.worker.v1.ProgressH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.StepResultH\x00\x12\x35\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\".maestro.api.worker.v1.StepFailureH\x00\x42\x06\n\x04kind*\xbd\x01\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x41ILURE_KIND_RETRYABLE\x10\x01\x12\x1b\n\x17\x46\x41ILURE_KIND_OVERLOADED\x10\x02\x12\x1d\n\x19\x46\x41ILURE_KIND_RATE_LIMITED\x10\x03\x12\x16\n\x12\x46\x41ILURE_KIND_FATAL\x10\x04\x12 \n\x1c\x46\x41ILURE_KIND_BUDGET_EXCEEDED\x10\x05\x32w\n\rWorkerService\x12\x66\n\x0b\x45xecuteStep\x12).maestro.api.worker.v1.ExecuteStepRequest\x1a*.maestro.api.worker.v1.ExecuteStepResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maestro.api.worker.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FAILUREKIND']._serialized_start=1254
+  _globals['_FAILUREKIND']._serialized_end=1443
   _globals['_STEPATTEMPT']._serialized_start=61
   _globals['_STEPATTEMPT']._serialized_end=124
   _globals['_FILE']._serialized_start=126
@@ -47,8 +49,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENUSAGE']._serialized_end=638
   _globals['_STEPRESULT']._serialized_start=641
   _globals['_STEPRESULT']._serialized_end=797
-  _globals['_EXECUTESTEPRESPONSE']._serialized_start=800
-  _globals['_EXECUTESTEPRESPONSE']._serialized_end=990
-  _globals['_WORKERSERVICE']._serialized_start=992
-  _globals['_WORKERSERVICE']._serialized_end=1111
+  _globals['_STEPFAILURE']._serialized_start=800
+  _globals['_STEPFAILURE']._serialized_end=1003
+  _globals['_EXECUTESTEPRESPONSE']._serialized_start=1006
+  _globals['_EXECUTESTEPRESPONSE']._serialized_end=1251
+  _globals['_WORKERSERVICE']._serialized_start=1445
+  _globals['_WORKERSERVICE']._serialized_end=1564
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FailureKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FailureKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAILURE_KIND_UNSPECIFIED: _FailureKind.ValueType  # 0
+    """Not set."""
+    FAILURE_KIND_RETRYABLE: _FailureKind.ValueType  # 1
+    """May succeed if tried again (bad output, a timeout, a server error)."""
+    FAILURE_KIND_OVERLOADED: _FailureKind.ValueType  # 2
+    """The model is overloaded (HTTP 529, overloaded_error): try again after a long wait."""
+    FAILURE_KIND_RATE_LIMITED: _FailureKind.ValueType  # 3
+    """The provider rate-limited us: try again after `retry_after_ms`."""
+    FAILURE_KIND_FATAL: _FailureKind.ValueType  # 4
+    """Trying again cannot help (a rejected request, a bad key, no such provider)."""
+    FAILURE_KIND_BUDGET_EXCEEDED: _FailureKind.ValueType  # 5
+    """The attempt's budget is spent."""
+
+class FailureKind(_FailureKind, metaclass=_FailureKindEnumTypeWrapper):
+    """What kind of failure of the work a StepFailure is, so the caller knows what next."""
+
+FAILURE_KIND_UNSPECIFIED: FailureKind.ValueType  # 0
+"""Not set."""
+FAILURE_KIND_RETRYABLE: FailureKind.ValueType  # 1
+"""May succeed if tried again (bad output, a timeout, a server error)."""
+FAILURE_KIND_OVERLOADED: FailureKind.ValueType  # 2
+"""The model is overloaded (HTTP 529, overloaded_error): try again after a long wait."""
+FAILURE_KIND_RATE_LIMITED: FailureKind.ValueType  # 3
+"""The provider rate-limited us: try again after `retry_after_ms`."""
+FAILURE_KIND_FATAL: FailureKind.ValueType  # 4
+"""Trying again cannot help (a rejected request, a bad key, no such provider)."""
+FAILURE_KIND_BUDGET_EXCEEDED: FailureKind.ValueType  # 5
+"""The attempt's budget is spent."""
+Global___FailureKind: _TypeAlias = FailureKind  # noqa: Y015
 
 @_typing.final
 class StepAttempt(_message.Message):
@@ -280,6 +317,54 @@ class StepResult(_message.Message):
 Global___StepResult: _TypeAlias = StepResult  # noqa: Y015
 
 @_typing.final
+class StepFailure(_message.Message):
+    """The attempt's work failed; always the last message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    kind: Global___FailureKind.ValueType
+    """What kind of failure, so the caller knows whether and when to try again."""
+    message: _builtins.str
+    """What failed, for humans (never the prompt or the model's output)."""
+    retry_after_ms: _builtins.int
+    """How long the failing party asked us to wait, in milliseconds; 0 for no request."""
+    provider: _builtins.str
+    """The provider that did the work."""
+    model: _builtins.str
+    """The model that was called, if any."""
+    reason: _builtins.str
+    """A short, stable code for the cause (for example `http_529`, `max_tokens`)."""
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """What the attempt spent before it failed."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___FailureKind.ValueType = ...,
+        message: _builtins.str = ...,
+        retry_after_ms: _builtins.int = ...,
+        usage: Global___TokenUsage | None = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "model", b"model", "provider", b"provider", "reason", b"reason", "retry_after_ms", b"retry_after_ms", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepFailure: _TypeAlias = StepFailure  # noqa: Y015
+
+@_typing.final
 class ExecuteStepResponse(_message.Message):
     """One message of the ExecuteStep stream."""
 
@@ -288,6 +373,7 @@ class ExecuteStepResponse(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat:
         """The attempt is alive."""
@@ -300,18 +386,23 @@ class ExecuteStepResponse(_message.Message):
     def result(self) -> Global___StepResult:
         """The result; always the last message."""
 
+    @_builtins.property
+    def failure(self) -> Global___StepFailure:
+        """The work failed; always the last message."""
+
     def __init__(
         self,
         *,
         heartbeat: Global___Heartbeat | None = ...,
         progress: Global___Progress | None = ...,
         result: Global___StepResult | None = ...,
+        failure: Global___StepFailure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["heartbeat", "progress", "result"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["heartbeat", "progress", "result", "failure"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

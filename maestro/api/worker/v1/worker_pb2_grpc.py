@@ -48,13 +48,16 @@ class WorkerServiceServicer:
 
     def ExecuteStep(self, request, context):
         """Runs one step attempt. The response stream carries heartbeats and progress while
-        the work goes on, then exactly one result, then ends. The call's deadline bounds
-        the whole attempt, the LLM call included.
+        the work goes on, then exactly one `result` or one `failure`, then ends with OK.
+        The call's deadline bounds the whole attempt, the LLM call included.
 
-        Errors: INVALID_ARGUMENT (unknown persona, malformed request),
-        FAILED_PRECONDITION (the requested provider is not configured on this worker),
-        RESOURCE_EXHAUSTED (the provider rate-limited us), UNAVAILABLE (the provider could
-        not be reached or is overloaded), DEADLINE_EXCEEDED, INTERNAL.
+        Every failure of the work itself (the model's errors, bad output, a provider that
+        is not configured, the attempt's own timeout) is a `failure` message: the caller
+        decides whether to try again. A gRPC error status means the platform failed (the
+        worker is unreachable, draining or crashed) or the request itself was malformed.
+
+        Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
+        worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

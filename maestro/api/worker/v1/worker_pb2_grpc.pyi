@@ -35,13 +35,16 @@ class WorkerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     ExecuteStep: _grpc.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]
     """Runs one step attempt. The response stream carries heartbeats and progress while
-    the work goes on, then exactly one result, then ends. The call's deadline bounds
-    the whole attempt, the LLM call included.
+    the work goes on, then exactly one `result` or one `failure`, then ends with OK.
+    The call's deadline bounds the whole attempt, the LLM call included.
 
-    Errors: INVALID_ARGUMENT (unknown persona, malformed request),
-    FAILED_PRECONDITION (the requested provider is not configured on this worker),
-    RESOURCE_EXHAUSTED (the provider rate-limited us), UNAVAILABLE (the provider could
-    not be reached or is overloaded), DEADLINE_EXCEEDED, INTERNAL.
+    Every failure of the work itself (the model's errors, bad output, a provider that
+    is not configured, the attempt's own timeout) is a `failure` message: the caller
+    decides whether to try again. A gRPC error status means the platform failed (the
+    worker is unreachable, draining or crashed) or the request itself was malformed.
+
+    Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
+    worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
     """
 
 @_typing.type_check_only
@@ -51,13 +54,16 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ExecuteStep: _aio.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]  # type: ignore[assignment]
     """Runs one step attempt. The response stream carries heartbeats and progress while
-    the work goes on, then exactly one result, then ends. The call's deadline bounds
-    the whole attempt, the LLM call included.
+    the work goes on, then exactly one `result` or one `failure`, then ends with OK.
+    The call's deadline bounds the whole attempt, the LLM call included.
 
-    Errors: INVALID_ARGUMENT (unknown persona, malformed request),
-    FAILED_PRECONDITION (the requested provider is not configured on this worker),
-    RESOURCE_EXHAUSTED (the provider rate-limited us), UNAVAILABLE (the provider could
-    not be reached or is overloaded), DEADLINE_EXCEEDED, INTERNAL.
+    Every failure of the work itself (the model's errors, bad output, a provider that
+    is not configured, the attempt's own timeout) is a `failure` message: the caller
+    decides whether to try again. A gRPC error status means the platform failed (the
+    worker is unreachable, draining or crashed) or the request itself was malformed.
+
+    Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
+    worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -70,13 +76,16 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.ExecuteStepResponse], _abc.AsyncIterator[_worker_pb2.ExecuteStepResponse]]:
         """Runs one step attempt. The response stream carries heartbeats and progress while
-        the work goes on, then exactly one result, then ends. The call's deadline bounds
-        the whole attempt, the LLM call included.
+        the work goes on, then exactly one `result` or one `failure`, then ends with OK.
+        The call's deadline bounds the whole attempt, the LLM call included.
 
-        Errors: INVALID_ARGUMENT (unknown persona, malformed request),
-        FAILED_PRECONDITION (the requested provider is not configured on this worker),
-        RESOURCE_EXHAUSTED (the provider rate-limited us), UNAVAILABLE (the provider could
-        not be reached or is overloaded), DEADLINE_EXCEEDED, INTERNAL.
+        Every failure of the work itself (the model's errors, bad output, a provider that
+        is not configured, the attempt's own timeout) is a `failure` message: the caller
+        decides whether to try again. A gRPC error status means the platform failed (the
+        worker is unreachable, draining or crashed) or the request itself was malformed.
+
+        Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
+        worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,341 @@
+"""The store's reads: plain functions of a Tx, each run on one consistent snapshot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from maestro.store.db import Dialect, Row, Tx
+from maestro.store.models import (
+    ACTIVE_RUN_STATES,
+    ArtifactRecord,
+    EventRecord,
+    EventType,
+    RunRecord,
+    RunState,
+    StepContextRecord,
+    StepOutputRecord,
+    StepRecord,
+    StepState,
+    Usage,
+)
+
+ACTIVE = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_RUN_STATES)) + ")"
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_datetime(value: int | None) -> datetime | None:
+    """A stored time (microseconds since the epoch) as an exact datetime."""
+    return None if value is None else EPOCH + timedelta(microseconds=value)
+
+
+def from_datetime(value: datetime) -> int:
+    """The stored form of a datetime (exact: the inverse of to_datetime)."""
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def _step(row: Row) -> StepRecord:
+    return StepRecord(
+        run_id=row["run_id"],
+        step_id=row["step_id"],
+        persona=row["persona"],
+        kind=row["kind"],
+        depends_on=tuple(json.loads(row["depends_on"])),
+        state=StepState(row["state"]),
+        attempts=row["attempts"],
+        round=row["round"],
+        start_time=to_datetime(row["start_time"]),
+        end_time=to_datetime(row["end_time"]),
+        due_time=to_datetime(row["due_time"]),
+        error=row["error"],
+        summary=row["summary"],
+        provider=row["provider"],
+        model=row["model"],
+        result_json=row["result_json"],
+        usage=Usage(
+            int(row["input_tokens"]),
+            int(row["output_tokens"]),
+            int(row["cache_read_tokens"]),
+            int(row["cache_write_tokens"]),
+            float(row["cost_usd"]),
+        ),
+    )
+
+
+def _run(row: Row, steps: tuple[StepRecord, ...]) -> RunRecord:
+    create_time = to_datetime(row["create_time"])
+    assert create_time is not None
+    return RunRecord(
+        run_id=row["run_id"],
+        workflow_name=row["workflow_name"],
+        spec_json=row["spec_json"],
+        requirement=row["requirement"],
+        provider=row["provider"],
+        request_id=row["request_id"],
+        created_by=row["created_by"],
+        state=RunState(row["state"]),
+        error=row["error"],
+        create_time=create_time,
+        start_time=to_datetime(row["start_time"]),
+        end_time=to_datetime(row["end_time"]),
+        owner=row["owner"],
+        last_sequence=row["last_sequence"],
+        steps=steps,
+    )
+
+
+def _with_steps(tx: Tx, rows: list[Row]) -> list[RunRecord]:
+    if not rows:
+        return []
+    ids = [row["run_id"] for row in rows]
+    marks = ", ".join("?" for _ in ids)
+    by_run: dict[str, list[StepRecord]] = {run_id: [] for run_id in ids}
+    for step in tx.all(
+        f"SELECT * FROM steps WHERE run_id IN ({marks}) ORDER BY run_id, position", ids
+    ):
+        by_run[step["run_id"]].append(_step(step))
+    return [_run(row, tuple(by_run[row["run_id"]])) for row in rows]
+
+
+def get_run(tx: Tx, run_id: str) -> RunRecord | None:
+    row = tx.one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+    return None if row is None else _with_steps(tx, [row])[0]
+
+
+def find_run_by_request_id(tx: Tx, request_id: str) -> RunRecord | None:
+    row = tx.one("SELECT * FROM runs WHERE request_id = ?", (request_id,))
+    return None if row is None else _with_steps(tx, [row])[0]
+
+
+def run_progress(tx: Tx, run_ids: Sequence[str]) -> dict[str, tuple[RunState, int]]:
+    """(state, last event sequence) of each run that exists."""
+    if not run_ids:
+        return {}
+    marks = ", ".join("?" for _ in run_ids)
+    rows = tx.all(
+        f"SELECT run_id, state, last_sequence FROM runs WHERE run_id IN ({marks})", list(run_ids)
+    )
+    return {row["run_id"]: (RunState(row["state"]), int(row["last_sequence"])) for row in rows}
+
+
+def list_runs(
+    tx: Tx, limit: int, after: tuple[datetime, str] | None, created_by: str | None
+) -> list[RunRecord]:
+    """Runs newest first, after the (create time, run id) cursor, of one creator or all."""
+    where: list[str] = []
+    params: list[object] = []
+    if after is not None:
+        when = from_datetime(after[0])
+        where.append("(create_time < ? OR (create_time = ? AND run_id < ?))")
+        params.extend((when, when, after[1]))
+    if created_by is not None:
+        where.append("created_by = ?")
+        params.append(created_by)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    rows = tx.all(
+        f"SELECT * FROM runs{clause} ORDER BY create_time DESC, run_id DESC LIMIT ?",
+        (*params, limit),
+    )
+    return _with_steps(tx, rows)
+
+
+def unfinished_run_ids(tx: Tx) -> list[str]:
+    rows = tx.all(f"SELECT run_id FROM runs WHERE state IN {ACTIVE} ORDER BY create_time")
+    return [row["run_id"] for row in rows]
+
+
+def _event(row: Row) -> EventRecord:
+    time = to_datetime(row["time"])
+    assert time is not None
+    return EventRecord(
+        run_id=row["run_id"],
+        sequence=row["sequence"],
+        type=EventType(row["type"]),
+        step_id=row["step_id"],
+        time=time,
+        message=row["message"],
+        attributes=json.loads(row["attributes"]),
+    )
+
+
+def events_after(tx: Tx, run_id: str, after_sequence: int, limit: int) -> list[EventRecord]:
+    rows = tx.all(
+        "SELECT * FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+        (run_id, after_sequence, limit),
+    )
+    return [_event(row) for row in rows]
+
+
+def _artifact(row: Row, *, with_content: bool) -> ArtifactRecord:
+    create_time = to_datetime(row["create_time"])
+    assert create_time is not None
+    return ArtifactRecord(
+        run_id=row["run_id"],
+        path=row["path"],
+        step_id=row["step_id"],
+        version=row["version"],
+        attempt=row["attempt"],
+        round=row["round"],
+        size_bytes=row["size_bytes"],
+        sha256=row["sha256"],
+        create_time=create_time,
+        content=bytes(row["content"]) if with_content else None,
+    )
+
+
+_ARTIFACT_COLUMNS = (
+    "run_id, path, step_id, version, attempt, round, size_bytes, sha256, create_time"
+)
+
+
+def list_artifacts(tx: Tx, run_id: str, all_versions: bool) -> list[ArtifactRecord]:
+    """The latest version of each path (or every version), by path."""
+    latest = "" if all_versions else " AND latest = 1"
+    rows = tx.all(
+        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE run_id = ?{latest}"
+        " ORDER BY path, version",
+        (run_id,),
+    )
+    return [_artifact(row, with_content=False) for row in rows]
+
+
+def get_artifact(tx: Tx, run_id: str, path: str, version: int | None) -> ArtifactRecord | None:
+    if version is None:
+        row = tx.one(
+            "SELECT * FROM artifacts WHERE run_id = ? AND path = ? AND latest = 1",
+            (run_id, path),
+        )
+    else:
+        row = tx.one(
+            "SELECT * FROM artifacts WHERE run_id = ? AND path = ? AND version = ?",
+            (run_id, path, version),
+        )
+    return None if row is None else _artifact(row, with_content=True)
+
+
+def step_outputs(tx: Tx, run_id: str, step_ids: Sequence[str]) -> list[StepOutputRecord]:
+    """Summaries and latest files of the given succeeded steps, in the order asked."""
+    if not step_ids:
+        return []
+    marks = ", ".join("?" for _ in step_ids)
+    steps = {
+        row["step_id"]: row
+        for row in tx.all(
+            f"SELECT step_id, persona, summary FROM steps WHERE run_id = ? AND step_id IN"
+            f" ({marks}) AND state = ?",
+            (run_id, *step_ids, StepState.SUCCEEDED.value),
+        )
+    }
+    files: dict[str, list[tuple[str, bytes]]] = {step_id: [] for step_id in steps}
+    if steps:
+        found = list(steps)
+        found_marks = ", ".join("?" for _ in found)
+        for row in tx.all(
+            f"SELECT step_id, path, content FROM artifacts WHERE run_id = ? AND latest = 1"
+            f" AND step_id IN ({found_marks}) ORDER BY path",
+            (run_id, *found),
+        ):
+            files[row["step_id"]].append((row["path"], bytes(row["content"])))
+    return [
+        StepOutputRecord(
+            step_id=step_id,
+            persona=steps[step_id]["persona"],
+            summary=steps[step_id]["summary"],
+            files=tuple(files[step_id]),
+        )
+        for step_id in step_ids
+        if step_id in steps
+    ]
+
+
+def choose_files(
+    files_by_step: Sequence[tuple[str, Sequence[tuple[str, int]]]], budget_bytes: int
+) -> set[tuple[str, str]]:
+    """Which (step id, path) fit the byte budget, nearest step first, in path order."""
+    remaining = budget_bytes
+    chosen: set[tuple[str, str]] = set()
+    for step_id, files in files_by_step:
+        for path, size in files:
+            if size <= remaining:
+                chosen.add((step_id, path))
+                remaining -= size
+    return chosen
+
+
+def step_context(
+    tx: Tx, run_id: str, step_ids: Sequence[str], budget_bytes: int
+) -> list[StepContextRecord]:
+    """The context of a step: the given succeeded steps (nearest first), each with its
+    summary and as many of its files as fit `budget_bytes`; only chosen files are read."""
+    if not step_ids:
+        return []
+    marks = ", ".join("?" for _ in step_ids)
+    steps = {
+        row["step_id"]: row
+        for row in tx.all(
+            f"SELECT step_id, persona, summary FROM steps WHERE run_id = ? AND step_id IN"
+            f" ({marks}) AND state = ?",
+            (run_id, *step_ids, StepState.SUCCEEDED.value),
+        )
+    }
+    order = [step_id for step_id in step_ids if step_id in steps]
+    sizes: dict[str, list[tuple[str, int]]] = {step_id: [] for step_id in order}
+    if order:
+        found_marks = ", ".join("?" for _ in order)
+        for row in tx.all(
+            f"SELECT step_id, path, size_bytes FROM artifacts WHERE run_id = ? AND latest = 1"
+            f" AND step_id IN ({found_marks}) ORDER BY path",
+            (run_id, *order),
+        ):
+            sizes[row["step_id"]].append((row["path"], int(row["size_bytes"])))
+    chosen = choose_files([(step_id, sizes[step_id]) for step_id in order], budget_bytes)
+    contents: dict[tuple[str, str], bytes] = {}
+    if chosen:
+        for row in tx.all(
+            f"SELECT step_id, path, content FROM artifacts WHERE run_id = ? AND latest = 1"
+            f" AND step_id IN ({', '.join('?' for _ in order)})",
+            (run_id, *order),
+        ):
+            key = (row["step_id"], row["path"])
+            if key in chosen:
+                contents[key] = bytes(row["content"])
+    return [
+        StepContextRecord(
+            step_id=step_id,
+            persona=steps[step_id]["persona"],
+            summary=steps[step_id]["summary"],
+            files=tuple(
+                (p, contents[(step_id, p)]) for p, _ in sizes[step_id] if (step_id, p) in contents
+            ),
+            omitted_paths=tuple(p for p, _ in sizes[step_id] if (step_id, p) not in contents),
+        )
+        for step_id in order
+    ]
+
+
+def owned_paths(tx: Tx, run_id: str) -> dict[str, str]:
+    """The latest writer of every path of the run: path -> step id."""
+    rows = tx.all("SELECT path, step_id FROM artifacts WHERE run_id = ? AND latest = 1", (run_id,))
+    return {row["path"]: row["step_id"] for row in rows}
+
+
+def table_names(tx: Tx) -> set[str]:
+    """The tables that exist (to tell a new, a legacy and a migrated database apart)."""
+    if tx.dialect is Dialect.SQLITE:
+        rows = tx.all("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {row["name"] for row in rows}
+    rows = tx.all(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    )
+    return {row["table_name"] for row in rows}
+
+
+def schema_revision(tx: Tx) -> str | None:
+    """The Alembic revision the database is at; None when it was never migrated."""
+    if "alembic_version" not in table_names(tx):
+        return None
+    row = tx.one("SELECT version_num FROM alembic_version")
+    return None if row is None else str(row["version_num"])

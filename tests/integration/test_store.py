@@ -1,0 +1,319 @@
+"""The store on real databases (SQLite and PostgreSQL): atomic state changes with dense
+events, leases with fencing, durable timers, artifact versions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from maestro.store import (
+    EventType,
+    Lease,
+    LeaseLost,
+    NewRun,
+    RunFinished,
+    RunState,
+    StepResultRecord,
+    StepState,
+    Store,
+    Usage,
+    open_store,
+)
+
+ME = "scheduler-a"
+
+
+def _new_run(run_id: str, request_id: str = "") -> NewRun:
+    return NewRun(
+        run_id=run_id,
+        workflow_name="w",
+        spec_json="{}",
+        requirement="req",
+        provider="offline",
+        request_id=request_id,
+        created_by="alice",
+        steps=(("a", "backend_developer", "persona", ()), ("b", "qa_engineer", "persona", ("a",))),
+    )
+
+
+THREE_IN_FOUR_OUT = Usage(3, 4)
+
+
+def _result(*files: tuple[str, bytes], usage: Usage = THREE_IN_FOUR_OUT) -> StepResultRecord:
+    return StepResultRecord(
+        summary="done", files=files, provider="offline", model="offline", usage=usage
+    )
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    store = await open_store(database_url, writer=True)
+    yield store
+    await store.close()
+
+
+async def _created(store: Store, run_id: str = "r1", request_id: str = "") -> Lease:
+    lease = await store.create_run(_new_run(run_id, request_id), owner=ME)
+    assert lease is not None
+    return lease
+
+
+async def test_concurrent_writers_keep_event_sequences_dense(store: Store) -> None:
+    lease = await _created(store)
+    await store.start_run(lease)
+    attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    await asyncio.gather(
+        *(
+            store.record_progress(lease, "a", attempt, dispatch, [(f"note {i}", "offline")], None)
+            for i in range(50)
+        )
+    )
+    events = await store.events_after("r1", 0)
+    assert [e.sequence for e in events] == list(range(1, 54))
+    assert {e.message for e in events if e.type is EventType.STEP_PROGRESS} == {
+        f"note {i}" for i in range(50)
+    }
+    run = await store.get_run("r1")
+    assert run is not None and run.last_sequence == 53
+
+
+async def test_a_result_is_recorded_once_even_when_delivered_twice(store: Store) -> None:
+    lease = await _created(store)
+    attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    assert await store.complete_step(lease, "a", attempt, dispatch, _result(("x.py", b"print(1)")))
+    assert not await store.complete_step(lease, "a", attempt, dispatch, _result(("y.py", b"")))
+
+    artifacts = await store.list_artifacts("r1")
+    assert [(a.path, a.step_id, a.size_bytes, a.version) for a in artifacts] == [
+        ("x.py", "a", 8, 1)
+    ]
+    full = await store.get_artifact("r1", "x.py")
+    assert full is not None and full.content == b"print(1)"
+    events = await store.events_after("r1", 0)
+    assert [e.type for e in events].count(EventType.STEP_SUCCEEDED) == 1
+    context = await store.step_context("r1", ["b", "a"], 1000)
+    assert [(c.step_id, c.files, c.omitted_paths) for c in context] == [
+        ("a", (("x.py", b"print(1)"),), ())
+    ]
+    # A budget too small for the file names it instead of dropping it silently.
+    tight = await store.step_context("r1", ["a"], 4)
+    assert [(c.files, c.omitted_paths) for c in tight] == [((), ("x.py",))]
+
+
+async def test_every_write_of_a_path_is_a_version_and_reads_give_the_latest(store: Store) -> None:
+    lease = await _created(store)
+    attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    await store.complete_step(lease, "a", attempt, dispatch, _result(("x.py", b"one")))
+    attempt, dispatch = await store.start_dispatch(lease, "b", "offline")
+    await store.complete_step(lease, "b", attempt, dispatch, _result(("x.py", b"two!")))
+
+    latest = await store.get_artifact("r1", "x.py")
+    assert latest is not None and (latest.content, latest.version, latest.step_id) == (
+        b"two!",
+        2,
+        "b",
+    )
+    first = await store.get_artifact("r1", "x.py", version=1)
+    assert first is not None and first.content == b"one"
+    versions = await store.list_artifacts("r1", all_versions=True)
+    assert [(a.version, a.step_id) for a in versions] == [(1, "a"), (2, "b")]
+    assert await store.owned_paths("r1") == {"x.py": "b"}
+    recorded = [
+        e for e in await store.events_after("r1", 0) if e.type is EventType.ARTIFACT_RECORDED
+    ]
+    assert recorded[-1].attributes["replaces_step"] == "a"
+
+
+async def test_failure_retry_block_and_finish(store: Store) -> None:
+    lease = await _created(store)
+    first, d1 = await store.start_dispatch(lease, "a", "offline")
+    later = time.time() + 30
+    await store.fail_attempt(
+        lease, "a", first, d1, "overloaded", usage=Usage(10, 0), retry_at=later
+    )
+    run = await store.get_run("r1")
+    assert run is not None
+    step = run.steps[0]
+    # The retry is a durable timer: the due time is in the store, not in a sleep.
+    assert step.state is StepState.PENDING
+    assert step.due_time is not None and abs(step.due_time.timestamp() - later) < 0.01
+    second, d2 = await store.start_dispatch(lease, "a", "offline")
+    assert (second, d2) == (first + 1, 1)
+    await store.fail_attempt(
+        lease, "a", second, d2, "overloaded again", usage=Usage(5, 1), retry_at=None, block=["b"]
+    )
+    await store.finish_run(lease, RunState.FAILED, "step 'a' failed: overloaded again")
+
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.state is RunState.FAILED
+    assert [(s.state, s.attempts) for s in run.steps] == [
+        (StepState.FAILED, 2),
+        (StepState.BLOCKED, 0),
+    ]
+    # Usage of failed attempts counts.
+    assert run.usage == Usage(15, 1)
+    types = [e.type for e in await store.events_after("r1", 0)]
+    assert types[-4:] == [
+        EventType.STEP_STARTED,
+        EventType.STEP_FAILED,
+        EventType.STEP_BLOCKED,
+        EventType.RUN_FAILED,
+    ]
+    assert EventType.STEP_RETRY_SCHEDULED in types
+
+
+async def test_a_lost_dispatch_is_sent_again_under_the_same_attempt(store: Store) -> None:
+    lease = await _created(store)
+    attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    await store.record_progress(lease, "a", attempt, dispatch, [], Usage(7, 2))
+    await store.lose_dispatch(
+        lease, "a", attempt, dispatch, "worker gone", usage=None, retry_at=time.time()
+    )
+    assert await store.start_dispatch(lease, "a", "offline") == (1, 2)
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.steps[0].attempts == 1
+    # What the lost dispatch reported before it was lost is counted.
+    assert run.steps[0].usage == Usage(7, 2)
+    lost = [e for e in await store.events_after("r1", 0) if e.type is EventType.ATTEMPT_LOST]
+    assert lost[0].attributes["reason"] == "worker gone"
+    assert lost[0].attributes["input_tokens"] == "7"
+
+
+async def test_a_new_owner_recovers_dispatches_left_running(store: Store) -> None:
+    lease = await _created(store)
+    await store.start_run(lease)
+    await store.start_dispatch(lease, "a", "offline")
+    # Another scheduler takes it over (everything: as on SQLite after a restart).
+    claims = await store.claim_runs("scheduler-b", limit=10, everything=True)
+    assert [c.lease.run_id for c in claims] == ["r1"]
+    assert claims[0].taken_from == ME
+    new = claims[0].lease
+    assert new.token == lease.token + 1
+    assert await store.recover_run(new, "scheduler-a stopped") == ["a"]
+    assert await store.start_dispatch(new, "a", "offline") == (1, 2)
+
+
+async def test_a_scheduler_that_lost_its_lease_can_write_nothing(store: Store) -> None:
+    lease = await _created(store, "r1")
+    attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    # The lease expires (a paused scheduler) and another scheduler claims the run.
+    assert await store.claim_runs("scheduler-b", limit=10, lease_seconds=5) == []
+    expired = await store.renew_leases(ME, lease_seconds=-1)
+    assert expired == [("r1", False)]
+    claims = await store.claim_runs("scheduler-b", limit=10, lease_seconds=5)
+    assert [c.lease.owner for c in claims] == ["scheduler-b"]
+    before = await store.events_after("r1", 0)
+
+    with pytest.raises(LeaseLost):
+        await store.complete_step(lease, "a", attempt, dispatch, _result(("x.py", b"")))
+    with pytest.raises(LeaseLost):
+        await store.record_progress(lease, "a", attempt, dispatch, [("late", "x")], None)
+    with pytest.raises(LeaseLost):
+        await store.finish_run(lease, RunState.SUCCEEDED, "")
+    assert await store.renew_leases(ME) == []  # it holds nothing now
+    assert await store.events_after("r1", 0) == before
+    assert await store.list_artifacts("r1") == []
+
+
+async def test_released_runs_are_claimed_at_once_and_oldest_first(store: Store) -> None:
+    for i in range(3):
+        await _created(store, f"r{i}")
+    assert await store.release_leases(ME, ["r0", "r1", "r2"]) == 3
+    claims = await store.claim_runs("scheduler-b", limit=2)
+    assert [c.lease.run_id for c in claims] == ["r0", "r1"]
+    unowned = await store.create_run(_new_run("r9"), owner=None)
+    assert unowned is None
+    claims = await store.claim_runs("scheduler-c", limit=10)
+    assert [c.lease.run_id for c in claims] == ["r2", "r9"]
+
+
+async def test_a_cancel_request_is_recorded_for_whoever_drives_the_run(store: Store) -> None:
+    lease = await _created(store)
+    request = await store.request_cancel("r1")
+    assert (request.state, request.owner, request.lease_live) == (RunState.PENDING, ME, True)
+    assert await store.renew_leases(ME) == [("r1", True)]
+    await store.finish_run(lease, RunState.CANCELLED, "cancelled by request")
+    run = await store.get_run("r1")
+    assert run is not None and run.owner is None
+    assert {s.state for s in run.steps} == {StepState.CANCELLED}
+    assert await store.unfinished_run_ids() == []
+    with pytest.raises(NotFound):
+        await store.request_cancel("nope")
+
+
+async def test_request_ids_are_unique_and_runs_page_newest_first(store: Store) -> None:
+    await _created(store, "r1", request_id="q")
+    with pytest.raises(AlreadyExists):
+        await store.create_run(_new_run("r2", request_id="q"), owner=ME)
+    for i in range(2, 6):
+        await _created(store, f"r{i}")
+    first = await store.list_runs(2)
+    assert [r.run_id for r in first] == ["r5", "r4"]
+    rest = await store.list_runs(10, after=(first[-1].create_time, first[-1].run_id))
+    assert [r.run_id for r in rest] == ["r3", "r2", "r1"]
+    assert [r.run_id for r in await store.list_runs(10, created_by="bob")] == []
+    assert len(await store.list_runs(10, created_by="alice")) == 5
+
+
+async def test_nothing_about_a_run_is_recorded_after_it_finished(store: Store) -> None:
+    lease = await _created(store)
+    attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    await store.finish_run(lease, RunState.CANCELLED, "cancelled by request")
+    terminal = (await store.events_after("r1", 0))[-1]
+    # Finishing gives the lease up: the old lease is refused whatever it tries.
+    with pytest.raises((RunFinished, LeaseLost)):
+        await store.complete_step(lease, "a", attempt, dispatch, _result(("x.py", b"")))
+    with pytest.raises((RunFinished, LeaseLost)):
+        await store.start_dispatch(lease, "b", "offline")
+    assert (await store.events_after("r1", 0))[-1] == terminal
+    assert await store.list_artifacts("r1") == []
+    await store.delete_run("r1")
+    assert await store.get_run("r1") is None
+
+
+async def test_a_failing_transaction_in_a_group_does_not_undo_the_others(store: Store) -> None:
+    lease = await _created(store)
+    attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    results = await asyncio.gather(
+        *(
+            store.record_progress(lease, "a", attempt, dispatch, [(f"n{i}", "x")], None)
+            for i in range(20)
+        ),
+        store.start_dispatch(lease, "no-such-step", "offline"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[-1], NotFound)
+    assert all(r is True for r in results[:-1])
+    events = await store.events_after("r1", 0)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert sum(e.type is EventType.STEP_PROGRESS for e in events) == 20
+
+
+async def test_a_cancelled_caller_does_not_cut_a_transaction_short(store: Store) -> None:
+    lease = await _created(store)
+    for turns in range(8):
+        attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+        write = asyncio.create_task(
+            store.record_progress(lease, "a", attempt, dispatch, [("note", "x")], None)
+        )
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        write.cancel()
+        await asyncio.gather(write, return_exceptions=True)
+        await store.fail_attempt(
+            lease, "a", attempt, dispatch, "cancelled", usage=None, retry_at=time.time()
+        )
+    events = await store.events_after("r1", 0)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_deleting_an_unfinished_run_is_refused(store: Store) -> None:
+    await _created(store)
+    with pytest.raises(FailedPrecondition, match="cancel it first"):
+        await store.delete_run("r1")
