@@ -26,6 +26,8 @@ class AttemptRequest(_Frozen):
     instructions: str
     dependencies: tuple[DependencyOutput, ...]
     provider: str
+    model: str = ""
+    effort: str = ""
 
 
 class AttemptResult(_Frozen):
@@ -35,3 +37,10 @@ class AttemptResult(_Frozen):
     model: str
     input_tokens: int
     output_tokens: int
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+    transcript: bytes = b""
+    verdict: str = ""
+    findings: str = ""

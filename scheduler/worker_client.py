@@ -12,7 +12,11 @@ import grpc
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.client import insecure_channel, mapped_rpc_errors
 from maestro.core.errors import DeadlineExceeded, Internal, Unavailable
-from scheduler.convert import attempt_request_to_proto, step_result_from_proto
+from scheduler.convert import (
+    attempt_request_to_proto,
+    error_from_failure,
+    step_result_from_proto,
+)
 from scheduler.models import AttemptRequest, AttemptResult
 
 log = logging.getLogger(__name__)
@@ -48,8 +52,9 @@ class WorkerClient:
         """Runs one attempt on a worker.
 
         Raises:
-            MaestroError: the worker's own error (mapped from its status code),
-                AttemptLost when it went silent, DeadlineExceeded past `timeout`.
+            MaestroError: the work's failure (from the worker's StepFailure message), the
+                platform's (mapped from a status code), AttemptLost when the worker went
+                silent, DeadlineExceeded past `timeout`.
         """
         call = self._stub.ExecuteStep(
             attempt_request_to_proto(request),
@@ -72,6 +77,8 @@ class WorkerClient:
                     kind = message.WhichOneof("kind")
                     if kind == "result":
                         return step_result_from_proto(message.result)
+                    if kind == "failure":
+                        raise error_from_failure(message.failure)
                     if kind == "progress":
                         await on_progress(message.progress.message, message.progress.provider)
                     else:

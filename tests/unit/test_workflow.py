@@ -390,7 +390,8 @@ def test_unknown_fields_suggest_the_right_one():
         (
             "steps[a].colour",
             "unknown field 'colour' "
-            "(allowed: id, persona, kind, depends_on, timeout, retry, instructions)",
+            "(allowed: id, persona, kind, depends_on, timeout, retry, instructions, model, "
+            "effort, budget)",
         ),
         (
             "steps[b].retry.attempts",
@@ -398,7 +399,8 @@ def test_unknown_fields_suggest_the_right_one():
         ),
         (
             "timout",
-            "unknown field 'timout' (allowed: name, description, default_timeout, retry, steps)",
+            "unknown field 'timout' (allowed: name, description, default_timeout, retry, model, "
+            "effort, budget, steps)",
         ),
     ]
 
