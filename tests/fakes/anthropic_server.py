@@ -127,6 +127,8 @@ class ApiError:
     error_type: str
     message: str
     retry_after: int | None = None
+    error_code: str | None = None
+    """Sent as error.details.error_code (e.g. "enforced_spend_limit_reached")."""
 
 
 @dataclass(frozen=True)
@@ -235,14 +237,17 @@ class FakeAnthropic:
 
     Args:
         min_cacheable_tokens: The shortest prefix the prompt cache stores.
+        caching: False ignores every cache_control breakpoint (all input billed as
+            input), to measure what a prompt costs without the cache.
     """
 
-    def __init__(self, *, min_cacheable_tokens: int = 1024) -> None:
+    def __init__(self, *, min_cacheable_tokens: int = 1024, caching: bool = True) -> None:
         self._lock = threading.Condition()
         self._script: deque[Behaviour] = deque()
         self._default: Behaviour = Auto()
         self._default_delay = 0.0
         self._delays_when: list[tuple[str, float]] = []
+        self._scripts_when: list[tuple[str, deque[Behaviour]]] = []
         self._stream_pacing = 0.0
         self._requests: list[RecordedRequest] = []
         self._answers: list[dict[str, Any]] = []
@@ -254,6 +259,7 @@ class FakeAnthropic:
         self._cache: set[str] = set()
         self._signatures: set[str] = set()
         self.min_cacheable_tokens = min_cacheable_tokens
+        self.caching = caching
 
     # Lifecycle
 
@@ -332,10 +338,16 @@ class FakeAnthropic:
         self.push(JsonAnswer(value))
 
     def push_error(
-        self, status: int, error_type: str, message: str, *, retry_after: int | None = None
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        error_code: str | None = None,
     ) -> None:
         """The next request gets this API error (e.g. 529, "overloaded_error", ...)."""
-        self.push(ApiError(status, error_type, message, retry_after))
+        self.push(ApiError(status, error_type, message, retry_after, error_code))
 
     def push_stop_reason_max_tokens(
         self, tool: str | None = None, partial: dict[str, Any] | None = None
@@ -361,6 +373,20 @@ class FakeAnthropic:
     def push_stream_stall(self, seconds: float, after: int = 2) -> None:
         """The next request's stream goes silent after `after` events."""
         self.push(StreamStall(seconds, after))
+
+    def push_when(self, text: str, behaviour: Behaviour) -> None:
+        """Adds a behaviour for the next request whose prompt contains `text`.
+
+        Requests matching such a script take from it before the common script, so
+        steps running at the same time (backend and frontend, say) can be scripted
+        apart: Maestro's prompts name the persona ("You are the backend developer").
+        """
+        with self._lock:
+            for known, queue in self._scripts_when:
+                if known == text:
+                    queue.append(behaviour)
+                    return
+            self._scripts_when.append((text, deque([behaviour])))
 
     def set_default(self, behaviour: Behaviour) -> None:
         """Chooses the answer for requests when the script is empty."""
@@ -409,7 +435,7 @@ class FakeAnthropic:
     def pending(self) -> int:
         """Scripted behaviours not yet consumed."""
         with self._lock:
-            return len(self._script)
+            return len(self._script) + sum(len(q) for _, q in self._scripts_when)
 
     @property
     def in_flight(self) -> int:
@@ -463,7 +489,11 @@ class FakeAnthropic:
             return
         prompt = json.dumps([request.body.get("system", ""), request.body.get("messages")])
         with self._lock:
-            behaviour = self._script.popleft() if self._script else self._default
+            matching = [q for text, q in self._scripts_when if q and text in prompt]
+            if matching:
+                behaviour = matching[0].popleft()
+            else:
+                behaviour = self._script.popleft() if self._script else self._default
             delay, default = self._default_delay, self._default
             delay += sum(seconds for text, seconds in self._delays_when if text in prompt)
         if delay and self._stopping.wait(delay):
@@ -526,7 +556,7 @@ class FakeAnthropic:
             keys.append(digest.hexdigest())
             total += block.tokens
             sums.append(total)
-        points = [i for i, block in enumerate(blocks) if block.breakpoint]
+        points = [i for i, block in enumerate(blocks) if block.breakpoint and self.caching]
         minimum = self.min_cacheable_tokens
         with self._lock:
             hit = -1
@@ -937,16 +967,18 @@ def _send_json(handler: _Handler, status: int, payload: Any, number: int) -> Non
     handler.wfile.write(data)
 
 
-def _error_body(error_type: str, message: str, number: int) -> dict[str, Any]:
-    return {
-        "type": "error",
-        "error": {"type": error_type, "message": message},
-        "request_id": f"req_fake_{number:06d}",
-    }
+def _error_body(
+    error_type: str, message: str, number: int, error_code: str | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error, "request_id": f"req_fake_{number:06d}"}
 
 
 def _send_error(handler: _Handler, error: ApiError, number: int) -> None:
-    data = json.dumps(_error_body(error.error_type, error.message, number)).encode("utf-8")
+    body = _error_body(error.error_type, error.message, number, error.error_code)
+    data = json.dumps(body).encode("utf-8")
     handler.send_response(error.status)
     handler.send_header("content-type", "application/json")
     handler.send_header("request-id", f"req_fake_{number:06d}")

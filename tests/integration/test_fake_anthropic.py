@@ -13,7 +13,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from tests.fakes import FakeAnthropic
+from tests.fakes import FakeAnthropic, TextReply
 
 MODEL = "claude-sonnet-5-5"
 API_KEY = "sk-ant-test-key"
@@ -227,3 +227,22 @@ async def test_fake_default_delay_keeps_a_request_in_flight(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_scripts_routed_by_prompt_text_serve_concurrent_steps_apart(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    fake.push_when("backend", TextReply("for the backend"))
+    fake.push_when("frontend", TextReply("for the frontend"))
+    fake.push(TextReply("for anyone"))
+
+    front = await _create(client, messages=[{"role": "user", "content": "You are frontend"}])
+    other = await _create(client)
+    back = await _create(client, messages=[{"role": "user", "content": "You are backend"}])
+
+    assert [m.content[0].text for m in (front, other, back)] == [  # type: ignore[union-attr]
+        "for the frontend",
+        "for anyone",
+        "for the backend",
+    ]
+    assert fake.pending == 0

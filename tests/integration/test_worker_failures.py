@@ -110,6 +110,20 @@ async def test_429_is_rate_limited_with_the_api_retry_after(
     _clean(failure, fake)
 
 
+async def test_a_spend_limit_429_is_fatal(fake: FakeAnthropic, worker: Worker) -> None:
+    fake.push_error(
+        429,
+        "rate_limit_error",
+        "You have reached your monthly spend limit",
+        error_code="enforced_spend_limit_reached",
+    )
+    failure = (await worker.execute(_doc())).failure
+
+    assert (failure.kind, failure.reason) == (worker_pb2.FAILURE_KIND_FATAL, "spend_limit")
+    assert "the organisation's spend limit is reached" in failure.message
+    assert failure.retry_after_ms == 0
+
+
 @pytest.mark.parametrize(("status", "error_type"), [(500, "api_error"), (503, "api_error")])
 async def test_server_errors_are_retryable(
     fake: FakeAnthropic, worker: Worker, status: int, error_type: str
