@@ -1,4 +1,4 @@
-"""The one registry of personas: who they are and what each must deliver.
+"""The one registry of personas: who they are, how they work and what each must deliver.
 
 Workflows are validated against this registry before anything runs, and workers
 build their prompts from it. Nothing is looked up by substring.
@@ -20,8 +20,21 @@ class DeliverableKind(StrEnum):
     CONFIG = "config"
 
 
+class PersonaMode(StrEnum):
+    """How a persona executes a step (a request may override it).
+
+    DOCUMENT: one model call answered with typed structured output, from which the
+    worker renders the persona's document files. CODE: a bounded agent loop with
+    file tools over the run's workspace; the result is what the step changed.
+    """
+
+    DOCUMENT = "document"
+    CODE = "code"
+
+
 class Deliverable(BaseModel):
-    """A file a persona is expected to write."""
+    """A file a persona is expected to write; a path ending in "/" is a directory in
+    which the persona chooses the file names."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -31,7 +44,18 @@ class Deliverable(BaseModel):
 
 
 class Persona(BaseModel):
-    """An AI persona: its role, its system prompt and its deliverables."""
+    """An AI persona: its role, how it works, what it reads and what it delivers.
+
+    Attributes:
+        name: The registry name workflows use.
+        role: A short human name ("backend developer").
+        system_prompt: Who the persona is and what it focuses on.
+        deliverables: The files (or directories) it must write.
+        mode: How it executes a step by default.
+        context: The workspace paths it needs to see, most important first; a path
+            ending in "/" means everything under it, "*" everything else. What does
+            not fit the context budget is named in the prompt instead.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -39,10 +63,23 @@ class Persona(BaseModel):
     role: str
     system_prompt: str
     deliverables: tuple[Deliverable, ...]
+    mode: PersonaMode = PersonaMode.DOCUMENT
+    context: tuple[str, ...] = ()
+
+
+SHARED_DOCUMENTS = ("docs/requirements.md", "docs/architecture.md", "docs/decisions.md")
+"""Documents most steps read, in the order every prompt shows them (so that prompts of
+different steps share a prefix the model's prompt cache can reuse)."""
 
 
 def _persona(
-    name: str, role: str, focus: str, deliverables: list[tuple[str, DeliverableKind, str]]
+    name: str,
+    role: str,
+    focus: str,
+    deliverables: list[tuple[str, DeliverableKind, str]],
+    *,
+    mode: PersonaMode,
+    context: tuple[str, ...],
 ) -> Persona:
     prompt = (
         f"You are the {role} on a small software team. {focus} "
@@ -50,15 +87,15 @@ def _persona(
         "Write complete, working files, not outlines or placeholders. "
         "Paths are relative to the project root, which every role shares: write only "
         "your own deliverables, and keep Python runnable from that root with "
-        "`python -m pytest -q` (no conftest.py, no sys.path edits). "
-        "Return your work through the submit_step_result tool: a short summary of what "
-        "you produced and decided, and every file with a relative path."
+        "`python -m pytest -q` (no conftest.py, no sys.path edits)."
     )
     return Persona(
         name=name,
         role=role,
         system_prompt=prompt,
         deliverables=tuple(Deliverable(path=p, kind=k, description=d) for p, k, d in deliverables),
+        mode=mode,
+        context=context,
     )
 
 
@@ -68,6 +105,9 @@ D, C, T, F = (
     DeliverableKind.TESTS,
     DeliverableKind.CONFIG,
 )
+DOC, CODE = PersonaMode.DOCUMENT, PersonaMode.CODE
+_DESIGN = SHARED_DOCUMENTS
+_EVERYTHING = (*SHARED_DOCUMENTS, "*")
 
 _ALL = [
     _persona(
@@ -76,16 +116,21 @@ _ALL = [
         "Turn the request into numbered functional and non-functional requirements with "
         "acceptance criteria a tester can check; list open questions and assumptions.",
         [("docs/requirements.md", D, "numbered requirements with acceptance criteria")],
+        mode=DOC,
+        context=("docs/",),
     ),
     _persona(
         "solution_architect",
         "solution architect",
         "Design the smallest architecture that meets the requirements: components, data "
-        "model, interfaces, and the decisions with their trade-offs.",
+        "model, the interfaces each side must implement, and the decisions with their "
+        "trade-offs.",
         [
             ("docs/architecture.md", D, "components, data model and interfaces"),
             ("docs/decisions.md", D, "architecture decision records"),
         ],
+        mode=DOC,
+        context=("docs/",),
     ),
     _persona(
         "backend_developer",
@@ -96,6 +141,8 @@ _ALL = [
             ("app/", C, "the backend Python package"),
             ("tests/", T, "pytest tests for the backend, in files named tests/test_backend*.py"),
         ],
+        mode=CODE,
+        context=(*_DESIGN, "app/", "tests/test_backend"),
     ),
     _persona(
         "frontend_developer",
@@ -106,6 +153,8 @@ _ALL = [
             ("frontend/", C, "the client package"),
             ("tests/", T, "pytest tests for the client, in files named tests/test_frontend*.py"),
         ],
+        mode=CODE,
+        context=(*_DESIGN, "frontend/", "tests/test_frontend"),
     ),
     _persona(
         "qa_engineer",
@@ -116,6 +165,8 @@ _ALL = [
             ("docs/test-plan.md", D, "test plan mapped to acceptance criteria"),
             ("tests/", T, "acceptance tests, in files named tests/test_acceptance*.py"),
         ],
+        mode=CODE,
+        context=_EVERYTHING,
     ),
     _persona(
         "devops_engineer",
@@ -127,6 +178,8 @@ _ALL = [
             ("Dockerfile", F, "container image"),
             (".ci/run", F, "the CI script"),
         ],
+        mode=CODE,
+        context=_EVERYTHING,
     ),
     _persona(
         "security_reviewer",
@@ -134,6 +187,8 @@ _ALL = [
         "Review the design and code for security flaws (authentication, input handling, "
         "secrets, injection) and rate each finding with a concrete fix.",
         [("docs/security-review.md", D, "findings with severity and fixes")],
+        mode=DOC,
+        context=_EVERYTHING,
     ),
     _persona(
         "code_reviewer",
@@ -141,6 +196,8 @@ _ALL = [
         "Review the code for correctness, clarity and test coverage; list concrete "
         "findings with file and line, and say whether it is ready to merge.",
         [("docs/code-review.md", D, "review findings and verdict")],
+        mode=DOC,
+        context=_EVERYTHING,
     ),
     _persona(
         "technical_writer",
@@ -148,6 +205,8 @@ _ALL = [
         "Write the user-facing documentation: what it does, how to install, run and use "
         "it, with examples that match the code.",
         [("README.md", D, "user documentation")],
+        mode=DOC,
+        context=_EVERYTHING,
     ),
 ]
 

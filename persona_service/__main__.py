@@ -9,6 +9,8 @@ from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.log_setup import configure_logging
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
+from persona_service.catalog import PriceTable
+from persona_service.checks import CheckRunner, SandboxNotAvailable, sandbox_check_runner
 from persona_service.models import Provider
 from persona_service.providers import make_provider
 from persona_service.runner import StepRunner
@@ -20,19 +22,14 @@ log = logging.getLogger("persona_service")
 
 def build_providers(settings: WorkerSettings) -> dict[str, Provider]:
     """Every provider this worker can serve; anthropic only with a key."""
-    key = settings.anthropic_api_key
-    names = ["offline", "anthropic"] if key else ["offline"]
-    return {
-        name: make_provider(
-            name,
-            api_key=key.get_secret_value() if key else None,
-            model=settings.anthropic_model,
-            base_url=settings.anthropic_base_url,
-            max_tokens=settings.anthropic_max_tokens,
-            max_retries=settings.anthropic_max_retries,
-        )
-        for name in names
-    }
+    checks: CheckRunner | None = None
+    if settings.sandbox_address:
+        try:
+            checks = sandbox_check_runner(settings.sandbox_address)
+        except SandboxNotAvailable as err:
+            raise SystemExit(str(err)) from None
+    names = ["offline", "anthropic"] if settings.anthropic_api_key else ["offline"]
+    return {name: make_provider(name, settings, checks=checks) for name in names}
 
 
 async def main(settings: WorkerSettings) -> None:
@@ -48,10 +45,19 @@ async def main(settings: WorkerSettings) -> None:
             "using the offline provider by default (no ANTHROPIC_API_KEY): results are "
             "deterministic templates, labelled provider=offline"
         )
+    else:
+        log.info(
+            "anthropic provider: model %s, effort %s, idle timeout %gs, run_checks %s",
+            settings.anthropic_model,
+            settings.anthropic_effort or "the model's default",
+            settings.idle_timeout_seconds,
+            "on" if settings.sandbox_address else "off (no MAESTRO_WORKER_SANDBOX_ADDRESS)",
+        )
     runner = StepRunner(
         providers,
         default_provider=default,
         heartbeat_interval=settings.heartbeat_interval_seconds,
+        prices=PriceTable(settings.prices),
     )
 
     async def on_stop() -> None:

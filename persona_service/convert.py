@@ -2,22 +2,76 @@
 
 from __future__ import annotations
 
+import math
+
 from maestro.api.worker.v1 import worker_pb2
-from maestro.core.errors import FailedPrecondition, InvalidArgument, MaestroError, ResourceExhausted
+from maestro.core.errors import InvalidArgument
+from maestro.paths import BadPath, normalize_artifact_path
+from maestro.personas import PersonaMode
 from persona_service.models import (
+    Budget,
     DependencyContext,
-    ProviderUnavailable,
+    FailureKind,
     StepOutput,
     StepRequest,
     TextFile,
+    TokenUsage,
+    Verdict,
 )
+from persona_service.runner import Failure
+
+_MODES = {
+    worker_pb2.STEP_MODE_UNSPECIFIED: None,
+    worker_pb2.STEP_MODE_DOCUMENT: PersonaMode.DOCUMENT,
+    worker_pb2.STEP_MODE_CODE: PersonaMode.CODE,
+}
+_KINDS = {
+    FailureKind.RETRYABLE: worker_pb2.FAILURE_KIND_RETRYABLE,
+    FailureKind.OVERLOADED: worker_pb2.FAILURE_KIND_OVERLOADED,
+    FailureKind.RATE_LIMITED: worker_pb2.FAILURE_KIND_RATE_LIMITED,
+    FailureKind.FATAL: worker_pb2.FAILURE_KIND_FATAL,
+    FailureKind.BUDGET_EXCEEDED: worker_pb2.FAILURE_KIND_BUDGET_EXCEEDED,
+}
+_VERDICTS = {
+    None: worker_pb2.VERDICT_UNSPECIFIED,
+    Verdict.APPROVE: worker_pb2.VERDICT_APPROVE,
+    Verdict.CHANGES_REQUESTED: worker_pb2.VERDICT_CHANGES_REQUESTED,
+}
 
 
-def _text(path: str, content: bytes) -> TextFile:
+def _text(field: str, path: str, content: bytes) -> TextFile:
     try:
         return TextFile(path=path, content=content.decode("utf-8"))
     except UnicodeDecodeError:
-        raise InvalidArgument("dependencies.files", f"{path!r} is not UTF-8 text") from None
+        raise InvalidArgument(field, f"{path!r} is not UTF-8 text") from None
+
+
+def _path(field: str, raw: str) -> str:
+    try:
+        return normalize_artifact_path(raw)
+    except BadPath as err:
+        raise InvalidArgument(field, str(err)) from None
+
+
+def _workspace(request: worker_pb2.ExecuteStepRequest) -> tuple[tuple[TextFile, ...], list[str]]:
+    """The workspace's text files; binary ones join the omitted paths (named, not shown)."""
+    files: list[TextFile] = []
+    binary: list[str] = []
+    for f in request.workspace:
+        path = _path("workspace.path", f.path)
+        try:
+            files.append(TextFile(path=path, content=f.content.decode("utf-8")))
+        except UnicodeDecodeError:
+            binary.append(path)
+    return tuple(files), binary
+
+
+def _budget(budget: worker_pb2.Budget) -> Budget:
+    if not math.isfinite(budget.max_usd) or budget.max_usd < 0:
+        raise InvalidArgument("budget.max_usd", "must be a finite number, 0 or more")
+    if budget.max_tokens < 0:
+        raise InvalidArgument("budget.max_tokens", "must be 0 or more")
+    return Budget(max_usd=budget.max_usd, max_tokens=budget.max_tokens)
 
 
 def request_from_proto(request: worker_pb2.ExecuteStepRequest) -> StepRequest:
@@ -27,6 +81,9 @@ def request_from_proto(request: worker_pb2.ExecuteStepRequest) -> StepRequest:
         raise InvalidArgument("attempt.attempt", "must be 1 or more")
     if not request.persona:
         raise InvalidArgument("persona", "is required")
+    if request.mode not in _MODES:
+        raise InvalidArgument("mode", f"unknown step mode {request.mode}")
+    workspace, binary = _workspace(request)
     return StepRequest(
         run_id=request.attempt.run_id,
         step_id=request.attempt.step_id,
@@ -39,12 +96,32 @@ def request_from_proto(request: worker_pb2.ExecuteStepRequest) -> StepRequest:
                 step_id=dep.step_id,
                 persona=dep.persona,
                 summary=dep.summary,
-                files=tuple(_text(f.path, f.content) for f in dep.files),
+                files=tuple(_text("dependencies.files", f.path, f.content) for f in dep.files),
                 omitted_paths=tuple(dep.omitted_paths),
             )
             for dep in request.dependencies
         ),
         provider=request.provider,
+        model=request.model,
+        effort=request.effort,
+        mode=_MODES[request.mode],
+        budget=_budget(request.budget),
+        workspace=workspace,
+        workspace_omitted=(*request.workspace_omitted, *binary),
+        owned_paths={_path("owned_paths.path", o.path): o.step_id for o in request.owned_paths},
+        shared_paths=tuple(request.shared_paths),
+        feedback=request.feedback,
+    )
+
+
+def usage_to_proto(usage: TokenUsage) -> worker_pb2.TokenUsage:
+    return worker_pb2.TokenUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_input_tokens=usage.cache_read_input_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+        cost_usd=usage.cost_usd,
+        calls=usage.calls,
     )
 
 
@@ -52,31 +129,26 @@ def output_to_proto(output: StepOutput) -> worker_pb2.StepResult:
     return worker_pb2.StepResult(
         summary=output.summary,
         files=[worker_pb2.File(path=f.path, content=f.content.encode()) for f in output.files],
-        usage=worker_pb2.TokenUsage(
-            input_tokens=output.usage.input_tokens, output_tokens=output.usage.output_tokens
-        ),
+        usage=usage_to_proto(output.usage),
         provider=output.provider,
         model=output.model,
+        transcript=output.transcript,
+        verdict=_VERDICTS[output.verdict],
+        findings=output.findings,
     )
 
 
-def _failure_kind(err: MaestroError) -> worker_pb2.FailureKind.ValueType:
-    if isinstance(err, ResourceExhausted):
-        return worker_pb2.FAILURE_KIND_RATE_LIMITED
-    if isinstance(err, FailedPrecondition):
-        return worker_pb2.FAILURE_KIND_FATAL
-    if isinstance(err, ProviderUnavailable) and "overloaded" in err.message.lower():
-        return worker_pb2.FAILURE_KIND_OVERLOADED
-    return worker_pb2.FAILURE_KIND_RETRYABLE
-
-
-def failure_to_proto(err: MaestroError, provider: str) -> worker_pb2.StepFailure:
-    """A failure of the work, as the last message of the stream (not a status code)."""
-    retry_after = err.retry_after
+def failure_to_proto(failure: Failure) -> worker_pb2.StepFailure:
+    retry_after = failure.retry_after
     return worker_pb2.StepFailure(
-        kind=_failure_kind(err),
-        message=err.message,
-        retry_after_ms=round(retry_after * 1000) if retry_after is not None else 0,
-        provider=provider,
-        reason=type(err).__name__,
+        kind=_KINDS[failure.kind],
+        message=failure.message,
+        retry_after_ms=round(retry_after * 1000)
+        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0
+        else 0,
+        usage=usage_to_proto(failure.usage),
+        provider=failure.provider,
+        model=failure.model,
+        reason=failure.reason,
+        transcript=failure.transcript,
     )

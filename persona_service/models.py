@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from maestro.core.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    Internal,
-    InvalidArgument,
-    ResourceExhausted,
-    Unavailable,
-)
-from maestro.personas import Persona
+from maestro.core.errors import FailedPrecondition, InvalidArgument, MaestroError
+from maestro.personas import Persona, PersonaMode
+
+if TYPE_CHECKING:
+    from persona_service.usage import UsageMeter
 
 
 class _Frozen(BaseModel):
@@ -39,8 +36,31 @@ class DependencyContext(_Frozen):
     omitted_paths: tuple[str, ...] = ()
 
 
+class Budget(_Frozen):
+    """What one attempt may still spend; 0 means unlimited."""
+
+    max_usd: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def unlimited(self) -> bool:
+        return not self.max_usd and not self.max_tokens
+
+
 class StepRequest(_Frozen):
-    """One step attempt to run."""
+    """One step attempt to run.
+
+    Attributes:
+        model: The model to call; "" for the worker's default.
+        effort: The effort level; "" for the worker's default.
+        mode: How to execute the step; None for the persona's default.
+        workspace: The run's artifact tree as the step starts (text files); when
+            empty, the dependencies' files stand in for it.
+        workspace_omitted: Paths of the run that are not in `workspace`.
+        owned_paths: Path -> the other step of the run that already wrote it.
+        shared_paths: Paths (or prefixes ending in "/") any step may write.
+        feedback: Rework feedback for this step; "" normally.
+    """
 
     run_id: str
     step_id: str
@@ -50,11 +70,54 @@ class StepRequest(_Frozen):
     instructions: str = ""
     dependencies: tuple[DependencyContext, ...] = ()
     provider: str = ""
+    model: str = ""
+    effort: str = ""
+    mode: PersonaMode | None = None
+    budget: Budget = Budget()
+    workspace: tuple[TextFile, ...] = ()
+    workspace_omitted: tuple[str, ...] = ()
+    owned_paths: dict[str, str] = Field(default_factory=dict)
+    shared_paths: tuple[str, ...] = ()
+    feedback: str = ""
 
 
 class TokenUsage(_Frozen):
+    """Tokens and cost of model calls."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token billed: input, output, cache reads and cache writes."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_input_tokens
+            + self.cache_creation_input_tokens
+        )
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens
+            + other.cache_creation_input_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            calls=self.calls + other.calls,
+        )
+
+
+class Verdict(StrEnum):
+    """A reviewer's verdict."""
+
+    APPROVE = "approve"
+    CHANGES_REQUESTED = "changes_requested"
 
 
 class StepOutput(_Frozen):
@@ -65,6 +128,48 @@ class StepOutput(_Frozen):
     usage: TokenUsage
     provider: str
     model: str
+    transcript: bytes = b""
+    verdict: Verdict | None = None
+    findings: str = ""
+
+
+class FailureKind(StrEnum):
+    """How the scheduler should treat a failed attempt (see worker.proto)."""
+
+    RETRYABLE = "retryable"
+    OVERLOADED = "overloaded"
+    RATE_LIMITED = "rate_limited"
+    FATAL = "fatal"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+
+class StepFailed(MaestroError):
+    """The work of an attempt failed; sent as a StepFailure message, never as a status.
+
+    Attributes:
+        kind: How the caller should treat it.
+        reason: A short stable code ("http_529", "idle_timeout", "conflict", ...).
+        usage: Usage of the attempt up to the failure, when the raiser knows it (the
+            runner fills in its meter's total otherwise).
+        transcript: The attempt's transcript so far, when there is one.
+    """
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        reason: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        usage: TokenUsage | None = None,
+        transcript: bytes = b"",
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.kind = kind
+        self.reason = reason
+        self.usage = usage
+        self.transcript = transcript
+        self.model = ""
 
 
 ProgressCallback = Callable[[str], None]
@@ -83,11 +188,20 @@ class Provider(Protocol):
         *,
         timeout: float,
         progress: ProgressCallback,
+        meter: UsageMeter | None = None,
     ) -> StepOutput:
         """Runs the step within `timeout` seconds.
 
+        Args:
+            request: The attempt.
+            persona: Who runs it.
+            timeout: Seconds the whole attempt may take.
+            progress: Receives short notes for the scheduler's event stream.
+            meter: Counts every model call's usage and enforces the attempt's budget;
+                the runner reads it for heartbeats and failures.
+
         Raises:
-            ProviderError subclasses for every expected failure.
+            StepFailed: for every failure of the work.
         """
         ...
 
@@ -96,8 +210,7 @@ class Provider(Protocol):
         ...
 
 
-# The worker's exception family. Each maps to a status code in one place
-# (maestro.core.serving), so the scheduler can tell retryable failures apart.
+# Failures of the request itself (gRPC status codes, not StepFailure messages).
 
 
 class ProviderNotConfigured(FailedPrecondition):
@@ -107,23 +220,3 @@ class ProviderNotConfigured(FailedPrecondition):
 class UnknownPersona(InvalidArgument):
     def __init__(self, name: str) -> None:
         super().__init__("persona", f"unknown persona {name!r}")
-
-
-class ProviderRateLimited(ResourceExhausted):
-    """The provider asked us to slow down."""
-
-
-class ProviderUnavailable(Unavailable):
-    """The provider could not be reached, or is overloaded or failing."""
-
-
-class ProviderTimeout(DeadlineExceeded):
-    """The provider did not answer within the attempt's time."""
-
-
-class ProviderBadOutput(Internal):
-    """The provider answered, but not with a usable result (the message says why)."""
-
-
-class ProviderRejected(FailedPrecondition):
-    """The provider refused the request itself (bad key, bad request); retrying won't help."""

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from maestro.paths import BadPath, check_file_size, normalize_artifact_path
 from maestro.personas import Persona
 from persona_service.models import (
+    FailureKind,
     ProgressCallback,
-    ProviderBadOutput,
+    StepFailed,
     StepOutput,
     StepRequest,
     TextFile,
@@ -43,6 +44,7 @@ from persona_service.offline_templates import (
     has_markers,
 )
 from persona_service.offline_tests import acceptance_tests, backend_tests, frontend_tests
+from persona_service.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,9 @@ def _checked(files: dict[str, str]) -> tuple[TextFile, ...]:
             path = normalize_artifact_path(raw)
             check_file_size(path, len(files[raw].encode("utf-8")))
         except BadPath as err:
-            raise ProviderBadOutput(f"offline template produced a bad file: {err}") from None
+            raise StepFailed(
+                FailureKind.FATAL, "bad_output", f"offline template produced a bad file: {err}"
+            ) from None
         out.append(TextFile(path=path, content=files[raw]))
     return tuple(out)
 
@@ -196,6 +200,7 @@ class OfflineProvider:
         *,
         timeout: float,  # noqa: ASYNC109 - the Provider protocol's explicit budget
         progress: ProgressCallback,
+        meter: UsageMeter | None = None,
     ) -> StepOutput:
         """Produces the persona's files for the request.
 
@@ -204,6 +209,7 @@ class OfflineProvider:
             persona: The persona to write for.
             timeout: Unused: the work is a few milliseconds of string building.
             progress: Receives a note before and after.
+            meter: Unused: no model is called, so nothing is spent.
 
         Raises:
             UnknownPersona: the persona has no offline templates.

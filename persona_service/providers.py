@@ -3,48 +3,49 @@
 from __future__ import annotations
 
 from maestro.core.errors import InvalidArgument
+from persona_service.checks import CheckRunner
 from persona_service.models import Provider, ProviderNotConfigured
 from persona_service.offline import OfflineProvider
+from persona_service.settings import WorkerSettings
 
 PROVIDER_NAMES = ("anthropic", "offline")
 
 
 def make_provider(
-    name: str,
-    *,
-    api_key: str | None,
-    model: str,
-    base_url: str | None,
-    max_tokens: int,
-    max_retries: int,
+    name: str, settings: WorkerSettings, *, checks: CheckRunner | None = None
 ) -> Provider:
     """Builds the provider registered under `name`.
 
     Args:
         name: "anthropic" or "offline".
-        api_key: The Anthropic API key (unused by the offline provider).
-        model: The Anthropic model name.
-        base_url: Another Anthropic endpoint, or None for the SDK's default.
-        max_tokens: The output budget of one Anthropic call.
-        max_retries: Retries inside the SDK (0: the scheduler owns retries).
+        settings: The worker's settings (key, model, effort, limits, prices).
+        checks: Runs sandbox checks for the agent loop's run_checks tool.
 
     Raises:
         ProviderNotConfigured: anthropic was asked for without an API key.
         InvalidArgument: no provider has this name.
     """
     if name == "anthropic":
-        if not api_key:
+        key = settings.anthropic_api_key
+        if key is None or not key.get_secret_value():
             raise ProviderNotConfigured("the anthropic provider needs ANTHROPIC_API_KEY")
         # Imported here, not at the top: the SDK is most of an offline worker's start-up
         # time (0.8 of 0.9 s) and memory (about 45 MiB), and offline never uses it.
         from persona_service.llm import AnthropicProvider
 
         return AnthropicProvider(
-            api_key,
-            model,
-            base_url=base_url,
-            max_tokens=max_tokens,
-            max_retries=max_retries,
+            key.get_secret_value(),
+            settings.anthropic_model,
+            base_url=settings.anthropic_base_url,
+            max_tokens=settings.anthropic_max_tokens,
+            max_retries=settings.anthropic_max_retries,
+            effort=settings.anthropic_effort,
+            idle_timeout=settings.idle_timeout_seconds,
+            overload_retry_after=settings.overload_retry_after_seconds,
+            max_turns=settings.max_turns,
+            context_budget_bytes=settings.context_budget_bytes,
+            prices=settings.prices,
+            checks=checks,
         )
     if name == "offline":
         return OfflineProvider()

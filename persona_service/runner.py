@@ -1,7 +1,11 @@
 """Runs one step attempt and reports on it as a stream (no grpc here).
 
-The provider works in a task; meanwhile the stream carries its progress notes and a
-heartbeat every interval, so the scheduler can tell a slow attempt from a lost one.
+The provider works in a task; meanwhile the stream carries its progress notes, a
+heartbeat whenever a model call starts or ends (each turn of a loop) and at least
+every interval, each with the attempt's usage so far. The stream ends with the output
+or with a Failure: every failure of the work itself (model and API errors, bad or
+missing output, a conflict, an exhausted budget) is a Failure message, never an
+exception, so the scheduler can tell it from a failure of the platform.
 """
 
 from __future__ import annotations
@@ -13,22 +17,31 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from maestro.personas import get_persona
+from persona_service.catalog import PriceTable
+from persona_service.contract import check_deliverables, check_ownership
 from persona_service.models import (
+    FailureKind,
     Provider,
     ProviderNotConfigured,
+    StepFailed,
     StepOutput,
     StepRequest,
+    TokenUsage,
     UnknownPersona,
 )
+from persona_service.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 
-# Keep back a little of the caller's deadline so our answer arrives before it expires.
+# Keep back a little of the caller's deadline so our final message arrives before it.
 DEADLINE_MARGIN_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
 class Heartbeat:
-    """The attempt is alive."""
+    """The attempt is alive; `usage` is what it has spent so far."""
+
+    usage: TokenUsage
 
 
 @dataclass(frozen=True)
@@ -37,10 +50,45 @@ class Note:
 
     message: str
     provider: str
+    usage: TokenUsage
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The work failed (see worker.proto's StepFailure)."""
+
+    kind: FailureKind
+    reason: str
+    message: str
+    retry_after: float | None
+    usage: TokenUsage
+    provider: str
+    model: str
+    transcript: bytes = b""
+
+    @classmethod
+    def of(cls, err: StepFailed, *, provider: str, usage: TokenUsage) -> Failure:
+        return cls(
+            kind=err.kind,
+            reason=err.reason,
+            message=err.message,
+            retry_after=err.retry_after,
+            usage=err.usage if err.usage is not None else usage,
+            provider=provider,
+            model=err.model,
+            transcript=err.transcript,
+        )
 
 
 class StepRunner:
-    """Chooses the persona and provider for a request and runs it."""
+    """Chooses the persona and provider for a request and runs it.
+
+    Args:
+        providers: The providers this worker serves, by name.
+        default_provider: Used when a request names none.
+        heartbeat_interval: The longest silence between two stream messages.
+        prices: Costs the usage of every attempt.
+    """
 
     def __init__(
         self,
@@ -48,10 +96,12 @@ class StepRunner:
         *,
         default_provider: str,
         heartbeat_interval: float,
+        prices: PriceTable | None = None,
     ) -> None:
         self._providers = providers
         self._default = default_provider
         self._heartbeat_interval = heartbeat_interval
+        self._prices = prices or PriceTable()
 
     @property
     def default_provider(self) -> str:
@@ -70,11 +120,11 @@ class StepRunner:
 
     async def run(
         self, request: StepRequest, *, time_remaining: float
-    ) -> AsyncIterator[Heartbeat | Note | StepOutput]:
-        """Yields heartbeats and progress notes, then the output.
+    ) -> AsyncIterator[Heartbeat | Note | StepOutput | Failure]:
+        """Yields heartbeats and progress notes, then the output or a Failure.
 
         Raises:
-            MaestroError: the provider's failure, mapped to its status code upstream.
+            UnknownPersona, ProviderNotConfigured: the request cannot run here.
         """
         persona = get_persona(request.persona)
         if persona is None:
@@ -82,27 +132,54 @@ class StepRunner:
         provider = self.provider_for(request.provider)
         timeout = max(time_remaining - DEADLINE_MARGIN_SECONDS, 0.1)
         notes: asyncio.Queue[str] = asyncio.Queue()
+        changed = asyncio.Event()
+        meter = UsageMeter(self._prices, request.budget, on_change=changed.set)
         work = asyncio.create_task(
-            provider.run(request, persona, timeout=timeout, progress=notes.put_nowait)
+            provider.run(request, persona, timeout=timeout, progress=notes.put_nowait, meter=meter)
         )
-        yield Note(f"{persona.role} working with the {provider.name} provider", provider.name)
+        yield Note(
+            f"{persona.role} working with the {provider.name} provider", provider.name, meter.total
+        )
         try:
             while not work.done():
                 next_note = asyncio.create_task(notes.get())
+                beat = asyncio.create_task(changed.wait())
                 done, _ = await asyncio.wait(
-                    {work, next_note},
+                    {work, next_note, beat},
                     timeout=self._heartbeat_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                beat.cancel()
                 if next_note in done:
-                    yield Note(next_note.result(), provider.name)
+                    yield Note(next_note.result(), provider.name, meter.total)
                 else:
                     next_note.cancel()
-                    if not done:
-                        yield Heartbeat()
+                if beat in done or not done:
+                    changed.clear()
+                    yield Heartbeat(meter.total)
             while not notes.empty():
-                yield Note(notes.get_nowait(), provider.name)
-            yield work.result()
+                yield Note(notes.get_nowait(), provider.name, meter.total)
+            try:
+                output = work.result()
+                try:
+                    check_ownership(request, output.files)
+                    check_deliverables(persona, output.files)
+                except StepFailed as broken:
+                    broken.usage, broken.model = output.usage, output.model
+                    broken.transcript = output.transcript
+                    raise
+            except StepFailed as failure:
+                log.warning(
+                    "step %s attempt %d failed (%s, %s): %s",
+                    request.step_id,
+                    request.attempt,
+                    failure.kind,
+                    failure.reason,
+                    failure.message,
+                )
+                yield Failure.of(failure, provider=provider.name, usage=meter.total)
+                return
+            yield output
         finally:
             # The caller went away (cancelled run, deadline): stop the provider too.
             if not work.done():

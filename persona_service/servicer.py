@@ -8,10 +8,14 @@ from typing import Any
 import grpc
 
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
-from maestro.core.errors import InvalidArgument, MaestroError
 from maestro.core.log_setup import run_id_var, step_id_var
-from persona_service.convert import failure_to_proto, output_to_proto, request_from_proto
-from persona_service.runner import Heartbeat, Note, StepRunner
+from persona_service.convert import (
+    failure_to_proto,
+    output_to_proto,
+    request_from_proto,
+    usage_to_proto,
+)
+from persona_service.runner import Failure, Heartbeat, Note, StepRunner
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -29,19 +33,20 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         step_id_var.set(step.step_id)
         remaining = context.time_remaining()
         budget = self._max_step_seconds if remaining is None else remaining
-        try:
-            async for item in self._runner.run(step, time_remaining=budget):
-                if isinstance(item, Heartbeat):
-                    yield worker_pb2.ExecuteStepResponse(heartbeat=worker_pb2.Heartbeat())
-                elif isinstance(item, Note):
-                    yield worker_pb2.ExecuteStepResponse(
-                        progress=worker_pb2.Progress(message=item.message, provider=item.provider)
+        async for item in self._runner.run(step, time_remaining=budget):
+            if isinstance(item, Heartbeat):
+                yield worker_pb2.ExecuteStepResponse(
+                    heartbeat=worker_pb2.Heartbeat(usage=usage_to_proto(item.usage))
+                )
+            elif isinstance(item, Note):
+                yield worker_pb2.ExecuteStepResponse(
+                    progress=worker_pb2.Progress(
+                        message=item.message,
+                        provider=item.provider,
+                        usage=usage_to_proto(item.usage),
                     )
-                else:
-                    yield worker_pb2.ExecuteStepResponse(result=output_to_proto(item))
-        except InvalidArgument:
-            raise  # the request itself is malformed: a status code
-        except MaestroError as err:
-            # The work failed: the caller decides what next (see worker.proto).
-            provider = step.provider or self._runner.default_provider
-            yield worker_pb2.ExecuteStepResponse(failure=failure_to_proto(err, provider))
+                )
+            elif isinstance(item, Failure):
+                yield worker_pb2.ExecuteStepResponse(failure=failure_to_proto(item))
+            else:
+                yield worker_pb2.ExecuteStepResponse(result=output_to_proto(item))

@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from maestro.core.settings import ServiceSettings
+from persona_service.catalog import EFFORT_LEVELS, ModelPrice
 
 
 class WorkerSettings(ServiceSettings):
@@ -20,10 +21,41 @@ class WorkerSettings(ServiceSettings):
         default=None,
         validation_alias=AliasChoices("ANTHROPIC_API_KEY", "MAESTRO_WORKER_ANTHROPIC_API_KEY"),
     )
-    anthropic_model: str = "claude-sonnet-4-6"
+    anthropic_model: str = Field(
+        default="claude-sonnet-5-5",
+        min_length=1,
+        description="the model when a request names none; any name is passed through",
+    )
+    anthropic_effort: Literal["", "low", "medium", "high", "xhigh", "max"] = Field(
+        default="",
+        description=f"effort when a request names none ({', '.join(EFFORT_LEVELS)}); "
+        "'' = the model's default",
+    )
     anthropic_base_url: str | None = None
-    anthropic_max_tokens: int = Field(default=16000, ge=256)
+    anthropic_max_tokens: int = Field(
+        default=32000, ge=256, le=128_000, description="the output budget of one call"
+    )
     anthropic_max_retries: int = Field(default=0, ge=0, le=5)
+    idle_timeout_seconds: float = Field(
+        default=90.0, gt=0, description="a model stream silent this long ends the attempt"
+    )
+    overload_retry_after_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="the retry hint sent with an overload failure when the API gives none",
+    )
+    max_turns: int = Field(default=40, ge=1, le=500, description="model calls per agent loop")
+    context_budget_bytes: int = Field(
+        default=128 * 1024, ge=1024, description="the most file content one prompt shows"
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="JSON: model -> {input, output, cache_write_5m, cache_write_1h, "
+        "cache_read} in USD per million tokens, laid over the built-in table",
+    )
+    sandbox_address: str | None = Field(
+        default=None, description="the sandbox service for the run_checks tool"
+    )
     heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
     max_step_seconds: float = Field(
         default=900.0, gt=0, description="the attempt's time when a caller sets no deadline"

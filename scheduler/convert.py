@@ -1,4 +1,4 @@
-"""Proto <-> domain for the scheduler's two APIs. Pure functions."""
+"""Proto <-> domain for the worker API, on the scheduler's side. Pure functions."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ _FAILURE_KINDS = {
     worker_pb2.FAILURE_KIND_RATE_LIMITED: FailureKind.RATE_LIMITED,
     worker_pb2.FAILURE_KIND_FATAL: FailureKind.FATAL,
     worker_pb2.FAILURE_KIND_BUDGET_EXCEEDED: FailureKind.FATAL,
+}
+
+_VERDICTS = {
+    worker_pb2.VERDICT_APPROVE: "approve",
+    worker_pb2.VERDICT_CHANGES_REQUESTED: "changes_requested",
 }
 
 
@@ -35,6 +40,25 @@ def attempt_request_to_proto(request: AttemptRequest) -> worker_pb2.ExecuteStepR
             for dep in request.dependencies
         ],
         provider=request.provider,
+        model=request.model,
+        effort=request.effort,
+        budget=worker_pb2.Budget(
+            max_usd=request.budget.usd or 0.0, max_tokens=request.budget.tokens or 0
+        ),
+        owned_paths=[
+            worker_pb2.PathOwner(path=path, step_id=step_id)
+            for path, step_id in request.owned_paths
+        ],
+    )
+
+
+def usage_from_proto(usage: worker_pb2.TokenUsage) -> Usage:
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_input_tokens,
+        cache_write_tokens=usage.cache_creation_input_tokens,
+        cost_usd=usage.cost_usd,
     )
 
 
@@ -45,15 +69,15 @@ def step_result_from_proto(result: worker_pb2.StepResult) -> AttemptResult:
         provider=result.provider,
         model=result.model,
         usage=usage_from_proto(result.usage),
+        transcript=result.transcript,
+        verdict=_VERDICTS.get(result.verdict, ""),
+        findings=result.findings,
     )
-
-
-def usage_from_proto(usage: worker_pb2.TokenUsage) -> Usage:
-    return Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
 
 
 def failure_from_proto(failure: worker_pb2.StepFailure) -> tuple[Failure, Usage]:
     """A worker's report of a failed attempt: what kind, and what it spent."""
     retry_after = failure.retry_after_ms / 1000 if failure.retry_after_ms > 0 else None
     kind = _FAILURE_KINDS.get(failure.kind, FailureKind.RETRYABLE)
-    return Failure(kind, failure.message, retry_after), usage_from_proto(failure.usage)
+    message = failure.message or f"the step failed ({failure.reason or 'no reason given'})"
+    return Failure(kind, message, retry_after), usage_from_proto(failure.usage)

@@ -19,6 +19,13 @@ class DependencyOutput(_Frozen):
     omitted_paths: tuple[str, ...]
 
 
+class AttemptBudget(_Frozen):
+    """What one attempt may still spend; None is unlimited."""
+
+    usd: float | None = None
+    tokens: int | None = None
+
+
 class AttemptRequest(_Frozen):
     run_id: str
     step_id: str
@@ -28,6 +35,11 @@ class AttemptRequest(_Frozen):
     instructions: str
     dependencies: tuple[DependencyOutput, ...]
     provider: str
+    model: str = ""
+    effort: str = ""
+    budget: AttemptBudget = AttemptBudget()
+    owned_paths: tuple[tuple[str, str], ...] = ()
+    """(path, step id) of the paths other steps of the run wrote."""
 
 
 class AttemptResult(_Frozen):
@@ -36,3 +48,7 @@ class AttemptResult(_Frozen):
     provider: str
     model: str
     usage: Usage = NO_USAGE
+    transcript: bytes = b""
+    verdict: str = ""
+    """A reviewer's verdict: "approve" or "changes_requested"; empty for other personas."""
+    findings: str = ""

@@ -9,6 +9,7 @@ run over waits out exactly what is left. Every write carries the run's lease.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from maestro.store import (
 )
 from maestro.workflow import WorkflowSpec
 from scheduler.admission import Admission, AdmissionClosed
-from scheduler.models import AttemptRequest, AttemptResult, DependencyOutput
+from scheduler.models import AttemptBudget, AttemptRequest, AttemptResult, DependencyOutput
 from scheduler.retry import Failure, FailureKind, decide
 from scheduler.settings import SchedulerSettings
 from scheduler.worker_client import DispatchFailed, WorkerPools
@@ -81,6 +82,13 @@ def validated_files(result: AttemptResult) -> AttemptResult:
         seen.add(clean)
         files.append((clean, content))
     return result.model_copy(update={"files": tuple(files)})
+
+
+def result_json(result: AttemptResult) -> str:
+    """The typed part of a result, as the store keeps it (a reviewer's verdict)."""
+    if not result.verdict:
+        return ""
+    return json.dumps({"verdict": result.verdict, "findings": result.findings})
 
 
 class Outcome(StrEnum):
@@ -184,6 +192,7 @@ class RunDriver:
             step.step_id: step.start_time.timestamp() if step.start_time else None
             for step in record.steps
         }
+        self._spent = {step.step_id: step.usage for step in record.steps}
         self._position = {step.id: i for i, step in enumerate(spec.steps)}
         self._waiting_on = {
             step.id: sum(self.states[d] is not StepState.SUCCEEDED for d in step.depends_on)
@@ -343,9 +352,31 @@ class RunDriver:
             self.in_flight -= 1
             self._admission.release(self.run_id, pool)
 
+    def _budget_left(self, step_id: str) -> AttemptBudget | str:
+        """What the step may still spend, or why it may spend nothing more."""
+        budget = self._spec.budget_for(step_id)
+        if budget is None:
+            return AttemptBudget()
+        spent = self._spent[step_id]
+        if budget.usd is not None and spent.cost_usd >= budget.usd:
+            return f"budget exceeded: spent ${spent.cost_usd:.4f} of ${budget.usd:g}"
+        if budget.tokens is not None and spent.total_tokens >= budget.tokens:
+            return f"budget exceeded: spent {spent.total_tokens} of {budget.tokens} tokens"
+        return AttemptBudget(
+            usd=None if budget.usd is None else budget.usd - spent.cost_usd,
+            tokens=None if budget.tokens is None else budget.tokens - spent.total_tokens,
+        )
+
     async def _dispatch(self, step_id: str, persona: str, pool: str) -> StepOutcome:
         store, lease = self._store, self.lease
         provider = self._record.provider
+        budget = self._budget_left(step_id)
+        if isinstance(budget, str):
+            block = self._spec.dependents(step_id)
+            await persist(
+                "recording a spent budget", store.fail_step, lease, step_id, budget, block
+            )
+            return StepOutcome(Outcome.FAILED, budget)
         attempt, dispatch = await persist(
             "starting a dispatch", store.start_dispatch, lease, step_id, provider
         )
@@ -356,23 +387,27 @@ class RunDriver:
         timeout = min(self._spec.timeout_for(step_id).total_seconds(), deadline - now)
         reports = _Reports(store, lease, step_id, attempt, dispatch)
         try:
-            request = await self._request(step_id, persona, attempt)
+            request = await self._request(step_id, persona, attempt, budget)
             result = validated_files(
                 await self._pools.client(pool).execute(request, timeout=timeout, report=reports)
             )
         except DispatchFailed as failed:
             failure, usage = failed.failure, failed.usage or reports.last_usage
+            if usage is not None:
+                self._spent[step_id] = self._spent[step_id] + usage
         except asyncio.CancelledError:
             reports.cancel()
             raise
         else:
             await reports.flush()
+            self._spent[step_id] = self._spent[step_id] + result.usage
             record = StepResultRecord(
                 summary=result.summary,
                 files=result.files,
                 provider=result.provider,
                 model=result.model,
                 usage=result.usage,
+                result_json=result_json(result),
             )
             await persist(
                 "recording a result", store.complete_step, lease, step_id, attempt, dispatch, record
@@ -454,7 +489,10 @@ class RunDriver:
             )
         return StepOutcome(Outcome.WAITING, reason, retry_at)
 
-    async def _request(self, step_id: str, persona: str, attempt: int) -> AttemptRequest:
+    async def _request(
+        self, step_id: str, persona: str, attempt: int, budget: AttemptBudget
+    ) -> AttemptRequest:
+        owners = await persist("reading path owners", self._store.owned_paths, self.run_id)
         context = await persist(
             "reading the context",
             self._store.step_context,
@@ -481,4 +519,10 @@ class RunDriver:
                 for c in context
             ),
             provider=self._record.provider,
+            model=self._spec.model_for(step_id) or "",
+            effort=self._spec.effort_for(step_id) or "",
+            budget=budget,
+            owned_paths=tuple(
+                sorted((path, owner) for path, owner in owners.items() if owner != step_id)
+            ),
         )

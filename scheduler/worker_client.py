@@ -23,6 +23,7 @@ from scheduler.convert import (
     attempt_request_to_proto,
     failure_from_proto,
     step_result_from_proto,
+    usage_from_proto,
 )
 from scheduler.models import AttemptRequest, AttemptResult
 from scheduler.retry import Failure, FailureKind
@@ -127,9 +128,14 @@ class WorkerClient:
                 if kind == "failure":
                     raise DispatchFailed(*failure_from_proto(message.failure))
                 if kind == "progress":
-                    await report(message.progress.message, message.progress.provider, None)
+                    progress = message.progress
+                    usage = usage_from_proto(progress.usage) if progress.HasField("usage") else None
+                    await report(progress.message, progress.provider, usage)
                 else:
-                    await report(None, "", None)
+                    beat = message.heartbeat
+                    await report(
+                        None, "", usage_from_proto(beat.usage) if beat.HasField("usage") else None
+                    )
         except grpc.aio.AioRpcError as err:
             raise DispatchFailed(self._failure(err, timeout)) from err
         finally:

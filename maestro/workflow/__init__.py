@@ -18,6 +18,7 @@ from maestro.workflow.loader import (
     parse_workflow_yaml,
 )
 from maestro.workflow.spec import (
+    Budget,
     RetryPolicy,
     StepKind,
     StepSpec,
@@ -27,6 +28,7 @@ from maestro.workflow.spec import (
 )
 
 __all__ = [
+    "Budget",
     "RetryPolicy",
     "StepKind",
     "StepSpec",

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -105,6 +105,36 @@ class RetryPolicy(BaseModel):
         return self
 
 
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+
+
+class Budget(BaseModel):
+    """What a step may spend on model calls; omitted fields are unlimited.
+
+    Attributes:
+        usd: US dollars, priced by the worker's price table.
+        tokens: Tokens of every kind (input, output, cache reads and writes).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    tokens: StrictInt | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, value: Any) -> Any:
+        # Named here: the loader's unknown-field hint knows only steps and workflows.
+        if isinstance(value, dict):
+            unknown = sorted(str(k) for k in value if k not in ("usd", "tokens"))
+            if unknown:
+                raise ValueError(f"unknown budget field {unknown[0]!r} (allowed: usd, tokens)")
+            if not value:
+                raise ValueError("a budget needs usd, tokens or both")
+        return value
+
+
 class StepSpec(BaseModel):
     """One step of a workflow.
 
@@ -119,6 +149,10 @@ class StepSpec(BaseModel):
             retried until it passes.
         retry: None means the workflow's ``retry``.
         instructions: Step-specific guidance passed to the persona.
+        model: The Claude model; None means the workflow's ``model`` (then the
+            worker's default). Any name is accepted: the API decides.
+        effort: The effort level; None means the workflow's ``effort``.
+        budget: What one attempt may spend; None means the workflow's ``budget``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -131,6 +165,9 @@ class StepSpec(BaseModel):
     deadline: Duration | None = None
     retry: RetryPolicy | None = None
     instructions: str = ""
+    model: str | None = Field(default=None, min_length=1)
+    effort: Effort | None = None
+    budget: Budget | None = None
 
     @field_validator("id")
     @classmethod
@@ -172,6 +209,9 @@ class WorkflowSpec(BaseModel):
         default_timeout: Per-attempt timeout of steps that set none.
         default_deadline: Whole-step deadline of steps that set none.
         retry: Retry policy of steps that set none.
+        model: Model of steps that set none (None: the worker's default).
+        effort: Effort level of steps that set none (None: the model's default).
+        budget: Budget of steps that set none (None: unlimited).
         steps: In declaration order, which is also the order runs list them in.
     """
 
@@ -182,6 +222,9 @@ class WorkflowSpec(BaseModel):
     default_timeout: Duration = timedelta(minutes=10)
     default_deadline: Duration = timedelta(hours=2)
     retry: RetryPolicy = RetryPolicy()
+    model: str | None = Field(default=None, min_length=1)
+    effort: Effort | None = None
+    budget: Budget | None = None
     steps: tuple[StepSpec, ...] = Field(min_length=1)
 
     # Derived from `steps` once; private attributes take no part in dumps.
@@ -239,6 +282,18 @@ class WorkflowSpec(BaseModel):
     def retry_for(self, step_id: str) -> RetryPolicy:
         """Returns the retry policy of a step, falling back to the workflow's."""
         return self.step(step_id).retry or self.retry
+
+    def model_for(self, step_id: str) -> str | None:
+        """The step's model, else the workflow's; None means the worker's default."""
+        return self.step(step_id).model or self.model
+
+    def effort_for(self, step_id: str) -> str | None:
+        """The step's effort level, else the workflow's; None means the default."""
+        return self.step(step_id).effort or self.effort
+
+    def budget_for(self, step_id: str) -> Budget | None:
+        """The step's budget, else the workflow's; None means unlimited."""
+        return self.step(step_id).budget or self.budget
 
     def ancestors(self, step_id: str) -> list[str]:
         """Returns every step this one transitively depends on, nearest first.

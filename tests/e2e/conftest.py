@@ -50,6 +50,8 @@ async def anthropic_stack(
         "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
         "MAESTRO_WORKER_HEARTBEAT_INTERVAL_SECONDS": "0.2",
         **FAST_RETRIES,
+        # Overload's own backoff hint (30 s by default) would only slow the tests down.
+        "MAESTRO_WORKER_OVERLOAD_RETRY_AFTER_SECONDS": "0",
     }
     async with LocalStack(
         tmp_path / "stack", provider="anthropic", extra_env=env, database_url=database_url

@@ -2,22 +2,34 @@
 
 from tests.fakes.anthropic_server import (
     ApiError,
+    Auto,
     EchoNote,
     FakeAnthropic,
+    JsonAnswer,
     MaxTokensStop,
     RecordedRequest,
     Stall,
+    StreamError,
+    StreamStall,
     TextReply,
+    ToolCall,
+    ToolCalls,
     ToolResult,
 )
 
 __all__ = [
     "ApiError",
+    "Auto",
     "EchoNote",
     "FakeAnthropic",
+    "JsonAnswer",
     "MaxTokensStop",
     "RecordedRequest",
     "Stall",
+    "StreamError",
+    "StreamStall",
     "TextReply",
+    "ToolCall",
+    "ToolCalls",
     "ToolResult",
 ]

@@ -4,12 +4,31 @@ It speaks the documented wire format: `POST /v1/messages` answers a Message as J
 (or as server-sent events when the request sets `"stream": true`), and errors are
 `{"type": "error", "error": {"type": ..., "message": ...}}` with a `request-id`
 header (and `retry-after` when given). Like the real API it refuses requests without
-credentials (401) or without `anthropic-version` (400).
+credentials (401) or without `anthropic-version` (400), and like the current models
+(Claude Sonnet 5.5, Opus 5.5, Fable 5.1) it answers HTTP 400 to what they refuse:
+forced tool choice (`tool_choice` of type `tool` or `any`), sampling parameters
+(`temperature`, `top_p`, `top_k`), an assistant prefill (a last message from the
+assistant), thinking budgets (`thinking.type: enabled`, `budget_tokens`) and
+`thinking: {type: disabled}`. It also checks what the API checks about a
+conversation: every `tool_use` is answered by a `tool_result` in the next message
+and nothing else is; thinking blocks come back exactly as they were sent; at most 4
+`cache_control` breakpoints; a structured-output schema closes every object.
 
-Tests script it: each request consumes the next scripted behaviour; when the script
-is empty the default answers (a tool call of the requested tool with a summary and one
-file under notes/). Standard library only: a ThreadingHTTPServer on 127.0.0.1, port 0,
-in a daemon thread.
+Prompt caching is modelled on the documented rules: the prompt is the prefix tools ->
+system -> messages; each `cache_control` breakpoint writes the prefix up to it (when
+it is at least `min_cacheable_tokens` long), and a later request reads the longest
+written prefix found at or up to 20 blocks before one of its breakpoints. Usage
+reports `input_tokens` (after the last breakpoint), `cache_creation_input_tokens` and
+`cache_read_input_tokens`; tokens are counted as 1 per 4 characters of JSON.
+
+Tests script it: each request consumes the next scripted behaviour. When the script is
+empty the default, `Auto`, plays a plausible model: a structured-output request gets
+a JSON instance of its schema; a request with the file tools of Maestro's agent loop
+gets one `write_file` call per path listed under a "Deliverables" heading of the
+first user message (until the conversation has a write_file call), then a `submit`;
+any other request with tools gets a call of its first tool with a summary and one
+notes/ file (the legacy shape); a request without tools gets text. Standard library
+only: a ThreadingHTTPServer on 127.0.0.1, port 0, in a daemon thread.
 """
 
 from __future__ import annotations
@@ -19,8 +38,10 @@ import hashlib
 import itertools
 import json
 import logging
+import re
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -30,6 +51,9 @@ log = logging.getLogger(__name__)
 
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_TOOL = "submit_step_result"
+MAX_BREAKPOINTS = 4
+CACHE_LOOKBACK_BLOCKS = 20
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True)
@@ -51,15 +75,48 @@ class RecordedRequest:
         scheme, _, token = self.headers.get("authorization", "").partition(" ")
         return token if scheme.lower() == "bearer" and token else None
 
+    def breakpoints(self) -> int:
+        """How many cache_control breakpoints the request carries."""
+        body = self.body if isinstance(self.body, dict) else {}
+        return sum(1 for block in _prompt_blocks(body) if block.breakpoint)
+
+
+# Behaviours: what the next request gets.
+
 
 @dataclass(frozen=True)
 class ToolResult:
-    """Answer with a tool call whose input is {summary, files: [{path, content}]}."""
+    """Answer with a call of the request's first tool, input {summary, files}."""
 
     summary: str
     files: dict[str, str] = field(default_factory=dict)
     input_tokens: int = 25
     output_tokens: int = 50
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool_use block: a tool name and its input."""
+
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """Answer with these tool calls (stop_reason "tool_use"), after optional text."""
+
+    calls: tuple[ToolCall, ...]
+    text: str = ""
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    """Answer a structured-output request with this JSON value as its text."""
+
+    value: Any
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,11 +127,21 @@ class ApiError:
     error_type: str
     message: str
     retry_after: int | None = None
+    error_code: str | None = None
+    """Sent as error.details.error_code (e.g. "enforced_spend_limit_reached")."""
 
 
 @dataclass(frozen=True)
 class MaxTokensStop:
-    """Answer with a tool call cut off by max_tokens (stop_reason "max_tokens")."""
+    """Answer cut off by max_tokens (stop_reason "max_tokens").
+
+    With `tool` set, the answer ends inside a call of that tool whose input is cut
+    (`partial` is the part written); otherwise it ends inside text (`text`).
+    """
+
+    tool: str | None = None
+    partial: dict[str, Any] = field(default_factory=dict)
+    text: str = '{"summary": "The answer was cu'
 
 
 @dataclass(frozen=True)
@@ -92,11 +159,47 @@ class Stall:
 
 
 @dataclass(frozen=True)
+class StreamError:
+    """Start a 200 event stream, then send an `error` event after `after_events` events
+    (the API's way to report, for example, `overloaded_error` mid-stream)."""
+
+    error_type: str = "overloaded_error"
+    message: str = "Overloaded"
+    after_events: int = 2
+
+
+@dataclass(frozen=True)
+class StreamStall:
+    """Start a 200 event stream, then go silent after `after_events` events for this
+    long (or until stop())."""
+
+    seconds: float
+    after_events: int = 2
+
+
+@dataclass(frozen=True)
 class EchoNote:
-    """The built-in default: a tool call with a summary and notes/<digest>.md."""
+    """A tool call with a summary and notes/<digest>.md (the legacy default)."""
 
 
-Behaviour = ToolResult | ApiError | MaxTokensStop | TextReply | Stall | EchoNote
+@dataclass(frozen=True)
+class Auto:
+    """The default: a plausible answer for the kind of request (see the module doc)."""
+
+
+Behaviour = (
+    ToolResult
+    | ToolCalls
+    | JsonAnswer
+    | ApiError
+    | MaxTokensStop
+    | TextReply
+    | Stall
+    | StreamError
+    | StreamStall
+    | EchoNote
+    | Auto
+)
 
 
 class _Server(ThreadingHTTPServer):
@@ -120,22 +223,43 @@ class _Handler(BaseHTTPRequestHandler):
     do_DELETE = do_POST
 
 
-class FakeAnthropic:
-    """The fake API server. Use as `with FakeAnthropic() as fake:` or start()/stop()."""
+@dataclass(frozen=True)
+class _Plan:
+    """How to send an answer: the message, and what goes wrong in its stream."""
 
-    def __init__(self) -> None:
+    message: dict[str, Any]
+    stream_error: StreamError | None = None
+    stream_stall: StreamStall | None = None
+
+
+class FakeAnthropic:
+    """The fake API server. Use as `with FakeAnthropic() as fake:` or start()/stop().
+
+    Args:
+        min_cacheable_tokens: The shortest prefix the prompt cache stores.
+        caching: False ignores every cache_control breakpoint (all input billed as
+            input), to measure what a prompt costs without the cache.
+    """
+
+    def __init__(self, *, min_cacheable_tokens: int = 1024, caching: bool = True) -> None:
         self._lock = threading.Condition()
         self._script: deque[Behaviour] = deque()
-        self._default: Behaviour = EchoNote()
+        self._default: Behaviour = Auto()
         self._default_delay = 0.0
         self._delays_when: list[tuple[str, float]] = []
+        self._scripts_when: list[tuple[str, deque[Behaviour]]] = []
         self._stream_pacing = 0.0
         self._requests: list[RecordedRequest] = []
+        self._answers: list[dict[str, Any]] = []
         self._in_flight = 0
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._cache: set[str] = set()
+        self._signatures: set[str] = set()
+        self.min_cacheable_tokens = min_cacheable_tokens
+        self.caching = caching
 
     # Lifecycle
 
@@ -202,18 +326,35 @@ class FakeAnthropic:
         input_tokens: int = 25,
         output_tokens: int = 50,
     ) -> None:
-        """The next request gets a tool call with this summary and these files."""
+        """The next request gets a call of its first tool with this summary and files."""
         self.push(ToolResult(summary, dict(files), input_tokens, output_tokens))
 
+    def push_tool_calls(self, *calls: tuple[str, dict[str, Any]], text: str = "") -> None:
+        """The next request gets these tool calls, e.g. ("write_file", {...})."""
+        self.push(ToolCalls(tuple(ToolCall(name, dict(args)) for name, args in calls), text))
+
+    def push_json(self, value: Any) -> None:
+        """The next (structured-output) request gets this JSON value as its answer."""
+        self.push(JsonAnswer(value))
+
     def push_error(
-        self, status: int, error_type: str, message: str, *, retry_after: int | None = None
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        error_code: str | None = None,
     ) -> None:
         """The next request gets this API error (e.g. 529, "overloaded_error", ...)."""
-        self.push(ApiError(status, error_type, message, retry_after))
+        self.push(ApiError(status, error_type, message, retry_after, error_code))
 
-    def push_stop_reason_max_tokens(self) -> None:
-        """The next request gets an answer cut off by max_tokens."""
-        self.push(MaxTokensStop())
+    def push_stop_reason_max_tokens(
+        self, tool: str | None = None, partial: dict[str, Any] | None = None
+    ) -> None:
+        """The next request gets an answer cut off by max_tokens (inside `tool`'s call
+        when given, else inside text)."""
+        self.push(MaxTokensStop(tool, dict(partial or {})))
 
     def push_text_reply(self, text: str) -> None:
         """The next request gets a text answer without any tool call."""
@@ -222,6 +363,30 @@ class FakeAnthropic:
     def push_stall(self, seconds: float) -> None:
         """The next request is held this long (or until stop()), then gets the default."""
         self.push(Stall(seconds))
+
+    def push_stream_error(
+        self, error_type: str = "overloaded_error", message: str = "Overloaded", after: int = 2
+    ) -> None:
+        """The next request's stream breaks off with an `error` event after `after` events."""
+        self.push(StreamError(error_type, message, after))
+
+    def push_stream_stall(self, seconds: float, after: int = 2) -> None:
+        """The next request's stream goes silent after `after` events."""
+        self.push(StreamStall(seconds, after))
+
+    def push_when(self, text: str, behaviour: Behaviour) -> None:
+        """Adds a behaviour for the next request whose prompt contains `text`.
+
+        Requests matching such a script take from it before the common script, so
+        steps running at the same time (backend and frontend, say) can be scripted
+        apart: Maestro's prompts name the persona ("You are the backend developer").
+        """
+        with self._lock:
+            for known, queue in self._scripts_when:
+                if known == text:
+                    queue.append(behaviour)
+                    return
+            self._scripts_when.append((text, deque([behaviour])))
 
     def set_default(self, behaviour: Behaviour) -> None:
         """Chooses the answer for requests when the script is empty."""
@@ -239,13 +404,18 @@ class FakeAnthropic:
             self._stream_pacing = seconds
 
     def delay_when(self, text: str, seconds: float) -> None:
-        """Requests whose system prompt contains `text` wait this long before answering.
+        """Requests whose prompt (system or messages) contains `text` wait this long.
 
-        Personas' system prompts name their role, so this slows one persona's steps
-        (for example "frontend developer") and no others.
+        Maestro's prompts name the persona's role ("You are the frontend developer"),
+        so this slows one persona's steps and no others.
         """
         with self._lock:
             self._delays_when.append((text, seconds))
+
+    def clear_cache(self) -> None:
+        """Forgets every cached prompt prefix."""
+        with self._lock:
+            self._cache.clear()
 
     # Observation
 
@@ -256,10 +426,16 @@ class FakeAnthropic:
             return list(self._requests)
 
     @property
+    def answers(self) -> list[dict[str, Any]]:
+        """Every message answered so far (with its usage), in order (a copy)."""
+        with self._lock:
+            return list(self._answers)
+
+    @property
     def pending(self) -> int:
         """Scripted behaviours not yet consumed."""
         with self._lock:
-            return len(self._script)
+            return len(self._script) + sum(len(q) for _, q in self._scripts_when)
 
     @property
     def in_flight(self) -> int:
@@ -305,14 +481,21 @@ class FakeAnthropic:
 
     def _answer(self, handler: _Handler, request: RecordedRequest, number: int) -> None:
         rejection = _validate(request)
+        if rejection is None:
+            with self._lock:
+                rejection = _check_signatures(request.body, self._signatures)
         if rejection is not None:
             _send_error(handler, rejection, number)
             return
-        system = json.dumps(request.body.get("system", ""))
+        prompt = json.dumps([request.body.get("system", ""), request.body.get("messages")])
         with self._lock:
-            behaviour = self._script.popleft() if self._script else self._default
+            matching = [q for text, q in self._scripts_when if q and text in prompt]
+            if matching:
+                behaviour = matching[0].popleft()
+            else:
+                behaviour = self._script.popleft() if self._script else self._default
             delay, default = self._default_delay, self._default
-            delay += sum(seconds for text, seconds in self._delays_when if text in system)
+            delay += sum(seconds for text, seconds in self._delays_when if text in prompt)
         if delay and self._stopping.wait(delay):
             handler.close_connection = True
             return
@@ -320,17 +503,127 @@ class FakeAnthropic:
             if self._stopping.wait(behaviour.seconds):
                 handler.close_connection = True
                 return
-            behaviour = default if not isinstance(default, Stall) else EchoNote()
+            behaviour = default if not isinstance(default, Stall) else Auto()
         if isinstance(behaviour, ApiError):
             _send_error(handler, behaviour, number)
             return
-        message = _message(request.body, behaviour, number)
+        plan = self._plan(request.body, behaviour, number)
+        with self._lock:
+            self._answers.append(plan.message)
+            pacing = self._stream_pacing
         if request.body.get("stream") is True:
-            with self._lock:
-                pacing = self._stream_pacing
-            _send_events(handler, message, number, pacing, self._stopping)
+            _send_events(handler, plan, number, pacing, self._stopping)
+        elif plan.stream_error is not None:
+            error = plan.stream_error
+            _send_error(handler, ApiError(529, error.error_type, error.message), number)
         else:
-            _send_json(handler, 200, message, number)
+            _send_json(handler, 200, plan.message, number)
+
+    def _plan(self, body: dict[str, Any], behaviour: Behaviour, number: int) -> _Plan:
+        content, stop_reason, output_tokens = _content(body, behaviour, number)
+        if _thinks(body) and stop_reason in ("tool_use", "end_turn", "max_tokens"):
+            signature = f"sig_fake_{number:06d}"
+            with self._lock:
+                self._signatures.add(signature)
+            content = [{"type": "thinking", "thinking": "", "signature": signature}, *content]
+        usage = self._usage(body)
+        usage["output_tokens"] = output_tokens or max(1, len(json.dumps(content)) // 4)
+        message = {
+            "id": f"msg_fake_{number:06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        return _Plan(
+            message,
+            stream_error=behaviour if isinstance(behaviour, StreamError) else None,
+            stream_stall=behaviour if isinstance(behaviour, StreamStall) else None,
+        )
+
+    def _usage(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Input tokens split into cache reads, cache writes and the rest."""
+        blocks = _prompt_blocks(body)
+        keys: list[str] = []
+        sums: list[int] = []
+        digest = hashlib.sha256(str(body["model"]).encode())
+        total = 0
+        for block in blocks:
+            digest.update(block.key.encode())
+            keys.append(digest.hexdigest())
+            total += block.tokens
+            sums.append(total)
+        points = [i for i, block in enumerate(blocks) if block.breakpoint and self.caching]
+        minimum = self.min_cacheable_tokens
+        with self._lock:
+            hit = -1
+            for point in points:
+                for j in range(point, max(-1, point - CACHE_LOOKBACK_BLOCKS), -1):
+                    if keys[j] in self._cache:
+                        hit = max(hit, j)
+                        break
+            last = max(points, default=-1)
+            read = sums[hit] if hit >= 0 else 0
+            write = sums[last] - read if last > hit and sums[last] >= minimum else 0
+            for point in points:
+                if sums[point] >= minimum:
+                    self._cache.add(keys[point])
+        return {
+            "input_tokens": max(0, total - read - write),
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+        }
+
+
+# The request's prompt as the cache sees it.
+
+
+@dataclass(frozen=True)
+class _Block:
+    key: str
+    tokens: int
+    breakpoint: bool
+
+
+def _prompt_blocks(body: dict[str, Any]) -> list[_Block]:
+    """tools -> system -> messages, one entry per block, cache_control split off."""
+    raw: list[tuple[str, Any]] = []
+    for tool in body.get("tools") or []:
+        raw.append(("tool", tool))
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        raw.append(("system", {"type": "text", "text": system}))
+    elif isinstance(system, list):
+        raw += [("system", block) for block in system]
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        role = str(message.get("role"))
+        if isinstance(content, str):
+            raw.append((role, {"type": "text", "text": content}))
+        elif isinstance(content, list):
+            raw += [(role, block) for block in content]
+    blocks = []
+    for where, item in raw:
+        marked = isinstance(item, dict) and "cache_control" in item
+        clean = {k: v for k, v in item.items() if k != "cache_control"} if marked else item
+        text = json.dumps([where, clean], sort_keys=True)
+        blocks.append(_Block(text, max(1, len(text) // 4), marked))
+    if isinstance(body.get("cache_control"), dict) and blocks:
+        last = blocks[-1]
+        blocks[-1] = _Block(last.key, last.tokens, True)
+    return blocks
+
+
+# What the current models refuse, and what the API checks.
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_request_error", message)
 
 
 def _validate(request: RecordedRequest) -> ApiError | None:
@@ -343,87 +636,325 @@ def _validate(request: RecordedRequest) -> ApiError | None:
         return ApiError(401, "authentication_error", "x-api-key header is required")
     if "anthropic-version" not in request.headers:
         return ApiError(400, "invalid_request_error", "anthropic-version: header is required")
-    if not isinstance(request.body, dict):
-        return ApiError(400, "invalid_request_error", "The request body is not valid JSON.")
+    body = request.body
+    if not isinstance(body, dict):
+        return _invalid("The request body is not valid JSON.")
     for name in ("model", "max_tokens", "messages"):
-        if name not in request.body:
-            return ApiError(400, "invalid_request_error", f"{name}: Field required")
-    return None
+        if name not in body:
+            return _invalid(f"{name}: Field required")
+    return _current_model_rules(body) or _conversation_rules(body) or _feature_rules(body)
 
 
-def _requested_tool(body: dict[str, Any]) -> str | None:
+def _current_model_rules(body: dict[str, Any]) -> ApiError | None:
+    model = body["model"]
     choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "tool" and choice.get("name"):
-        return str(choice["name"])
-    for tool in body.get("tools") or []:
-        if isinstance(tool, dict) and tool.get("name"):
-            return str(tool["name"])
+    if isinstance(choice, dict) and choice.get("type") in ("tool", "any"):
+        return _invalid(
+            f"tool_choice: forced tool use (type {choice['type']!r}) is not supported by "
+            f"{model}; use 'auto' or 'none'"
+        )
+    for name in ("temperature", "top_p", "top_k"):
+        if name in body:
+            return _invalid(f"{name}: sampling parameters are not supported by {model}")
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict):
+        kind = thinking.get("type")
+        if kind == "enabled" or "budget_tokens" in thinking:
+            return _invalid(
+                f"thinking: manual thinking budgets are not supported by {model}; use "
+                "thinking.type 'adaptive' with output_config.effort"
+            )
+        if kind == "disabled":
+            return _invalid(f"thinking: thinking cannot be disabled on {model}")
+        if kind not in ("adaptive", "between_tools"):
+            return _invalid(f"thinking.type: unknown value {kind!r}")
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        return _invalid("messages: at least one message is required")
+    last = messages[-1]
+    if isinstance(last, dict) and last.get("role") == "assistant":
+        return _invalid(
+            f"messages: {model} does not support assistant message prefill; the "
+            "conversation must end with a user message"
+        )
     return None
 
 
-def _message(body: dict[str, Any], behaviour: Behaviour, number: int) -> dict[str, Any]:
-    tool = _requested_tool(body) or DEFAULT_TOOL
-    input_tokens = max(1, len(json.dumps(body)) // 4)
-    stop_reason = "tool_use"
-    if isinstance(behaviour, TextReply):
-        return _envelope(
-            body,
-            number,
-            [{"type": "text", "text": behaviour.text}],
-            "end_turn",
-            {"input_tokens": input_tokens, "output_tokens": max(1, len(behaviour.text) // 4)},
+def _blocks(message: Any) -> list[dict[str, Any]]:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):
+        return [b for b in content if isinstance(b, dict)]
+    return []
+
+
+def _conversation_rules(body: dict[str, Any]) -> ApiError | None:
+    messages: list[Any] = body["messages"]
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            return _invalid(f"messages.{i}.role: expected 'user' or 'assistant'")
+        uses = [b["id"] for b in _blocks(message) if b.get("type") == "tool_use"]
+        following = messages[i + 1] if i + 1 < len(messages) else None
+        answered = [
+            b.get("tool_use_id") for b in _blocks(following) if b.get("type") == "tool_result"
+        ]
+        if message.get("role") == "assistant" and uses:
+            missing = [u for u in uses if u not in answered]
+            if missing:
+                return _invalid(
+                    f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {', '.join(missing)}. Each `tool_use` block must have "
+                    "a corresponding `tool_result` block in the next message."
+                )
+            kinds = [b.get("type") for b in _blocks(following)]
+            first_other = next((k for k, t in enumerate(kinds) if t != "tool_result"), len(kinds))
+            if "tool_result" in kinds[first_other:]:
+                return _invalid(
+                    f"messages.{i + 1}: `tool_result` blocks must come first in the content"
+                )
+        if message.get("role") == "user":
+            previous = messages[i - 1] if i > 0 else None
+            issued = {b.get("id") for b in _blocks(previous) if b.get("type") == "tool_use"}
+            for j, block in enumerate(_blocks(message)):
+                if block.get("type") == "tool_result" and block.get("tool_use_id") not in issued:
+                    return _invalid(
+                        f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                        f"`tool_result` blocks: {block.get('tool_use_id')}. Each `tool_result` "
+                        "block must have a corresponding `tool_use` block in the previous "
+                        "message."
+                    )
+    return None
+
+
+def _feature_rules(body: dict[str, Any]) -> ApiError | None:
+    found = sum(1 for block in _prompt_blocks(body) if block.breakpoint)
+    if found > MAX_BREAKPOINTS:
+        return _invalid(
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {found}."
         )
+    config = body.get("output_config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return _invalid("output_config: expected an object")
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORT_LEVELS:
+        return _invalid(f"output_config.effort: expected one of {', '.join(EFFORT_LEVELS)}")
+    fmt = config.get("format")
+    if fmt is not None:
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+            return _invalid("output_config.format.type: expected 'json_schema'")
+        schema = fmt.get("schema")
+        if not isinstance(schema, dict):
+            return _invalid("output_config.format.schema: expected an object")
+        problem = _schema_problem(schema, "schema")
+        if problem:
+            return _invalid(f"output_config.format.{problem}")
+    return None
+
+
+def _schema_problem(node: Any, where: str) -> str | None:
+    """Structured outputs need every object closed (additionalProperties: false)."""
+    if isinstance(node, dict):
+        if node.get("type") == "object" and node.get("additionalProperties") is not False:
+            return f"{where}: objects must set additionalProperties to false"
+        for key, value in node.items():
+            problem = _schema_problem(value, f"{where}.{key}")
+            if problem:
+                return problem
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            problem = _schema_problem(value, f"{where}[{index}]")
+            if problem:
+                return problem
+    return None
+
+
+def _check_signatures(body: Any, issued: set[str]) -> ApiError | None:
+    """Thinking blocks must come back exactly as the model sent them."""
+    for i, message in enumerate(body.get("messages") or []):
+        for block in _blocks(message):
+            if block.get("type") == "thinking" and block.get("signature") not in issued:
+                return _invalid(
+                    f"messages.{i}: invalid `signature` in `thinking` block; thinking blocks "
+                    "must be passed back unmodified"
+                )
+    return None
+
+
+def _thinks(body: dict[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") == "adaptive"
+
+
+# Answers.
+
+
+def _digest(body: dict[str, Any]) -> str:
+    first = (body.get("messages") or [None])[0]
+    return hashlib.sha256(json.dumps(first, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _tool_names(body: dict[str, Any]) -> list[str]:
+    return [str(t["name"]) for t in body.get("tools") or [] if isinstance(t, dict) and "name" in t]
+
+
+def _tool_use(number: int, index: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "tool_use",
+        "id": f"toolu_fake_{number:06d}_{index}",
+        "name": name,
+        "input": args,
+    }
+
+
+def _content(
+    body: dict[str, Any], behaviour: Behaviour, number: int
+) -> tuple[list[dict[str, Any]], str, int | None]:
+    """The answer's content blocks, stop reason and output tokens (None: estimated)."""
+    if isinstance(behaviour, StreamError | StreamStall | Auto):
+        behaviour = _auto(body, number)
+    if isinstance(behaviour, TextReply):
+        return [{"type": "text", "text": behaviour.text}], "end_turn", None
+    if isinstance(behaviour, JsonAnswer):
+        text = json.dumps(behaviour.value)
+        return [{"type": "text", "text": text}], "end_turn", behaviour.output_tokens
+    if isinstance(behaviour, ToolCalls):
+        content: list[dict[str, Any]] = []
+        if behaviour.text:
+            content.append({"type": "text", "text": behaviour.text})
+        content += [
+            _tool_use(number, i, call.name, call.input) for i, call in enumerate(behaviour.calls)
+        ]
+        return content, "tool_use", behaviour.output_tokens
+    if isinstance(behaviour, MaxTokensStop):
+        budget = int(body.get("max_tokens") or 1)
+        if behaviour.tool:
+            block = _tool_use(number, 0, behaviour.tool, behaviour.partial)
+            return [block], "max_tokens", budget
+        return [{"type": "text", "text": behaviour.text}], "max_tokens", budget
+    tools = _tool_names(body)
+    tool = tools[0] if tools else DEFAULT_TOOL
     if isinstance(behaviour, ToolResult):
-        tool_input: dict[str, Any] = {
+        args = {
             "summary": behaviour.summary,
             "files": [{"path": p, "content": c} for p, c in behaviour.files.items()],
         }
-        input_tokens, output_tokens = behaviour.input_tokens, behaviour.output_tokens
-    elif isinstance(behaviour, MaxTokensStop):
-        tool_input = {"summary": "The answer was cut"}
-        output_tokens = int(body.get("max_tokens") or 1)
-        stop_reason = "max_tokens"
+        return [_tool_use(number, 0, tool, args)], "tool_use", behaviour.output_tokens
+    digest = _digest(body)
+    args = {
+        "summary": f"Fake answer from {body['model']}.",
+        "files": [
+            {"path": f"notes/{digest}.md", "content": f"# Notes\n\nA fake answer to {digest}.\n"}
+        ],
+    }
+    return [_tool_use(number, 0, tool, args)], "tool_use", None
+
+
+_DELIVERABLE = re.compile(r"^- `([^`]+)`")
+
+
+def _deliverables(body: dict[str, Any]) -> list[str]:
+    """Paths listed under a "Deliverables" heading of the first user message."""
+    first = (body.get("messages") or [{}])[0]
+    content = first.get("content") if isinstance(first, dict) else None
+    texts: Iterable[str]
+    if isinstance(content, str):
+        texts = [content]
     else:
-        digest = hashlib.sha256(
-            json.dumps(body.get("messages"), sort_keys=True).encode()
-        ).hexdigest()[:12]
-        tool_input = {
-            "summary": f"Fake answer from {body['model']}.",
-            "files": [
-                {
-                    "path": f"notes/{digest}.md",
-                    "content": f"# Notes\n\nA fake answer to request {digest}.\n",
-                }
-            ],
+        texts = [b.get("text", "") for b in _blocks(first) if b.get("type") == "text"]
+    paths: list[str] = []
+    for text in texts:
+        listing = False
+        for line in text.splitlines():
+            if line.lstrip("#").strip().lower().startswith("deliverables"):
+                listing = True
+                continue
+            if listing and line.startswith("#"):
+                listing = False
+            match = _DELIVERABLE.match(line) if listing else None
+            if match:
+                paths.append(match.group(1))
+    return paths
+
+
+def _fake_file(path: str, digest: str) -> tuple[str, str]:
+    if path.endswith("/"):
+        name = (
+            f"test_fake_{digest}.py" if path.rstrip("/").endswith("tests") else f"fake_{digest}.py"
+        )
+        path += name
+    if path.endswith(".py"):
+        return path, f'"""A fake module for request {digest}."""\n'
+    if path.endswith(".md"):
+        return path, f"# Fake\n\nA fake document for request {digest}.\n"
+    return path, f"fake {digest}\n"
+
+
+def _auto(body: dict[str, Any], number: int) -> Behaviour:
+    config = body.get("output_config")
+    if isinstance(config, dict) and isinstance(config.get("format"), dict):
+        schema = config["format"].get("schema") or {}
+        return JsonAnswer(_instance(schema, schema.get("$defs", {}), "", _digest(body)))
+    tools = _tool_names(body)
+    if "write_file" in tools and "submit" in tools:
+        wrote = any(
+            b.get("type") == "tool_use" and b.get("name") == "write_file"
+            for m in body["messages"]
+            for b in _blocks(m)
+        )
+        if not wrote:
+            digest = _digest(body)
+            paths = _deliverables(body) or [f"notes/{digest}.md"]
+            writes = []
+            for path in paths:
+                name, text = _fake_file(path, digest)
+                writes.append(ToolCall("write_file", {"path": name, "content": text}))
+            return ToolCalls(tuple(writes), text="Writing the deliverables.")
+        return ToolCalls((ToolCall("submit", {"summary": f"Fake work by {body['model']}."}),))
+    if tools:
+        return EchoNote()
+    return TextReply(f"A fake answer from {body['model']}.")
+
+
+def _instance(schema: Any, defs: dict[str, Any], where: str, digest: str) -> Any:
+    """A deterministic JSON value that satisfies a (structured-output) schema."""
+    if not isinstance(schema, dict):
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return _instance(defs.get(ref.removeprefix("#/$defs/")), defs, where, digest)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        variants = schema.get(key)
+        if isinstance(variants, list) and variants:
+            real = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
+            return _instance((real or variants)[0], defs, where, digest)
+    kind = schema.get("type")
+    if kind == "object":
+        return {
+            name: _instance(sub, defs, f"{where}.{name}" if where else name, digest)
+            for name, sub in (schema.get("properties") or {}).items()
         }
-        output_tokens = max(1, len(json.dumps(tool_input)) // 4)
-    block = {
-        "type": "tool_use",
-        "id": f"toolu_fake_{number:06d}",
-        "name": tool,
-        "input": tool_input,
-    }
-    usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
-    return _envelope(body, number, [block], stop_reason, usage)
+    if kind == "array":
+        return [_instance(schema.get("items"), defs, f"{where}[0]", digest)]
+    if kind == "integer":
+        return 1
+    if kind == "number":
+        return 1.0
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    if where.endswith("path"):
+        return f"notes/{digest}.md"
+    return f"Fake {where or 'text'} ({digest})."
 
 
-def _envelope(
-    body: dict[str, Any],
-    number: int,
-    content: list[dict[str, Any]],
-    stop_reason: str,
-    usage: dict[str, int],
-) -> dict[str, Any]:
-    return {
-        "id": f"msg_fake_{number:06d}",
-        "type": "message",
-        "role": "assistant",
-        "model": body["model"],
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": None,
-        "usage": usage,
-    }
+# Sending.
 
 
 def _send_json(handler: _Handler, status: int, payload: Any, number: int) -> None:
@@ -436,13 +967,18 @@ def _send_json(handler: _Handler, status: int, payload: Any, number: int) -> Non
     handler.wfile.write(data)
 
 
+def _error_body(
+    error_type: str, message: str, number: int, error_code: str | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error, "request_id": f"req_fake_{number:06d}"}
+
+
 def _send_error(handler: _Handler, error: ApiError, number: int) -> None:
-    payload = {
-        "type": "error",
-        "error": {"type": error.error_type, "message": error.message},
-        "request_id": f"req_fake_{number:06d}",
-    }
-    data = json.dumps(payload).encode("utf-8")
+    body = _error_body(error.error_type, error.message, number, error.error_code)
+    data = json.dumps(body).encode("utf-8")
     handler.send_response(error.status)
     handler.send_header("content-type", "application/json")
     handler.send_header("request-id", f"req_fake_{number:06d}")
@@ -461,7 +997,7 @@ def _send_error(handler: _Handler, error: ApiError, number: int) -> None:
 def message_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Turns a Message into the documented stream of server-sent events."""
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
-    start["usage"] = {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}
+    start["usage"] = {**message["usage"], "output_tokens": 1}
     events: list[tuple[str, dict[str, Any]]] = [
         ("message_start", {"type": "message_start", "message": start}),
         ("ping", {"type": "ping"}),
@@ -470,13 +1006,21 @@ def message_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if block["type"] == "tool_use":
             opening = {**block, "input": {}}
             text = json.dumps(block["input"])
+            if message["stop_reason"] == "max_tokens":
+                text = text[:-1]  # the input was cut before its end
             deltas = [
                 {"type": "input_json_delta", "partial_json": text[i : i + 64]}
                 for i in range(0, len(text), 64)
             ]
+        elif block["type"] == "thinking":
+            opening = {**block, "thinking": "", "signature": ""}
+            deltas = [{"type": "signature_delta", "signature": block["signature"]}]
         else:
             opening = {**block, "text": ""}
-            deltas = [{"type": "text_delta", "text": block["text"]}]
+            deltas = [
+                {"type": "text_delta", "text": block["text"][i : i + 256]}
+                for i in range(0, len(block["text"]), 256)
+            ] or [{"type": "text_delta", "text": ""}]
         events.append(
             (
                 "content_block_start",
@@ -504,7 +1048,7 @@ def message_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _send_events(
     handler: _Handler,
-    message: dict[str, Any],
+    plan: _Plan,
     number: int,
     pacing: float = 0.0,
     stopping: threading.Event | None = None,
@@ -517,8 +1061,17 @@ def _send_events(
     handler.send_header("connection", "close")
     handler.end_headers()
     handler.close_connection = True
-    for event, data in message_events(message):
-        if pacing and stopping is not None and stopping.wait(pacing):
+    stop = stopping or threading.Event()
+    for sent, (event, data) in enumerate(message_events(plan.message)):
+        if plan.stream_error is not None and sent == plan.stream_error.after_events:
+            error = _error_body(plan.stream_error.error_type, plan.stream_error.message, number)
+            handler.wfile.write(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+            handler.wfile.flush()
+            return
+        if plan.stream_stall is not None and sent == plan.stream_stall.after_events:
+            stop.wait(plan.stream_stall.seconds)
+            return
+        if pacing and stop.wait(pacing):
             return
         handler.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
         handler.wfile.flush()

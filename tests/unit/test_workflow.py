@@ -390,7 +390,8 @@ def test_unknown_fields_suggest_the_right_one():
         (
             "steps[a].colour",
             "unknown field 'colour' "
-            "(allowed: id, persona, kind, depends_on, timeout, deadline, retry, instructions)",
+            "(allowed: id, persona, kind, depends_on, timeout, deadline, retry, instructions, "
+            "model, effort, budget)",
         ),
         (
             "steps[b].retry.attempts",
@@ -399,7 +400,7 @@ def test_unknown_fields_suggest_the_right_one():
         (
             "timout",
             "unknown field 'timout' (allowed: name, description, default_timeout, "
-            "default_deadline, retry, steps)",
+            "default_deadline, retry, model, effort, budget, steps)",
         ),
     ]
 

@@ -19,6 +19,62 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _StepMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_MODE_UNSPECIFIED: _StepMode.ValueType  # 0
+    """The persona's own default (see `maestro personas`)."""
+    STEP_MODE_DOCUMENT: _StepMode.ValueType  # 1
+    """One model call whose answer is typed structured output; the worker renders the
+    persona's document files from it.
+    """
+    STEP_MODE_CODE: _StepMode.ValueType  # 2
+    """A bounded agent loop with file tools over the workspace; the result is what the
+    step changed.
+    """
+
+class StepMode(_StepMode, metaclass=_StepModeEnumTypeWrapper):
+    """How a step is executed."""
+
+STEP_MODE_UNSPECIFIED: StepMode.ValueType  # 0
+"""The persona's own default (see `maestro personas`)."""
+STEP_MODE_DOCUMENT: StepMode.ValueType  # 1
+"""One model call whose answer is typed structured output; the worker renders the
+persona's document files from it.
+"""
+STEP_MODE_CODE: StepMode.ValueType  # 2
+"""A bounded agent loop with file tools over the workspace; the result is what the
+step changed.
+"""
+Global___StepMode: _TypeAlias = StepMode  # noqa: Y015
+
+class _Verdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERDICT_UNSPECIFIED: _Verdict.ValueType  # 0
+    """Not a review, or no verdict given."""
+    VERDICT_APPROVE: _Verdict.ValueType  # 1
+    """Ready as it is."""
+    VERDICT_CHANGES_REQUESTED: _Verdict.ValueType  # 2
+    """The findings must be addressed first."""
+
+class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
+    """A reviewer's verdict."""
+
+VERDICT_UNSPECIFIED: Verdict.ValueType  # 0
+"""Not a review, or no verdict given."""
+VERDICT_APPROVE: Verdict.ValueType  # 1
+"""Ready as it is."""
+VERDICT_CHANGES_REQUESTED: Verdict.ValueType  # 2
+"""The findings must be addressed first."""
+Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
 class _FailureKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -28,31 +84,39 @@ class _FailureKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureKi
     FAILURE_KIND_UNSPECIFIED: _FailureKind.ValueType  # 0
     """Not set."""
     FAILURE_KIND_RETRYABLE: _FailureKind.ValueType  # 1
-    """May succeed if tried again (bad output, a timeout, a server error)."""
+    """Another attempt may succeed (a server error, a stalled stream, bad output)."""
     FAILURE_KIND_OVERLOADED: _FailureKind.ValueType  # 2
-    """The model is overloaded (HTTP 529, overloaded_error): try again after a long wait."""
+    """The model is overloaded (HTTP 529, or `overloaded_error` inside a stream); retry
+    after a backoff suited to overload (`retry_after_ms` is a hint).
+    """
     FAILURE_KIND_RATE_LIMITED: _FailureKind.ValueType  # 3
-    """The provider rate-limited us: try again after `retry_after_ms`."""
+    """The API rate-limited us (HTTP 429); retry after `retry_after_ms`."""
     FAILURE_KIND_FATAL: _FailureKind.ValueType  # 4
-    """Trying again cannot help (a rejected request, a bad key, no such provider)."""
+    """Retrying cannot help (a refused request, bad credentials, a conflict, missing
+    deliverables after the repair turn, a model that refused).
+    """
     FAILURE_KIND_BUDGET_EXCEEDED: _FailureKind.ValueType  # 5
-    """The attempt's budget is spent."""
+    """The attempt's budget is spent; `usage` says how much."""
 
 class FailureKind(_FailureKind, metaclass=_FailureKindEnumTypeWrapper):
-    """What kind of failure of the work a StepFailure is, so the caller knows what next."""
+    """Why an attempt failed, as far as the work is concerned."""
 
 FAILURE_KIND_UNSPECIFIED: FailureKind.ValueType  # 0
 """Not set."""
 FAILURE_KIND_RETRYABLE: FailureKind.ValueType  # 1
-"""May succeed if tried again (bad output, a timeout, a server error)."""
+"""Another attempt may succeed (a server error, a stalled stream, bad output)."""
 FAILURE_KIND_OVERLOADED: FailureKind.ValueType  # 2
-"""The model is overloaded (HTTP 529, overloaded_error): try again after a long wait."""
+"""The model is overloaded (HTTP 529, or `overloaded_error` inside a stream); retry
+after a backoff suited to overload (`retry_after_ms` is a hint).
+"""
 FAILURE_KIND_RATE_LIMITED: FailureKind.ValueType  # 3
-"""The provider rate-limited us: try again after `retry_after_ms`."""
+"""The API rate-limited us (HTTP 429); retry after `retry_after_ms`."""
 FAILURE_KIND_FATAL: FailureKind.ValueType  # 4
-"""Trying again cannot help (a rejected request, a bad key, no such provider)."""
+"""Retrying cannot help (a refused request, bad credentials, a conflict, missing
+deliverables after the repair turn, a model that refused).
+"""
 FAILURE_KIND_BUDGET_EXCEEDED: FailureKind.ValueType  # 5
-"""The attempt's budget is spent."""
+"""The attempt's budget is spent; `usage` says how much."""
 Global___FailureKind: _TypeAlias = FailureKind  # noqa: Y015
 
 @_typing.final
@@ -156,6 +220,58 @@ class DependencyOutput(_message.Message):
 Global___DependencyOutput: _TypeAlias = DependencyOutput  # noqa: Y015
 
 @_typing.final
+class Budget(_message.Message):
+    """What one attempt may still spend. Zero means unlimited."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_USD_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    max_usd: _builtins.float
+    """US dollars, priced with the worker's price table."""
+    max_tokens: _builtins.int
+    """Tokens of every kind: input, output, cache reads and cache writes."""
+    def __init__(
+        self,
+        *,
+        max_usd: _builtins.float = ...,
+        max_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_tokens", b"max_tokens", "max_usd", b"max_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015
+
+@_typing.final
+class PathOwner(_message.Message):
+    """A path another step of the run already wrote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The normalised relative path."""
+    step_id: _builtins.str
+    """The step that wrote it."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PathOwner: _TypeAlias = PathOwner  # noqa: Y015
+
+@_typing.final
 class ExecuteStepRequest(_message.Message):
     """Asks a worker to run one step attempt."""
 
@@ -167,6 +283,15 @@ class ExecuteStepRequest(_message.Message):
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    EFFORT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    WORKSPACE_FIELD_NUMBER: _builtins.int
+    WORKSPACE_OMITTED_FIELD_NUMBER: _builtins.int
+    OWNED_PATHS_FIELD_NUMBER: _builtins.int
+    SHARED_PATHS_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
     persona: _builtins.str
     """The persona to run, by registry name (for example `backend_developer`)."""
     requirement: _builtins.str
@@ -175,6 +300,18 @@ class ExecuteStepRequest(_message.Message):
     """Step-specific instructions from the workflow; may be empty."""
     provider: _builtins.str
     """The provider to use (`anthropic` or `offline`); empty means the worker's default."""
+    model: _builtins.str
+    """The model to call; empty means the worker's default. A name the worker does not
+    know is sent to the API as it is, never refused by the worker.
+    """
+    effort: _builtins.str
+    """The effort level (`low`, `medium`, `high`, `xhigh`, `max`); empty means the
+    worker's default (the model's own default unless configured).
+    """
+    mode: Global___StepMode.ValueType
+    """How to execute the step; UNSPECIFIED means the persona's default."""
+    feedback: _builtins.str
+    """Rework feedback (a failing gate's report, a reviewer's findings); empty normally."""
     @_builtins.property
     def attempt(self) -> Global___StepAttempt:
         """Which attempt this is."""
@@ -182,6 +319,30 @@ class ExecuteStepRequest(_message.Message):
     @_builtins.property
     def dependencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___DependencyOutput]:
         """Outputs of upstream steps, nearest first."""
+
+    @_builtins.property
+    def budget(self) -> Global___Budget:
+        """What this attempt may still spend; unset or zero fields mean unlimited."""
+
+    @_builtins.property
+    def workspace(self) -> _containers.RepeatedCompositeFieldContainer[Global___File]:
+        """The run's current artifact tree as the step starts, within the scheduler's cap.
+        Empty: the worker uses the dependencies' files instead.
+        """
+
+    @_builtins.property
+    def workspace_omitted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths of the run's artifacts left out of `workspace` by the cap."""
+
+    @_builtins.property
+    def owned_paths(self) -> _containers.RepeatedCompositeFieldContainer[Global___PathOwner]:
+        """Paths other steps of the run already wrote: writing one fails the attempt as a
+        conflict (reason `conflict`) unless the path is in `shared_paths`.
+        """
+
+    @_builtins.property
+    def shared_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths (or directory prefixes ending in `/`) any step may write."""
 
     def __init__(
         self,
@@ -192,14 +353,65 @@ class ExecuteStepRequest(_message.Message):
         instructions: _builtins.str = ...,
         dependencies: _abc.Iterable[Global___DependencyOutput] | None = ...,
         provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        effort: _builtins.str = ...,
+        mode: Global___StepMode.ValueType = ...,
+        budget: Global___Budget | None = ...,
+        workspace: _abc.Iterable[Global___File] | None = ...,
+        workspace_omitted: _abc.Iterable[_builtins.str] | None = ...,
+        owned_paths: _abc.Iterable[Global___PathOwner] | None = ...,
+        shared_paths: _abc.Iterable[_builtins.str] | None = ...,
+        feedback: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dependencies", b"dependencies", "instructions", b"instructions", "persona", b"persona", "provider", b"provider", "requirement", b"requirement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "budget", b"budget", "dependencies", b"dependencies", "effort", b"effort", "feedback", b"feedback", "instructions", b"instructions", "mode", b"mode", "model", b"model", "owned_paths", b"owned_paths", "persona", b"persona", "provider", b"provider", "requirement", b"requirement", "shared_paths", b"shared_paths", "workspace", b"workspace", "workspace_omitted", b"workspace_omitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecuteStepRequest: _TypeAlias = ExecuteStepRequest  # noqa: Y015
+
+@_typing.final
+class TokenUsage(_message.Message):
+    """Tokens and cost of an attempt's model calls so far, failed calls included."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    """Input tokens billed at the base rate (after the last cache breakpoint)."""
+    output_tokens: _builtins.int
+    """Output tokens billed."""
+    cache_read_input_tokens: _builtins.int
+    """Input tokens read from the prompt cache."""
+    cache_creation_input_tokens: _builtins.int
+    """Input tokens written to the prompt cache."""
+    cost_usd: _builtins.float
+    """Cost in US dollars from the worker's price table (0 when the model has no price)."""
+    calls: _builtins.int
+    """Model calls made, answered or not."""
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        cache_read_input_tokens: _builtins.int = ...,
+        cache_creation_input_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+        calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "calls", b"calls", "cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenUsage: _TypeAlias = TokenUsage  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
@@ -209,12 +421,19 @@ class Heartbeat(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    USAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """Usage of this attempt so far."""
+
     def __init__(
         self,
+        *,
+        usage: Global___TokenUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,51 +447,33 @@ class Progress(_message.Message):
 
     MESSAGE_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     message: _builtins.str
-    """What is happening now, for example "calling claude-sonnet-4-6"."""
+    """What is happening now, for example "write_file app/store.py (2.1 KiB)"."""
     provider: _builtins.str
     """The provider doing the work (`anthropic` or `offline`), so every event an
     attempt causes can say which provider it came from.
     """
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """Usage of this attempt so far, so the caller can count the usage of an attempt
+        that is later lost.
+        """
+
     def __init__(
         self,
         *,
         message: _builtins.str = ...,
         provider: _builtins.str = ...,
+        usage: Global___TokenUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Progress: _TypeAlias = Progress  # noqa: Y015
-
-@_typing.final
-class TokenUsage(_message.Message):
-    """Tokens used by the attempt."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
-    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
-    input_tokens: _builtins.int
-    """Input tokens billed."""
-    output_tokens: _builtins.int
-    """Output tokens billed."""
-    def __init__(
-        self,
-        *,
-        input_tokens: _builtins.int = ...,
-        output_tokens: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___TokenUsage: _TypeAlias = TokenUsage  # noqa: Y015
 
 @_typing.final
 class StepResult(_message.Message):
@@ -285,19 +486,32 @@ class StepResult(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """A short summary of what the step produced and decided."""
     provider: _builtins.str
     """The provider that produced this result (`anthropic` or `offline`)."""
     model: _builtins.str
     """The model that produced it (`offline` for the offline provider)."""
+    transcript: _builtins.bytes
+    """JSON lines describing the attempt's model calls and tool calls; kept apart from
+    the project's files. Empty for the offline provider.
+    """
+    verdict: Global___Verdict.ValueType
+    """A reviewer's verdict; UNSPECIFIED for other personas."""
+    findings: _builtins.str
+    """A reviewer's findings rendered as markdown (the feedback for a rework); empty
+    for other personas.
+    """
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___File]:
-        """The files the step produced."""
+        """The files the step wrote or changed."""
 
     @_builtins.property
     def usage(self) -> Global___TokenUsage:
-        """Token usage (zero for the offline provider)."""
+        """Usage of the whole attempt (zero for the offline provider)."""
 
     def __init__(
         self,
@@ -307,10 +521,13 @@ class StepResult(_message.Message):
         usage: Global___TokenUsage | None = ...,
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
+        transcript: _builtins.bytes = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        findings: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "model", b"model", "provider", b"provider", "summary", b"summary", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "findings", b"findings", "model", b"model", "provider", b"provider", "summary", b"summary", "transcript", b"transcript", "usage", b"usage", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,7 +535,7 @@ Global___StepResult: _TypeAlias = StepResult  # noqa: Y015
 
 @_typing.final
 class StepFailure(_message.Message):
-    """The attempt's work failed; always the last message."""
+    """The outcome of a failed attempt. Sent as the final message, then the call ends OK."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -329,21 +546,28 @@ class StepFailure(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FIELD_NUMBER: _builtins.int
     kind: Global___FailureKind.ValueType
-    """What kind of failure, so the caller knows whether and when to try again."""
+    """How the caller should treat it."""
     message: _builtins.str
-    """What failed, for humans (never the prompt or the model's output)."""
+    """What failed, for humans; names the party that failed (for example "the Anthropic
+    API at https://api.anthropic.com answered 529 overloaded_error: Overloaded").
+    """
     retry_after_ms: _builtins.int
-    """How long the failing party asked us to wait, in milliseconds; 0 for no request."""
+    """How long to wait before another attempt, in milliseconds; 0 means no advice."""
     provider: _builtins.str
-    """The provider that did the work."""
+    """The provider that was working (`anthropic` or `offline`)."""
     model: _builtins.str
-    """The model that was called, if any."""
+    """The model that was called (empty when none was)."""
     reason: _builtins.str
-    """A short, stable code for the cause (for example `http_529`, `max_tokens`)."""
+    """A short stable code, for example `http_529`, `overloaded_error`, `http_429`,
+    `idle_timeout`, `max_tokens`, `missing_deliverables`, `conflict`, `budget_usd`.
+    """
+    transcript: _builtins.bytes
+    """JSON lines of the attempt so far, like StepResult.transcript."""
     @_builtins.property
     def usage(self) -> Global___TokenUsage:
-        """What the attempt spent before it failed."""
+        """Usage of this attempt, every call counted."""
 
     def __init__(
         self,
@@ -355,10 +579,11 @@ class StepFailure(_message.Message):
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
         reason: _builtins.str = ...,
+        transcript: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "model", b"model", "provider", b"provider", "reason", b"reason", "retry_after_ms", b"retry_after_ms", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "model", b"model", "provider", b"provider", "reason", b"reason", "retry_after_ms", b"retry_after_ms", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

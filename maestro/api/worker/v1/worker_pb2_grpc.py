@@ -48,16 +48,19 @@ class WorkerServiceServicer:
 
     def ExecuteStep(self, request, context):
         """Runs one step attempt. The response stream carries heartbeats and progress while
-        the work goes on, then exactly one `result` or one `failure`, then ends with OK.
-        The call's deadline bounds the whole attempt, the LLM call included.
+        the work goes on, then exactly one final message, `result` or `failure`, then
+        ends with status OK. The call's deadline bounds the whole attempt, model calls
+        included; the worker keeps a margin so that its final message arrives in time.
 
-        Every failure of the work itself (the model's errors, bad output, a provider that
-        is not configured, the attempt's own timeout) is a `failure` message: the caller
-        decides whether to try again. A gRPC error status means the platform failed (the
-        worker is unreachable, draining or crashed) or the request itself was malformed.
+        Every failure of the work itself (model or API errors, a stalled model stream,
+        bad or missing output, a conflict over a path, an exhausted budget, the attempt's
+        time running out inside the worker) is a `StepFailure` message followed by OK.
+        A gRPC error status means the platform failed or the request was malformed:
 
-        Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
-        worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
+        Errors: INVALID_ARGUMENT (unknown persona, malformed request; the message names
+        the field), FAILED_PRECONDITION (the requested provider is not configured on this
+        worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
+        (the call's deadline passed before a final message), INTERNAL (a worker bug).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,16 +35,19 @@ class WorkerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     ExecuteStep: _grpc.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]
     """Runs one step attempt. The response stream carries heartbeats and progress while
-    the work goes on, then exactly one `result` or one `failure`, then ends with OK.
-    The call's deadline bounds the whole attempt, the LLM call included.
+    the work goes on, then exactly one final message, `result` or `failure`, then
+    ends with status OK. The call's deadline bounds the whole attempt, model calls
+    included; the worker keeps a margin so that its final message arrives in time.
 
-    Every failure of the work itself (the model's errors, bad output, a provider that
-    is not configured, the attempt's own timeout) is a `failure` message: the caller
-    decides whether to try again. A gRPC error status means the platform failed (the
-    worker is unreachable, draining or crashed) or the request itself was malformed.
+    Every failure of the work itself (model or API errors, a stalled model stream,
+    bad or missing output, a conflict over a path, an exhausted budget, the attempt's
+    time running out inside the worker) is a `StepFailure` message followed by OK.
+    A gRPC error status means the platform failed or the request was malformed:
 
-    Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
-    worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
+    Errors: INVALID_ARGUMENT (unknown persona, malformed request; the message names
+    the field), FAILED_PRECONDITION (the requested provider is not configured on this
+    worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
+    (the call's deadline passed before a final message), INTERNAL (a worker bug).
     """
 
 @_typing.type_check_only
@@ -54,16 +57,19 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ExecuteStep: _aio.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]  # type: ignore[assignment]
     """Runs one step attempt. The response stream carries heartbeats and progress while
-    the work goes on, then exactly one `result` or one `failure`, then ends with OK.
-    The call's deadline bounds the whole attempt, the LLM call included.
+    the work goes on, then exactly one final message, `result` or `failure`, then
+    ends with status OK. The call's deadline bounds the whole attempt, model calls
+    included; the worker keeps a margin so that its final message arrives in time.
 
-    Every failure of the work itself (the model's errors, bad output, a provider that
-    is not configured, the attempt's own timeout) is a `failure` message: the caller
-    decides whether to try again. A gRPC error status means the platform failed (the
-    worker is unreachable, draining or crashed) or the request itself was malformed.
+    Every failure of the work itself (model or API errors, a stalled model stream,
+    bad or missing output, a conflict over a path, an exhausted budget, the attempt's
+    time running out inside the worker) is a `StepFailure` message followed by OK.
+    A gRPC error status means the platform failed or the request was malformed:
 
-    Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
-    worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
+    Errors: INVALID_ARGUMENT (unknown persona, malformed request; the message names
+    the field), FAILED_PRECONDITION (the requested provider is not configured on this
+    worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
+    (the call's deadline passed before a final message), INTERNAL (a worker bug).
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -76,16 +82,19 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.ExecuteStepResponse], _abc.AsyncIterator[_worker_pb2.ExecuteStepResponse]]:
         """Runs one step attempt. The response stream carries heartbeats and progress while
-        the work goes on, then exactly one `result` or one `failure`, then ends with OK.
-        The call's deadline bounds the whole attempt, the LLM call included.
+        the work goes on, then exactly one final message, `result` or `failure`, then
+        ends with status OK. The call's deadline bounds the whole attempt, model calls
+        included; the worker keeps a margin so that its final message arrives in time.
 
-        Every failure of the work itself (the model's errors, bad output, a provider that
-        is not configured, the attempt's own timeout) is a `failure` message: the caller
-        decides whether to try again. A gRPC error status means the platform failed (the
-        worker is unreachable, draining or crashed) or the request itself was malformed.
+        Every failure of the work itself (model or API errors, a stalled model stream,
+        bad or missing output, a conflict over a path, an exhausted budget, the attempt's
+        time running out inside the worker) is a `StepFailure` message followed by OK.
+        A gRPC error status means the platform failed or the request was malformed:
 
-        Errors: INVALID_ARGUMENT (unknown persona, malformed request), UNAVAILABLE (the
-        worker is shutting down), DEADLINE_EXCEEDED, INTERNAL (a bug in the worker).
+        Errors: INVALID_ARGUMENT (unknown persona, malformed request; the message names
+        the field), FAILED_PRECONDITION (the requested provider is not configured on this
+        worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
+        (the call's deadline passed before a final message), INTERNAL (a worker bug).
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
