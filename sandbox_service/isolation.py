@@ -128,6 +128,8 @@ class Jail:
             "PYTHONNOUSERSITE": "1",
             # Threads would otherwise each reserve a 64 MiB malloc arena of address space.
             "MALLOC_ARENA_MAX": "2",
+            # Coverage data beside the reports, which have room of their own.
+            "COVERAGE_FILE": os.path.join(paths.reports, ".coverage"),
         }
 
     def _spec(

@@ -56,7 +56,7 @@ def ancestors(chain: dict[str, tuple[str, ...]], name: str) -> list[str]:
     return order
 
 
-async def _run_chain(chain: dict[str, tuple[str, ...]]) -> dict[str, StepOutput]:
+async def run_chain(chain: dict[str, tuple[str, ...]]) -> dict[str, StepOutput]:
     provider = OfflineProvider()
     outputs: dict[str, StepOutput] = {}
     for name in chain:
@@ -137,7 +137,7 @@ def _passed(output: str) -> int:
 
 
 async def test_sdlc_chain_artifacts_pass_their_own_tests(tmp_path: Path) -> None:
-    outputs = await _run_chain(SDLC)
+    outputs = await run_chain(SDLC)
     tree = _enclosing_project(tmp_path)
     written = _write_tree(tree, outputs)
     assert {"app/server.py", "frontend/client.py", "tests/test_acceptance.py"} <= set(written)
@@ -156,7 +156,7 @@ async def test_sdlc_chain_artifacts_pass_their_own_tests(tmp_path: Path) -> None
 
 
 async def test_full_team_tree_with_packaging_still_passes(tmp_path: Path) -> None:
-    outputs = await _run_chain(FULL_TEAM)
+    outputs = await run_chain(FULL_TEAM)
     tree = _enclosing_project(tmp_path)
     written = _write_tree(tree, outputs)
     assert {"pyproject.toml", "Dockerfile", ".ci/run", "README.md"} <= set(written)
