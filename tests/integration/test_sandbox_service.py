@@ -44,6 +44,7 @@ SECRET = "sk-ant-sandbox-test-secret-value"
 DATABASE_URL = "postgresql://maestro:hunter2@db.internal/maestro"
 RUN_TIMEOUT = 60.0
 ALL_CHECKS = (CheckName.PYTEST, CheckName.RUFF, CheckName.COMPILE)
+MAESTRO_SOURCES = Path(maestro.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,7 @@ async def test_data_dir_home_and_sources_are_not_visible(sandbox: SandboxProcess
     hidden = [
         root / "data" / "maestro.db",
         root / "home" / ".config" / "anthropic" / "key",
-        Path(maestro.__file__).resolve().parents[1] / "pyproject.toml",
+        MAESTRO_SOURCES / "pyproject.toml",
         sandbox.scratch,
     ]
     assert all(p.exists() for p in hidden)

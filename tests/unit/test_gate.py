@@ -32,7 +32,7 @@ def _pytest(passed: int, failed: int, **extra: object) -> CheckResult:
         "tests_errors": 0,
         "tests_skipped": 0,
     }
-    return CheckResult(check=CheckName.PYTEST, outcome=CheckOutcome.RAN, metrics=metrics, **extra)  # type: ignore[arg-type]
+    return CheckResult(check=CheckName.PYTEST, outcome=CheckOutcome.RAN, metrics=metrics, **extra)
 
 
 def _ruff(errors: int) -> CheckResult:
