@@ -218,7 +218,7 @@ class Jail:
         overstayed = False
         try:
             assert process.stderr is not None
-            stderr_task = asyncio.ensure_future(process.stderr.read(_INIT_STDERR_BYTES))
+            stderr_task = asyncio.ensure_future(_read_capped(process.stderr, _INIT_STDERR_BYTES))
             try:
                 await asyncio.wait_for(
                     process.wait(), self.limits.wall_seconds + _INIT_GRACE_SECONDS
@@ -238,6 +238,14 @@ class Jail:
         return await asyncio.to_thread(
             _collect, output_dir, init_stderr, process.returncode, overstayed, spec
         )
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
+    """Reads to the end, keeping the first `cap` bytes."""
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        kept += chunk[: max(cap - len(kept), 0)]
+    return bytes(kept)
 
 
 def _root_dir(run_dir: Path, name: str) -> Path:

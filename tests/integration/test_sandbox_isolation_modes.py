@@ -3,16 +3,16 @@ only MAESTRO_SANDBOX_ISOLATION=none runs unisolated, and then every result says 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from maestro.core.client import insecure_channel
 from maestro.core.errors import FailedPrecondition
 from maestro.sandbox.client import SandboxClient
 from maestro.sandbox.models import CheckName, CheckOutcome, CheckRequest, Isolation, SandboxFile
-from tests.integration.sandbox_process import health_status, sandbox_process
+from tests.integration.sandbox_process import sandbox_process
 
 REQUEST = CheckRequest(
     files=(SandboxFile(path="tests/test_x.py", content=b"def test_x():\n    assert True\n"),),
@@ -32,11 +32,18 @@ async def test_without_cap_sys_admin_the_sandbox_is_not_serving(tmp_path: Path) 
         assert "cannot isolate generated code" in caught.value.message
         assert "Operation not permitted" in caught.value.message
         assert "MAESTRO_SANDBOX_ISOLATION=none" in caught.value.message
-        # Health.Watch does not get through the error interceptor today, so poll Check.
-        deadline = asyncio.get_running_loop().time() + HEALTH_WAIT_SECONDS
-        while await health_status(sandbox.address) != health_pb2.HealthCheckResponse.NOT_SERVING:
-            assert asyncio.get_running_loop().time() < deadline, "still SERVING"
-            await asyncio.sleep(0.2)
+        channel = insecure_channel(sandbox.address)
+        try:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_WAIT_SECONDS
+            )
+            async for answer in watch:
+                if answer.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+            else:
+                raise AssertionError("the health stream ended without NOT_SERVING")
+        finally:
+            await channel.close(None)
         assert "the sandbox cannot isolate generated code" in sandbox.log()
 
 
