@@ -13,7 +13,7 @@ from maestro.sandbox.models import Isolation
 from sandbox_service.checks import ReportBounds
 from sandbox_service.convert import RequestLimits
 from sandbox_service.isolation import Jail
-from sandbox_service.jail import Limits
+from sandbox_service.jail_spec import Limits
 from sandbox_service.runner import SandboxRunner
 from sandbox_service.servicer import SandboxServicer
 from sandbox_service.settings import SandboxSettings

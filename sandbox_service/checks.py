@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from maestro.sandbox.models import CheckName, CheckOutcome, CheckResult
 from sandbox_service.isolation import JailResult, Paths
-from sandbox_service.jail import SANDBOX_DIR, Limits
+from sandbox_service.jail_spec import SANDBOX_DIR, Limits
 from sandbox_service.parsers import (
     ReportError,
     missing_dependencies,

@@ -23,7 +23,7 @@ from typing import Any
 
 from maestro.core.errors import Unavailable
 from maestro.sandbox.models import Isolation
-from sandbox_service.jail import (
+from sandbox_service.jail_spec import (
     NAMESPACES,
     RESULT_FILE,
     SANDBOX_DIR,

@@ -338,8 +338,9 @@ class CheckResult(_message.Message):
     outcome: Global___CheckOutcome.ValueType
     """How it ended."""
     reason: _builtins.str
-    """Why it did not run to the end (empty when it ran), for example `wall-time limit
-    of 60s reached`.
+    """Why it did not run to the end, for example `wall-time limit of 60s reached`; for a
+    check that ran, what it could not measure or name (`dependency not available in
+    the sandbox: requests`, `coverage not measured: ...`); empty otherwise.
     """
     exit_code: _builtins.int
     """The tool's exit code; absent when it was killed by a signal or never started."""
