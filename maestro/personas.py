@@ -140,6 +140,12 @@ _ALL = [
         [
             ("app/", C, "the backend Python package"),
             ("tests/", T, "pytest tests for the backend, in files named tests/test_backend*.py"),
+            (
+                "pyproject.toml",
+                F,
+                "the project's packaging and its pytest configuration "
+                "([tool.pytest.ini_options] with testpaths), at the project root",
+            ),
         ],
         mode=CODE,
         context=(*_DESIGN, "app/", "tests/test_backend"),
@@ -171,10 +177,10 @@ _ALL = [
     _persona(
         "devops_engineer",
         "devops engineer",
-        "Make the code build, test and run the same way everywhere: packaging, CI and a "
-        "container or deployment description.",
+        "Make the code build, test and run the same way everywhere: CI and a container "
+        "or deployment description, using the project's pyproject.toml (the backend "
+        "developer writes it).",
         [
-            ("pyproject.toml", F, "packaging and test configuration"),
             ("Dockerfile", F, "container image"),
             (".ci/run", F, "the CI script"),
         ],

@@ -10,7 +10,7 @@ from maestro.core.log_setup import configure_logging
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from persona_service.catalog import PriceTable
-from persona_service.checks import CheckRunner, SandboxNotAvailable, sandbox_check_runner
+from persona_service.checks import CheckRunner, sandbox_check_runner
 from persona_service.models import Provider
 from persona_service.providers import make_provider
 from persona_service.runner import StepRunner
@@ -20,20 +20,17 @@ from persona_service.settings import WorkerSettings
 log = logging.getLogger("persona_service")
 
 
-def build_providers(settings: WorkerSettings) -> dict[str, Provider]:
+def build_providers(
+    settings: WorkerSettings, checks: CheckRunner | None = None
+) -> dict[str, Provider]:
     """Every provider this worker can serve; anthropic only with a key."""
-    checks: CheckRunner | None = None
-    if settings.sandbox_address:
-        try:
-            checks = sandbox_check_runner(settings.sandbox_address)
-        except SandboxNotAvailable as err:
-            raise SystemExit(str(err)) from None
     names = ["offline", "anthropic"] if settings.anthropic_api_key else ["offline"]
     return {name: make_provider(name, settings, checks=checks) for name in names}
 
 
 async def main(settings: WorkerSettings) -> None:
-    providers = build_providers(settings)
+    checks = sandbox_check_runner(settings.sandbox_address) if settings.sandbox_address else None
+    providers = build_providers(settings, checks)
     default = settings.default_provider
     if default not in providers:
         raise SystemExit(
@@ -63,6 +60,8 @@ async def main(settings: WorkerSettings) -> None:
     async def on_stop() -> None:
         for provider in providers.values():
             await provider.aclose()
+        if checks is not None:
+            await checks.aclose()
 
     await serve(
         settings,

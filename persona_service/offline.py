@@ -42,6 +42,7 @@ from persona_service.offline_templates import (
     backend_files,
     devops_files,
     has_markers,
+    project_file,
 )
 from persona_service.offline_tests import acceptance_tests, backend_tests, frontend_tests
 from persona_service.usage import UsageMeter
@@ -75,10 +76,12 @@ def _solution_architect(ctx: Context) -> Written:
 def _backend_developer(ctx: Context) -> Written:
     files = backend_files(ctx)
     files["tests/test_backend.py"] = backend_tests(ctx)
+    files["pyproject.toml"] = project_file(ctx)
     return (
         files,
         f"The app package: a thread-safe {ctx.noun} store and a JSON API at /{ctx.resource} "
-        "on http.server (standard library only), with store and HTTP tests.",
+        "on http.server (standard library only), with store and HTTP tests, and the "
+        "project's pyproject.toml (python -m pytest runs from its root).",
     )
 
 
@@ -124,10 +127,17 @@ def _qa_engineer(ctx: Context) -> Written:
 def _devops_engineer(ctx: Context) -> Written:
     # Without delivered code, follow the layout the architecture prescribes.
     packages = ctx.packages or ("app", "frontend")
+    files = devops_files(ctx, packages)
+    if ctx.file("pyproject.toml") is not None:
+        # The project's own pyproject.toml (the backend's) stays the one; rewriting a
+        # path another step wrote would make two versions of it.
+        del files["pyproject.toml"]
+        made = "a non-root Dockerfile and .ci/run (keeping the project's pyproject.toml)"
+    else:
+        made = "pyproject.toml, a non-root Dockerfile and .ci/run"
     return (
-        devops_files(ctx, packages),
-        f"pyproject.toml, a non-root Dockerfile and .ci/run for {', '.join(packages)}; "
-        "CI compiles everything and runs python -m pytest -q.",
+        files,
+        f"{made} for {', '.join(packages)}; CI compiles everything and runs python -m pytest -q.",
     )
 
 
@@ -141,8 +151,12 @@ def _security_reviewer(ctx: Context) -> Written:
 
 
 def _code_reviewer(ctx: Context) -> Written:
-    text, findings, ready = code_review(ctx)
-    verdict = "ready to merge" if ready else "changes requested"
+    text, findings, clean = code_review(ctx)
+    verdict = (
+        "no blocking findings (a template review: no merge decision)"
+        if clean
+        else ("changes requested")
+    )
     return (
         {"docs/code-review.md": text},
         f"Reviewed {len(ctx.files)} files: {len(findings)} findings; {verdict}.",

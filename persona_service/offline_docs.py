@@ -11,8 +11,8 @@ import re
 from persona_service.offline_context import Context
 
 OFFLINE_NOTE = (
-    "_Written by Maestro's offline provider (deterministic templates, no model was "
-    "called). Review before relying on it._"
+    "_A labelled template demo: written by Maestro's offline provider from deterministic "
+    "templates; no model was called and nobody judged it. Review before relying on it._"
 )
 _FR_HEADING = re.compile(r"^### (FR-\d+): (.+)$", re.MULTILINE)
 

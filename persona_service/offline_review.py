@@ -209,12 +209,16 @@ def security_review(ctx: Context) -> tuple[str, list[Finding]]:
 
 
 def code_review(ctx: Context) -> tuple[str, list[Finding], bool]:
-    """docs/code-review.md, its findings and whether it is ready to merge."""
+    """docs/code-review.md, its findings and whether the checks found a blocking one.
+
+    A template cannot judge code, so the review makes no merge decision: it reports
+    what its static checks found, and says it is a template.
+    """
     stats = [file_stats(f) for f in ctx.files]
     findings = code_findings(ctx.files, stats)
     blocking = [f for f in findings if f.severity == "high"]
     has_code = any(f.path.endswith(".py") for f in ctx.files)
-    ready = has_code and not blocking
+    clean = has_code and not blocking
     out = [f"# Code review: {ctx.title}", "", OFFLINE_NOTE, "", "## Files reviewed", ""]
     if stats:
         out += _files_table(stats)
@@ -226,10 +230,15 @@ def code_review(ctx: Context) -> tuple[str, list[Finding], bool]:
         out += ["", "Not reviewed (left out of this step's context):", ""]
         out += [f"- `{p}`" for p in ctx.omitted_paths]
     out += ["", "## Findings", "", *_findings_section(findings, "C"), "", "## Verdict", ""]
-    if ready:
-        out.append("Ready to merge: no blocking (high) findings.")
+    if clean:
+        out.append(
+            "No blocking (high) findings from the automated checks above. This is a "
+            "template review and makes no merge decision: the code's tests, lint and "
+            "compilation are judged by the run's gate, and a human or model review "
+            "should decide."
+        )
     elif not has_code:
-        out.append("Not ready: there is no code to merge.")
+        out.append("Nothing to decide: no code was given to this review.")
     else:
         out.append(f"Changes requested: {len(blocking)} blocking finding(s) above.")
-    return "\n".join(out) + "\n", findings, ready
+    return "\n".join(out) + "\n", findings, clean

@@ -329,11 +329,53 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+# The project's root: pytest stops looking for configuration here (it never climbs into
+# an enclosing project) and collects only tests/ below it.
+PYTEST_SECTION = [
+    "[tool.pytest.ini_options]",
+    'testpaths = ["tests"]',
+    'pythonpath = ["."]',
+]
+
+
+def project_file(ctx: Context) -> str:
+    """The project's pyproject.toml, written with the backend at the root of the tree.
+
+    It makes the tree a self-contained project: `python -m pytest` run in it uses this
+    configuration and collects tests/ only. Packages are found (tests and docs are not
+    packages), so the frontend written in parallel is included without being named.
+    """
+    lines = [
+        "[build-system]",
+        'requires = ["setuptools>=68"]',
+        'build-backend = "setuptools.build_meta"',
+        "",
+        "[project]",
+        f'name = "{ctx.resource}-service"',
+        'version = "0.1.0"',
+        f"description = {_toml_string(ctx.title)}",
+        'requires-python = ">=3.11"',
+        "dependencies = []",
+        "",
+        "[project.optional-dependencies]",
+        'test = ["pytest>=8"]',
+        "",
+        "[project.scripts]",
+        f'{ctx.resource}-server = "app.server:main"',
+        "",
+        "[tool.setuptools.packages.find]",
+        'exclude = ["tests*", "docs*"]',
+        "",
+        *PYTEST_SECTION,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def devops_files(ctx: Context, packages: tuple[str, ...]) -> dict[str, str]:
     """Returns pyproject.toml, Dockerfile and .ci/run for the given packages.
 
-    The pyproject only adds pytest's testpaths, so `python -m pytest -q` at the root
-    behaves as before; packages are listed explicitly so setuptools never guesses.
+    The pyproject (used when no step wrote the project's own) configures pytest like
+    project_file; packages are listed explicitly so setuptools never guesses.
     """
     name = f"{ctx.resource}-service"
     scripts = []
@@ -363,8 +405,7 @@ def devops_files(ctx: Context, packages: tuple[str, ...]) -> dict[str, str]:
         "[tool.setuptools]",
         f"packages = {json.dumps(list(packages))}",
         "",
-        "[tool.pytest.ini_options]",
-        'testpaths = ["tests"]',
+        *PYTEST_SECTION,
     ]
     copies = [f"COPY {p}/ {p}/" for p in packages]
     if "app" in packages:

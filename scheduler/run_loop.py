@@ -455,16 +455,15 @@ class RunDriver:
                 dispatch,
                 reason,
                 usage=usage,
-                retry_at=None,
+                retry_in=None,
                 block=block,
             )
             return StepOutcome(Outcome.FAILED, reason)
-        retry_at = time.time() + decision.retry_in
         log.warning(
             "step %s attempt %d: %s; again in %.1fs", step_id, attempt, reason, decision.retry_in
         )
         if decision.consumes_attempt:
-            await persist(
+            due = await persist(
                 "recording a failed attempt",
                 store.fail_attempt,
                 lease,
@@ -473,10 +472,10 @@ class RunDriver:
                 dispatch,
                 reason,
                 usage=usage,
-                retry_at=retry_at,
+                retry_in=decision.retry_in,
             )
         else:
-            await persist(
+            due = await persist(
                 "recording a lost attempt",
                 store.lose_dispatch,
                 lease,
@@ -485,9 +484,9 @@ class RunDriver:
                 dispatch,
                 reason,
                 usage=usage,
-                retry_at=retry_at,
+                retry_in=decision.retry_in,
             )
-        return StepOutcome(Outcome.WAITING, reason, retry_at)
+        return StepOutcome(Outcome.WAITING, reason, due)
 
     async def _request(
         self, step_id: str, persona: str, attempt: int, budget: AttemptBudget

@@ -1,8 +1,8 @@
 """A local Maestro: every service as its own process on loopback.
 
-`LocalStack` starts the persona worker, the scheduler(s) and the gateway (in that
-order, each pointed at the one before), waits until each one has written its port file
-and answers a gRPC health check, and stops them in reverse order with SIGTERM (then
+`LocalStack` starts the sandbox, the persona worker, the scheduler(s) and the gateway
+(in that order, each pointed at the ones before), waits until each one has written its
+port file and answers a gRPC health check, and stops them in reverse order with SIGTERM (then
 SIGKILL after a grace period). Tests use `stop_service`/`start_service` to restart
 one service; a restarted service gets its previous port back, so the services that
 point at it keep working.
@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 WORKER, SCHEDULER, GATEWAY = "persona_service", "scheduler", "gateway"
-# Start order: each service needs the address of the one before it.
-SERVICES: tuple[str, ...] = (WORKER, SCHEDULER, GATEWAY)
+SANDBOX = "sandbox_service"
+# Start order: each service needs the addresses of the ones before it.
+SERVICES: tuple[str, ...] = (SANDBOX, WORKER, SCHEDULER, GATEWAY)
 _ENV_PREFIX = {
+    SANDBOX: "MAESTRO_SANDBOX_",
     WORKER: "MAESTRO_WORKER_",
     SCHEDULER: "MAESTRO_SCHEDULER_",
     GATEWAY: "MAESTRO_GATEWAY_",
@@ -142,13 +144,28 @@ def _upgrade_sqlite(path: Path) -> None:
     upgrade(f"sqlite:///{path}")
 
 
+def _without_secrets(env: dict[str, str]) -> dict[str, str]:
+    """The sandbox's environment: it runs generated code, so the API key and the other
+    services' settings stay out of its process too (its jail starts from nothing)."""
+    return {
+        key: value
+        for key, value in env.items()
+        if key != "ANTHROPIC_API_KEY"
+        and (
+            not key.startswith("MAESTRO_")
+            or key.startswith(("MAESTRO_SANDBOX_", "MAESTRO_LOG_"))
+            or key == PARENT_PID_ENV
+        )
+    }
+
+
 def _kill(process: asyncio.subprocess.Process) -> None:
     with suppress(ProcessLookupError):
         process.kill()
 
 
 class LocalStack:
-    """Runs the three Maestro services as child processes.
+    """Runs the Maestro services as child processes.
 
     Use as `async with LocalStack(data_dir) as stack:`; `stack.gateway_address` is
     then ready for calls.
@@ -198,7 +215,7 @@ class LocalStack:
                 "pass --database-url postgresql://..."
             )
         self.scheduler_names = tuple(scheduler_name(i) for i in range(schedulers))
-        self.services = (WORKER, *self.scheduler_names, GATEWAY)
+        self.services = (SANDBOX, WORKER, *self.scheduler_names, GATEWAY)
         self.provider = provider
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
@@ -243,6 +260,11 @@ class LocalStack:
     def log_path(self, name: str) -> Path:
         """Where a service's stderr (and stdout) goes."""
         return self.log_dir / f"{name}.log"
+
+    def pid(self, name: str) -> int | None:
+        """The process id of a running service, or None."""
+        service = self._running.get(name)
+        return service.process.pid if service is not None else None
 
     def is_running(self, name: str) -> bool:
         """Whether the service's process is alive as far as this stack knows."""
@@ -353,15 +375,20 @@ class LocalStack:
                 PARENT_PID_ENV: str(os.getpid()),
             }
         )
-        if name == WORKER and self.provider:
-            env["MAESTRO_WORKER_PROVIDER"] = self.provider
+        if name == WORKER:
+            env["MAESTRO_WORKER_SANDBOX_ADDRESS"] = self.address(SANDBOX)
+            if self.provider:
+                env["MAESTRO_WORKER_PROVIDER"] = self.provider
         if _module(name) == SCHEDULER:
             env["MAESTRO_SCHEDULER_DATABASE"] = self.database_url
             env["MAESTRO_SCHEDULER_WORKER_ADDRESS"] = self.address(WORKER)
+            env["MAESTRO_SCHEDULER_SANDBOX_ADDRESS"] = self.address(SANDBOX)
         if name == GATEWAY:
             env["MAESTRO_GATEWAY_DATABASE"] = self.database_url
             env["MAESTRO_GATEWAY_SCHEDULER_ADDRESS"] = self.scheduler_target()
         env.update(self.extra_env)
+        if name == SANDBOX:
+            return _without_secrets(env)
         return env
 
     async def start_service(self, name: str) -> None:

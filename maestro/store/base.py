@@ -187,10 +187,15 @@ class Store:
         reason: str,
         *,
         usage: Usage | None,
-        retry_at: float,
-    ) -> bool:
+        retry_in: float,
+    ) -> float | None:
+        """ATTEMPT_LOST; the same attempt is due again `retry_in` seconds from now.
+
+        Returns:
+            The due time (seconds since the epoch), or None when already recorded.
+        """
         return await self.db.write(
-            writes.lose_dispatch, lease, step_id, attempt, dispatch, reason, usage, retry_at
+            writes.lose_dispatch, lease, step_id, attempt, dispatch, reason, usage, retry_in
         )
 
     async def fail_attempt(
@@ -202,9 +207,14 @@ class Store:
         reason: str,
         *,
         usage: Usage | None,
-        retry_at: float | None,
+        retry_in: float | None,
         block: Sequence[str] = (),
-    ) -> bool:
+    ) -> float | None:
+        """The work failed; retried `retry_in` seconds from now, or the step FAILS.
+
+        Returns:
+            The due time of the retry (seconds since the epoch); None otherwise.
+        """
         return await self.db.write(
             writes.fail_attempt,
             lease,
@@ -213,7 +223,7 @@ class Store:
             dispatch,
             reason,
             usage,
-            retry_at,
+            retry_in,
             list(block),
         )
 

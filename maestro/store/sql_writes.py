@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 
 from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
-from maestro.store.db import Row, Tx, to_us
+from maestro.store.db import Row, Tx
 from maestro.store.errors import LeaseLost, RunFinished
 from maestro.store.models import (
     ACTIVE_RUN_STATES,
@@ -599,40 +599,41 @@ def lose_dispatch(
     dispatch: int,
     reason: str,
     usage: Usage | None,
-    retry_at: float,
-) -> bool:
+    retry_in: float,
+) -> float | None:
     """The platform failed this dispatch: ATTEMPT_LOST; the same attempt goes again later.
 
     Returns:
-        False when the dispatch's outcome was already recorded.
+        When the step is due again (seconds since the epoch), or None when the
+        dispatch's outcome was already recorded.
     """
     run = _RunWriter(tx, lease)
     row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch)
     if row is None or row["state"] != DispatchState.RUNNING.value:
-        return False
+        return None
+    due = tx.later(retry_in)
     if usage is not None:
         _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), usage)
     _end_dispatch(tx, lease.run_id, step_id, attempt, dispatch, DispatchState.LOST, reason)
     tx.execute(
         "UPDATE steps SET state = ?, due_time = ? WHERE run_id = ? AND step_id = ?",
-        (StepState.PENDING.value, to_us(retry_at), lease.run_id, step_id),
+        (StepState.PENDING.value, due, lease.run_id, step_id),
     )
     spent = _usage_of(_running_dispatch(tx, lease.run_id, step_id, attempt, dispatch))
-    wait = max(0.0, to_us(retry_at) - tx.now) / 1_000_000
     run.event(
         EventType.ATTEMPT_LOST,
-        f"{step_id} attempt {attempt} lost, sending it again in {wait:.1f}s: {reason}",
+        f"{step_id} attempt {attempt} lost, sending it again in {retry_in:.1f}s: {reason}",
         step_id,
         {
             "attempt": str(attempt),
             "dispatch": str(dispatch),
             "reason": reason,
-            "retry_in_seconds": f"{wait:.2f}",
+            "retry_in_seconds": f"{retry_in:.2f}",
             **spent.attributes(),
         },
     )
     run.close()
-    return True
+    return due / 1_000_000
 
 
 def _end_dispatch(
@@ -659,40 +660,42 @@ def fail_attempt(
     dispatch: int,
     reason: str,
     usage: Usage | None,
-    retry_at: float | None,
+    retry_in: float | None,
     block: Sequence[str],
-) -> bool:
-    """The work failed: STEP_RETRY_SCHEDULED when `retry_at` is set, else the step FAILS
+) -> float | None:
+    """The work failed: STEP_RETRY_SCHEDULED when `retry_in` is set, else the step FAILS
     with STEP_FAILED and the steps in `block` still waiting become BLOCKED.
 
     Returns:
-        False when the dispatch's outcome was already recorded.
+        When the step is due again (seconds since the epoch); None when it failed for
+        good, or when the dispatch's outcome was already recorded.
     """
     run = _RunWriter(tx, lease)
     row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch)
     if row is None or row["state"] != DispatchState.RUNNING.value:
-        return False
+        return None
     if usage is not None:
         _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), usage)
     _end_dispatch(tx, lease.run_id, step_id, attempt, dispatch, DispatchState.FAILED, reason)
     attributes = {"attempt": str(attempt), "reason": reason}
-    if retry_at is not None:
-        wait = max(0.0, to_us(retry_at) - tx.now) / 1_000_000
-        tx.execute(
-            "UPDATE steps SET state = ?, due_time = ?, error = ? WHERE run_id = ? AND step_id = ?",
-            (StepState.PENDING.value, to_us(retry_at), reason, lease.run_id, step_id),
-        )
-        attributes["retry_in_seconds"] = f"{wait:.2f}"
-        run.event(
-            EventType.STEP_RETRY_SCHEDULED,
-            f"{step_id} attempt {attempt} failed, retrying in {wait:.1f}s: {reason}",
-            step_id,
-            attributes,
-        )
-    else:
+    if retry_in is None:
         _fail_step(run, step_id, reason, attributes, block)
+        run.close()
+        return None
+    due = tx.later(retry_in)
+    tx.execute(
+        "UPDATE steps SET state = ?, due_time = ?, error = ? WHERE run_id = ? AND step_id = ?",
+        (StepState.PENDING.value, due, reason, lease.run_id, step_id),
+    )
+    attributes["retry_in_seconds"] = f"{retry_in:.2f}"
+    run.event(
+        EventType.STEP_RETRY_SCHEDULED,
+        f"{step_id} attempt {attempt} failed, retrying in {retry_in:.1f}s: {reason}",
+        step_id,
+        attributes,
+    )
     run.close()
-    return True
+    return due / 1_000_000
 
 
 def fail_step(tx: Tx, lease: Lease, step_id: str, reason: str, block: Sequence[str]) -> None:

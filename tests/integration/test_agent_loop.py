@@ -33,6 +33,11 @@ async def worker(fake: FakeAnthropic) -> AsyncIterator[Worker]:
         yield running
 
 
+# The backend developer delivers the project's pyproject.toml too.
+PYPROJECT_TEXT = '[project]\nname = "todo"\n'
+PYPROJECT = ("write_file", {"path": "pyproject.toml", "content": PYPROJECT_TEXT})
+
+
 def _backend(**fields: Any) -> worker_pb2.ExecuteStepRequest:
     return step_request("backend_developer", step_id="backend", workspace=DESIGN, **fields)
 
@@ -47,6 +52,7 @@ async def test_the_loop_writes_reads_edits_and_submits(fake: FakeAnthropic, work
             "write_file",
             {"path": "tests/test_backend_store.py", "content": "def test_x():\n    pass\n"},
         ),
+        PYPROJECT,
     )
     fake.push_tool_calls(
         (
@@ -67,6 +73,7 @@ async def test_the_loop_writes_reads_edits_and_submits(fake: FakeAnthropic, work
     assert outcome.files() == {
         "app/store.py": STORE.replace("return title", "return {'title': title}"),
         "tests/test_backend_store.py": "def test_x():\n    pass\n",
+        "pyproject.toml": PYPROJECT_TEXT,
     }
     assert (result.provider, result.model) == ("anthropic", "claude-sonnet-5-5")
     assert result.usage.calls == 4 and len(fake.requests) == 4
@@ -150,6 +157,7 @@ async def test_an_answer_cut_at_max_tokens_continues_instead_of_repeating(
         ("write_file", {"path": "app/big.py", "content": "x = 1\n"}),
         ("write_file", {"path": "app/big.py", "content": "y = 2\n", "append": True}),
         ("write_file", {"path": "tests/test_backend_big.py", "content": "import app\n"}),
+        PYPROJECT,
     )
     fake.push_tool_calls(("submit", {"summary": "Done in parts."}))
 
@@ -170,7 +178,7 @@ async def test_an_answer_cut_at_max_tokens_continues_instead_of_repeating(
 async def test_a_missing_deliverable_gets_one_repair_turn(
     fake: FakeAnthropic, worker: Worker
 ) -> None:
-    fake.push_tool_calls(("write_file", {"path": "app/store.py", "content": STORE}))
+    fake.push_tool_calls(("write_file", {"path": "app/store.py", "content": STORE}), PYPROJECT)
     fake.push_tool_calls(("submit", {"summary": "Done?"}))
     fake.push_tool_calls(
         ("write_file", {"path": "tests/test_backend.py", "content": "import app\n"})
@@ -211,6 +219,7 @@ async def test_writing_a_path_another_step_owns_is_refused_unless_shared(
         ("edit_file", {"path": "tests/helpers.py", "old_text": "H = 1", "new_text": "H = 2"}),
         ("write_file", {"path": "app/store.py", "content": STORE}),
         ("write_file", {"path": "tests/test_backend.py", "content": "import app\n"}),
+        PYPROJECT,
     )
     fake.push_tool_calls(("submit", {"summary": "Done."}))
     request = step_request(
@@ -230,6 +239,7 @@ async def test_writing_a_path_another_step_owns_is_refused_unless_shared(
         "app/store.py": STORE,
         "tests/helpers.py": "H = 2\n",
         "tests/test_backend.py": "import app\n",
+        "pyproject.toml": PYPROJECT_TEXT,
     }
     results = fake.requests[1].body["messages"][-1]["content"]
     assert results[0]["is_error"] is True

@@ -153,13 +153,14 @@ async def test_a_code_persona_in_document_mode_answers_with_its_files(
             "files": [
                 {"path": "app/__init__.py", "content": ""},
                 {"path": "tests/test_backend.py", "content": "import app\n"},
+                {"path": "pyproject.toml", "content": "[project]\nname = 'x'\n"},
             ],
         }
     )
     request = step_request("backend_developer", mode=worker_pb2.STEP_MODE_DOCUMENT)
     outcome = await worker.execute(request)
 
-    assert set(outcome.files()) == {"app/__init__.py", "tests/test_backend.py"}
+    assert set(outcome.files()) == {"app/__init__.py", "tests/test_backend.py", "pyproject.toml"}
     body = fake.requests[0].body
     assert body["output_config"]["format"]["schema"]["title"] == FilesAnswer.__name__
 

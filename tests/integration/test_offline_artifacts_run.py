@@ -2,7 +2,9 @@
 
 Each step gets its dependencies' outputs as context, like the scheduler gives them;
 the files are written into one directory and `python -m pytest -q` runs there in a
-subprocess (asyncio, with a deadline).
+subprocess (asyncio, with a deadline). The directory sits inside an enclosing project
+whose configuration and conftest would break any test run that climbed out of the tree,
+as `maestro-out/<run>/` sits inside the user's project.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def ancestors(chain: dict[str, tuple[str, ...]], name: str) -> list[str]:
     return order
 
 
-async def _run_chain(chain: dict[str, tuple[str, ...]]) -> dict[str, StepOutput]:
+async def run_chain(chain: dict[str, tuple[str, ...]]) -> dict[str, StepOutput]:
     provider = OfflineProvider()
     outputs: dict[str, StepOutput] = {}
     for name in chain:
@@ -77,6 +79,19 @@ async def _run_chain(chain: dict[str, tuple[str, ...]]) -> dict[str, StepOutput]
         )
         assert notes, name
     return outputs
+
+
+def _enclosing_project(tmp_path: Path) -> Path:
+    """A project around the output tree that fails any pytest run that reaches it."""
+    outer = tmp_path / "enclosing"
+    outer.mkdir()
+    (outer / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\ntestpaths = ["no-such-dir"]\naddopts = "--no-such-option"\n'
+    )
+    (outer / "conftest.py").write_text("raise RuntimeError('climbed out of the tree')\n")
+    tree = outer / "maestro-out" / "run-offline"
+    tree.mkdir(parents=True)
+    return tree
 
 
 def _write_tree(root: Path, outputs: dict[str, StepOutput]) -> list[str]:
@@ -122,28 +137,31 @@ def _passed(output: str) -> int:
 
 
 async def test_sdlc_chain_artifacts_pass_their_own_tests(tmp_path: Path) -> None:
-    outputs = await _run_chain(SDLC)
-    written = _write_tree(tmp_path, outputs)
+    outputs = await run_chain(SDLC)
+    tree = _enclosing_project(tmp_path)
+    written = _write_tree(tree, outputs)
     assert {"app/server.py", "frontend/client.py", "tests/test_acceptance.py"} <= set(written)
+    assert "pyproject.toml" in written
 
-    code, output = await _pytest_in(tmp_path)
+    code, output = await _pytest_in(tree)
 
     assert code == 0, output
     assert "failed" not in output
     assert not re.search(r"\d+ errors?\b", output), output
     # Backend, frontend and acceptance tests all ran.
     assert _passed(output) >= 15, output
-    review = (tmp_path / "docs/code-review.md").read_text()
+    review = (tree / "docs/code-review.md").read_text()
     assert "`app/server.py`" in review
-    assert "Ready to merge" in review
+    assert "Ready to merge" not in review
 
 
 async def test_full_team_tree_with_packaging_still_passes(tmp_path: Path) -> None:
-    outputs = await _run_chain(FULL_TEAM)
-    written = _write_tree(tmp_path, outputs)
+    outputs = await run_chain(FULL_TEAM)
+    tree = _enclosing_project(tmp_path)
+    written = _write_tree(tree, outputs)
     assert {"pyproject.toml", "Dockerfile", ".ci/run", "README.md"} <= set(written)
 
-    code, output = await _pytest_in(tmp_path)
+    code, output = await _pytest_in(tree)
 
     assert code == 0, output
     assert "failed" not in output

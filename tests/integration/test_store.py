@@ -131,10 +131,10 @@ async def test_every_write_of_a_path_is_a_version_and_reads_give_the_latest(stor
 async def test_failure_retry_block_and_finish(store: Store) -> None:
     lease = await _created(store)
     first, d1 = await store.start_dispatch(lease, "a", "offline")
-    later = time.time() + 30
-    await store.fail_attempt(
-        lease, "a", first, d1, "overloaded", usage=Usage(10, 0), retry_at=later
+    later = await store.fail_attempt(
+        lease, "a", first, d1, "overloaded", usage=Usage(10, 0), retry_in=30
     )
+    assert later is not None and abs(later - (time.time() + 30)) < 1
     run = await store.get_run("r1")
     assert run is not None
     step = run.steps[0]
@@ -144,7 +144,7 @@ async def test_failure_retry_block_and_finish(store: Store) -> None:
     second, d2 = await store.start_dispatch(lease, "a", "offline")
     assert (second, d2) == (first + 1, 1)
     await store.fail_attempt(
-        lease, "a", second, d2, "overloaded again", usage=Usage(5, 1), retry_at=None, block=["b"]
+        lease, "a", second, d2, "overloaded again", usage=Usage(5, 1), retry_in=None, block=["b"]
     )
     await store.finish_run(lease, RunState.FAILED, "step 'a' failed: overloaded again")
 
@@ -171,9 +171,7 @@ async def test_a_lost_dispatch_is_sent_again_under_the_same_attempt(store: Store
     lease = await _created(store)
     attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
     await store.record_progress(lease, "a", attempt, dispatch, [], Usage(7, 2))
-    await store.lose_dispatch(
-        lease, "a", attempt, dispatch, "worker gone", usage=None, retry_at=time.time()
-    )
+    await store.lose_dispatch(lease, "a", attempt, dispatch, "worker gone", usage=None, retry_in=0)
     assert await store.start_dispatch(lease, "a", "offline") == (1, 2)
     run = await store.get_run("r1")
     assert run is not None
@@ -306,9 +304,7 @@ async def test_a_cancelled_caller_does_not_cut_a_transaction_short(store: Store)
             await asyncio.sleep(0)
         write.cancel()
         await asyncio.gather(write, return_exceptions=True)
-        await store.fail_attempt(
-            lease, "a", attempt, dispatch, "cancelled", usage=None, retry_at=time.time()
-        )
+        await store.fail_attempt(lease, "a", attempt, dispatch, "cancelled", usage=None, retry_in=0)
     events = await store.events_after("r1", 0)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
 

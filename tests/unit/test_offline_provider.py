@@ -158,8 +158,10 @@ async def test_awkward_requirement_text_still_gives_valid_files() -> None:
         for file in output.files:
             if file.path.endswith(".py"):
                 ast.parse(file.content, filename=file.path)
-    pyproject = tomllib.loads(_files(outputs["devops_engineer"])["pyproject.toml"])
+    pyproject = tomllib.loads(_files(outputs["backend_developer"])["pyproject.toml"])
     assert "\u2603" in pyproject["project"]["description"]
+    alone = _files(await _run(_request("devops_engineer", requirement=awkward)))
+    assert "\u2603" in tomllib.loads(alone["pyproject.toml"])["project"]["description"]
 
 
 async def test_qa_without_code_writes_only_the_plan() -> None:
@@ -193,11 +195,18 @@ async def test_test_plan_claims_automation_only_for_what_the_tests_cover() -> No
     assert "Staff record invoices with a customer and an amount. Checked: manual" in plan
 
 
-async def test_devops_config_matches_the_delivered_packages() -> None:
-    files = _files((await _run_team())["devops_engineer"])
-    pyproject = tomllib.loads(files["pyproject.toml"])
-    assert pyproject["tool"]["setuptools"]["packages"] == ["app", "frontend"]
-    assert pyproject["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
+async def test_backend_owns_the_project_file_and_devops_keeps_it() -> None:
+    outputs = await _run_team()
+    project = tomllib.loads(_files(outputs["backend_developer"])["pyproject.toml"])
+    assert project["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
+    assert project["tool"]["setuptools"]["packages"]["find"]["exclude"] == ["tests*", "docs*"]
+    files = _files(outputs["devops_engineer"])
+    # One writer per path: devops builds on the backend's pyproject.toml.
+    assert "pyproject.toml" not in files
+    assert "keeping the project's pyproject.toml" in outputs["devops_engineer"].summary
+    alone = tomllib.loads(_files(await _run(_request("devops_engineer")))["pyproject.toml"])
+    assert alone["tool"]["setuptools"]["packages"] == ["app", "frontend"]
+    assert alone["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
     assert "COPY app/ app/" in files["Dockerfile"]
     assert "USER service" in files["Dockerfile"]
     assert "python -m pytest -q" in files[".ci/run"]
@@ -233,7 +242,10 @@ async def test_team_reviews_count_the_delivered_files() -> None:
     review = _files(outputs["code_reviewer"])["docs/code-review.md"]
     for path in ("app/server.py", "frontend/client.py", "tests/test_acceptance.py"):
         assert f"`{path}`" in review
-    assert "Ready to merge" in review
+    # A template makes no merge decision, and says what it is.
+    assert "Ready to merge" not in review
+    assert "makes no merge decision" in review
+    assert "labelled template demo" in review
     readme = _files(outputs["technical_writer"])["README.md"]
     assert "python -m app --port 8000" in readme
     assert "`frontend/cli.py`" in readme

@@ -85,19 +85,17 @@ def test_tool_schemas_are_closed_and_run_checks_only_with_a_sandbox() -> None:
 
 def test_directory_deliverables_need_a_file_under_them() -> None:
     backend = PERSONAS["backend_developer"]
-    assert missing_deliverables(backend, ["app/x.py"]) == ["tests/"]
-    assert missing_deliverables(backend, ["app/x.py", "tests/test_backend.py"]) == []
-    assert missing_deliverables(PERSONAS["devops_engineer"], ["Dockerfile"]) == [
-        "pyproject.toml",
-        ".ci/run",
-    ]
+    assert missing_deliverables(backend, ["app/x.py"]) == ["tests/", "pyproject.toml"]
+    done = ["app/x.py", "tests/test_backend.py", "pyproject.toml"]
+    assert missing_deliverables(backend, done) == []
+    assert missing_deliverables(PERSONAS["devops_engineer"], ["Dockerfile"]) == [".ci/run"]
     with pytest.raises(StepFailed) as caught:
         check_deliverables(backend, [TextFile(path="app/x.py", content="")])
     assert (caught.value.kind, caught.value.reason) == (
         FailureKind.RETRYABLE,
         "missing_deliverables",
     )
-    assert caught.value.message == "missing deliverables: tests/"
+    assert caught.value.message == "missing deliverables: tests/, pyproject.toml"
 
 
 def test_ownership_names_every_clash_and_honours_shared_prefixes() -> None:
