@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from maestro.personas import get_persona
 from persona_service.catalog import PriceTable
@@ -140,20 +141,22 @@ class StepRunner:
         yield Note(
             f"{persona.role} working with the {provider.name} provider", provider.name, meter.total
         )
+        waiting: set[asyncio.Task[Any]] = set()
         try:
             while not work.done():
                 next_note = asyncio.create_task(notes.get())
                 beat = asyncio.create_task(changed.wait())
+                waiting = {next_note, beat}
                 done, _ = await asyncio.wait(
-                    {work, next_note, beat},
+                    {work, *waiting},
                     timeout=self._heartbeat_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                beat.cancel()
+                for task in waiting - done:
+                    task.cancel()
+                waiting = set()
                 if next_note in done:
                     yield Note(next_note.result(), provider.name, meter.total)
-                else:
-                    next_note.cancel()
                 if beat in done or not done:
                     changed.clear()
                     yield Heartbeat(meter.total)
@@ -181,7 +184,10 @@ class StepRunner:
                 return
             yield output
         finally:
-            # The caller went away (cancelled run, deadline): stop the provider too.
+            # The caller went away (cancelled run, deadline): stop the waits and the
+            # provider too, so no task outlives the attempt.
+            for task in waiting:
+                task.cancel()
             if not work.done():
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -14,6 +14,8 @@ import contextlib
 import logging
 import uuid
 
+from pydantic import ValidationError
+
 from maestro.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -41,6 +43,16 @@ PROVIDERS = ("", "anthropic", "offline")
 MAX_REQUIREMENT_CHARS = 20_000
 MAX_WORKFLOW_YAML_BYTES = 256 * 1024
 CANCEL_WAIT_SECONDS = 5.0
+
+
+def _problems(err: ValidationError, most: int = 3) -> str:
+    """A validation error's first problems as `where: what; ...`, each kept short."""
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'workflow'}: {e['msg']}"[:200]
+        for e in err.errors(include_url=False, include_input=False)
+    ]
+    more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
+    return "; ".join(problems[:most]) + more
 
 
 class Engine:
@@ -308,9 +320,9 @@ class Engine:
             note = "re-driven after its scheduler stopped"
         try:
             spec = WorkflowSpec.model_validate_json(record.spec_json)
-        except ValueError as err:
+        except ValidationError as err:
             # A stored run this code cannot read (a persona renamed, say) ends at once.
-            reason = f"the stored workflow no longer loads: {str(err).splitlines()[0]}"
+            reason = f"the stored workflow no longer loads: {_problems(err)}"
             log.error("run %s: %s", run_id, reason)
             await persist(
                 "failing an unreadable run",
@@ -320,6 +332,12 @@ class Engine:
                 reason,
             )
             return
+        log.info(
+            "run %s: driving it (lease %d)%s",
+            run_id,
+            claim.lease.token,
+            f"; {note}" if note else "",
+        )
         self._start(claim.lease, record, spec, note=note)
         if claim.cancel_requested:
             self._drivers[run_id].cancel()

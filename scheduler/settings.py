@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 
 from pydantic import AliasChoices, Field
@@ -25,8 +27,9 @@ class SchedulerSettings(ServiceSettings):
         description="persona=ADDRESS,...,*=ADDRESS: the worker pool of each persona",
     )
     scheduler_id: str = Field(
-        default_factory=lambda: uuid.uuid4().hex[:12],
-        description="this scheduler's name in leases and logs (unique per process)",
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+        description="this scheduler's name in leases, events and logs (unique per process: "
+        "host, pid and a random part, so a restarted scheduler is never taken for the old one)",
     )
     max_parallel_steps: int = Field(default=8, ge=1, le=1000, description="per run")
     max_steps_in_flight: int = Field(

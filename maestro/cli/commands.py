@@ -26,6 +26,8 @@ from maestro.cli.render import (
 )
 from maestro.cli.run_cmd import note_resumed_runs
 from maestro.cli.stack import LocalStack
+from maestro.store import redact_url
+from maestro.store.schema_revision import SCHEMA_REVISION
 
 
 def _out(text: str) -> None:
@@ -36,12 +38,35 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def up_command(data_dir: Path, *, port: int, provider: str | None) -> int:
+def db_upgrade(url: str) -> int:
+    """`maestro db upgrade`: migrates the database to this Maestro's schema."""
+    from maestro.store.migrate import upgrade
+
+    _note(f"upgrading {redact_url(url)} to schema {SCHEMA_REVISION}")
+    upgrade(url)
+    _out(f"{redact_url(url)} is at schema {SCHEMA_REVISION}")
+    return 0
+
+
+async def up_command(
+    data_dir: Path,
+    *,
+    port: int,
+    provider: str | None,
+    database_url: str | None = None,
+    schedulers: int = 1,
+) -> int:
     """Runs the local stack in the foreground until SIGINT/SIGTERM or a service dies."""
     with Interrupts() as interrupts:
         # The first signal means "stop cleanly", whatever phase we are in, except while
         # starting, where aborting the start is the clean way out.
-        stack = LocalStack(data_dir, provider=provider, gateway_port=port)
+        stack = LocalStack(
+            data_dir,
+            provider=provider,
+            gateway_port=port,
+            database_url=database_url,
+            schedulers=schedulers,
+        )
         _note(f"starting a local Maestro stack in {stack.data_dir} (logs in {stack.log_dir})")
         try:
             await note_resumed_runs(stack)

@@ -30,6 +30,7 @@ from maestro.cli.stack import StackError
 from maestro.core.errors import DeadlineExceeded, InvalidArgument, MaestroError, Unavailable
 from maestro.paths import BadPath
 from maestro.personas import PERSONAS
+from maestro.store import redact_url
 from maestro.workflow import load_workflow
 
 Handler = Callable[[argparse.Namespace], int]
@@ -43,6 +44,13 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
 
 
@@ -96,11 +104,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+        "(default: $MAESTRO_DATABASE_URL, else ./.maestro/maestro.db)",
+    )
+
     up = sub.add_parser(
-        "up", parents=[provider], help="start a local stack in the foreground until Ctrl-C"
+        "up",
+        parents=[provider, database],
+        help="start a local stack in the foreground until Ctrl-C",
     )
     up.add_argument("--port", type=_port, default=0, help="gateway port (default: a free one)")
+    up.add_argument(
+        "--schedulers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="schedulers sharing the work (more than one needs PostgreSQL; default 1)",
+    )
     up.set_defaults(handler=_up)
+
+    db = sub.add_parser("db", help="manage the database schema")
+    db.set_defaults(handler=lambda _args: _usage(db))
+    db_sub = db.add_subparsers(title="commands", metavar="COMMAND")
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        parents=[database],
+        help="bring a database to this Maestro's schema (creating it if empty)",
+    )
+    upgrade.set_defaults(handler=_db_upgrade)
 
     runs = sub.add_parser("runs", help="list, inspect, cancel and follow runs")
     runs.set_defaults(handler=lambda _args: _usage(runs))
@@ -185,13 +220,41 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(run_command(opts))
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    """--database-url, else $MAESTRO_DATABASE_URL, else None (the local SQLite file)."""
+    url: str | None = args.database_url or os.environ.get("MAESTRO_DATABASE_URL") or None
+    if url is not None and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise UsageError(
+            f"--database-url {redact_url(url)!r}: use sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        )
+    return url
+
+
 def _up(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    if args.schedulers > 1 and (url is None or url.startswith("sqlite:///")):
+        raise UsageError(
+            "--schedulers: several schedulers need PostgreSQL (a SQLite file has one writer); "
+            "add --database-url postgresql://USER@HOST:PORT/DB"
+        )
     picked = choose_provider(args.provider, os.environ)
     if picked.notice:
         _note(picked.notice)
     return asyncio.run(
-        commands.up_command(LOCAL_DATA_DIR, port=args.port, provider=picked.provider)
+        commands.up_command(
+            LOCAL_DATA_DIR,
+            port=args.port,
+            provider=picked.provider,
+            database_url=url,
+            schedulers=args.schedulers,
+        )
     )
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    url = _database_url(args) or f"sqlite:///{(LOCAL_DATA_DIR / 'maestro.db').resolve()}"
+    return commands.db_upgrade(url)
 
 
 def _runs_list(args: argparse.Namespace) -> int:
@@ -241,7 +304,7 @@ def _report(err: BaseException, args: argparse.Namespace) -> int:
     if isinstance(err, UsageError | InvalidArgument):
         _note(f"error: {err}")
         return 2
-    if isinstance(err, Unavailable):
+    if isinstance(err, Unavailable) and args.handler is not _db_upgrade:
         _note(f"error: cannot reach {gateway} ({err.message})")
         return 1
     if isinstance(err, DeadlineExceeded):

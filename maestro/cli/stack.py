@@ -266,6 +266,23 @@ class LocalStack:
         service = self._running.get(name)
         return service.process.pid if service is not None else None
 
+    async def kill_service(self, name: str) -> int | None:
+        """Kills one service with SIGKILL (a crash, for fault tests) and reaps it.
+
+        Returns:
+            Its exit code, or None if it was not running.
+        """
+        service = self._running.pop(name, None)
+        if service is None:
+            return None
+        try:
+            _kill(service.process)
+            await service.process.wait()
+        finally:
+            service.log_file.close()
+        await asyncio.to_thread(self._port_file(name).unlink, missing_ok=True)
+        return service.process.returncode
+
     def is_running(self, name: str) -> bool:
         """Whether the service's process is alive as far as this stack knows."""
         service = self._running.get(name)

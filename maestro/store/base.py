@@ -114,7 +114,7 @@ class Store:
         Raises:
             AlreadyExists: another run has this request_id.
         """
-        return await self.db.write(writes.create_run, new, owner, lease_seconds)
+        return await self.db.write(writes.create_run, new, owner, lease_seconds, fail_fast=True)
 
     async def claim_runs(
         self,
@@ -138,10 +138,10 @@ class Store:
         return await self.db.write(writes.release_leases, owner, list(run_ids))
 
     async def request_cancel(self, run_id: str) -> CancelRequest:
-        return await self.db.write(writes.request_cancel, run_id)
+        return await self.db.write(writes.request_cancel, run_id, fail_fast=True)
 
     async def delete_run(self, run_id: str) -> None:
-        await self.db.write(writes.delete_run, run_id)
+        await self.db.write(writes.delete_run, run_id, fail_fast=True)
 
     # -- one run's lifecycle (under its lease) ---------------------------------------
 

@@ -159,6 +159,8 @@ class Database:
 
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
+        self.outage: StoreUnavailable | None = None
+        """The last write failure, until a write succeeds again."""
 
     def on_change(self, listener: ChangeListener) -> None:
         """Calls `listener` on the event loop after each commit that appended events."""
@@ -168,15 +170,40 @@ class Database:
         for listener in self._listeners:
             listener(changed)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(self, fn: Callable[..., T], *args: Any, fail_fast: bool = False) -> T:
         """Runs `fn(tx, *args)` in a write transaction, all or nothing.
 
         A caller that is cancelled while waiting does not cancel the transaction: it
         commits or rolls back whole, whatever happens to the caller.
 
+        Args:
+            fail_fast: refuse at once while the last write failed for unavailability
+                (a caller's request must not wait out a lock that will not go away
+                soon); retried work and probes leave it False, and their success ends
+                the outage.
+
         Raises:
             StoreUnavailable: the database is busy, locked, unreachable or full.
         """
+        if fail_fast and self.outage is not None:
+            raise StoreUnavailable(f"{self.outage.message} (not waiting for it; try again)")
+        future: asyncio.Future[T] = self._submit(fn, args)
+        future.add_done_callback(self._observe)
+        # Shielded: the transaction runs whole whether or not the caller still waits.
+        return await asyncio.shield(future)
+
+    def _observe(self, future: asyncio.Future[Any]) -> None:
+        # Also retrieves the exception of a write whose caller stopped waiting.
+        if future.cancelled():
+            return
+        err = future.exception()
+        if err is None:
+            self.outage = None
+        elif isinstance(err, StoreUnavailable):
+            self.outage = err
+
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+        """Starts the write transaction; its future resolves on the event loop."""
         raise NotImplementedError
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -257,13 +284,12 @@ class SqliteDatabase(Database):
 
     # writes
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
         if self._writer is None:
             raise Internal("this store was opened read-only")
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put(_Job(fn, args, future))
-        # Shielded: the transaction runs whole whether or not the caller still waits.
-        return await asyncio.shield(future)
+        return future
 
     def _write_loop(self) -> None:
         while True:
@@ -452,7 +478,13 @@ class PostgresDatabase(Database):
             row_factory=dict_row,
             connect_timeout=3,
             application_name=self._application,
-            options=f"-c lock_timeout={lock_ms} -c statement_timeout=10000",
+            # A process paused inside a transaction (SIGSTOP, a long GC) must not hold
+            # its row locks for ever: the server ends such a session, and with it the
+            # locks that would keep other schedulers from taking its runs over.
+            options=(
+                f"-c lock_timeout={lock_ms} -c statement_timeout=10000"
+                " -c idle_in_transaction_session_timeout=3000"
+            ),
         )
         self._local.conn = conn
         with self._conns_lock:
@@ -473,16 +505,38 @@ class PostgresDatabase(Database):
                 conn.close()
             raise map_error(err) from err
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        future = self._loop.run_in_executor(self._pool, self._run, fn, args, True)
-        result, tx = await asyncio.shield(future)
-        if tx.changed_runs:
-            self._announce(tx.changed_runs)
-        return result
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+        done: asyncio.Future[T] = self._loop.create_future()
+
+        def settle(ran: asyncio.Future[tuple[T, Tx]]) -> None:
+            if ran.cancelled():
+                done.cancel()
+            elif (err := ran.exception()) is not None:
+                done.set_exception(err)
+            else:
+                result, tx = ran.result()
+                done.set_result(result)
+                if tx.changed_runs:
+                    self._announce(tx.changed_runs)
+
+        self._loop.run_in_executor(self._pool, self._run, fn, args, True).add_done_callback(
+            settle
+        )
+        return done
+
+    def _read_now(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return self._run(fn, args, False)[0]
+        except StoreUnavailable:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None and not conn.closed:
+                raise
+            # The connection was dropped (a server restart, an administrator): a read is
+            # safe to repeat once on a new one.
+            return self._run(fn, args, False)[0]
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        result, _ = await self._loop.run_in_executor(self._pool, self._run, fn, args, False)
-        return result
+        return await self._loop.run_in_executor(self._pool, self._read_now, fn, args)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, True)

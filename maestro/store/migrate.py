@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from maestro.core.errors import InvalidArgument
+from maestro.store.base import redact_url
+from maestro.store.errors import SchemaMismatch, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -34,12 +36,31 @@ def _config(url: str) -> object:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Brings the database to `revision` (creating a SQLite file if needed). Blocking."""
+    """Brings the database to `revision` (creating a SQLite file if needed). Blocking.
+
+    Raises:
+        StoreUnavailable: the database cannot be reached.
+        SchemaMismatch: it holds tables this Maestro did not make, or a newer schema.
+    """
     from alembic import command
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError, OperationalError
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(_config(url), revision)  # type: ignore[arg-type]
+    try:
+        command.upgrade(_config(url), revision)  # type: ignore[arg-type]
+    except OperationalError as err:
+        first = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise StoreUnavailable(f"cannot upgrade {redact_url(url)}: {first}") from None
+    except CommandError as err:
+        # e.g. "Can't locate revision": the database was upgraded by a newer Maestro.
+        raise SchemaMismatch(f"cannot upgrade {redact_url(url)}: {err}") from None
+    except DBAPIError as err:
+        first = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise SchemaMismatch(
+            f"cannot upgrade {redact_url(url)}: {first} (is it a Maestro database?)"
+        ) from None
 
 
 def head_revision() -> str:

@@ -231,7 +231,9 @@ def request_cancel(tx: Tx, run_id: str) -> CancelRequest:
 
 
 def heartbeat_scheduler(tx: Tx, scheduler_id: str, host: str, pid: int) -> None:
-    """Records that this scheduler is alive (and proves the database takes writes)."""
+    """Records that this scheduler is alive, and proves it can write: the runs table's
+    row locks, which every write for a run takes, can be had too."""
+    tx.one("SELECT run_id FROM runs WHERE run_id = ''" + tx.for_update)
     tx.execute(
         "INSERT INTO schedulers (scheduler_id, host, pid, start_time, heartbeat_time)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (scheduler_id)"
@@ -301,7 +303,9 @@ def start_run(tx: Tx, lease: Lease, note: str) -> None:
         "UPDATE runs SET state = ?, start_time = COALESCE(start_time, ?) WHERE run_id = ?",
         (RunState.RUNNING.value, tx.now, lease.run_id),
     )
-    attributes = {"redriven": "true", "reason": note} if note else {}
+    attributes = {"scheduler": lease.owner}
+    if note:
+        attributes |= {"redriven": "true", "reason": note}
     run.event(
         EventType.RUN_STARTED,
         f"run resumed: {note}" if note else "run started",
@@ -380,6 +384,7 @@ def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[i
             "attempt": str(attempt),
             "dispatch": str(dispatch),
             "persona": step["persona"],
+            "scheduler": lease.owner,
             # Which provider answers is the worker's choice when none was requested;
             # the events the attempt causes carry the real one.
             "requested_provider": provider or "worker default",
@@ -472,7 +477,7 @@ def record_progress(
             EventType.STEP_PROGRESS,
             message,
             step_id,
-            {"attempt": str(attempt), "provider": provider},
+            {"attempt": str(attempt), "dispatch": str(dispatch), "provider": provider},
         )
     run.close()
     return True
@@ -531,6 +536,7 @@ def complete_step(
         step_id,
         {
             "attempt": str(attempt),
+            "dispatch": str(dispatch),
             "provider": result.provider,
             "model": result.model,
             "files": str(count),
@@ -677,7 +683,7 @@ def fail_attempt(
     if usage is not None:
         _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), usage)
     _end_dispatch(tx, lease.run_id, step_id, attempt, dispatch, DispatchState.FAILED, reason)
-    attributes = {"attempt": str(attempt), "reason": reason}
+    attributes = {"attempt": str(attempt), "dispatch": str(dispatch), "reason": reason}
     if retry_in is None:
         _fail_step(run, step_id, reason, attributes, block)
         run.close()
