@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from maestro.personas import get_persona
+from persona_service.bench_provider import BENCH, BENCH_DISABLED
 from persona_service.catalog import PriceTable
 from persona_service.contract import check_deliverables, check_ownership
 from persona_service.models import (
@@ -115,6 +116,8 @@ class StepRunner:
                 raise ProviderNotConfigured(
                     "the anthropic provider needs ANTHROPIC_API_KEY on the persona worker"
                 )
+            if name == BENCH:
+                raise ProviderNotConfigured(BENCH_DISABLED)
             raise ProviderNotConfigured(f"provider {name!r} is not available on this worker")
         return provider
 
