@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,17 +149,28 @@ async def _cpu_share(pids: dict[str, int], window: float) -> dict[str, float]:
     return {name: used / window for name, used in cpu_delta(before, cpu_snapshot(pids)).items()}
 
 
+PROGRESS_WAIT_SECONDS = 5.0
+
+
 async def _until_progress(stub: Stub, run_name: str, timeout: float) -> None:
-    """Returns once the stalled step's worker call is in flight (its progress note)."""
+    """Returns once the stalled step is in the worker: at its progress note, or (for a
+    store that records no note at once) 5 s after its STEP_STARTED."""
     request = gateway_pb2.StreamRunEventsRequest(name=run_name)
     call = stub.StreamRunEvents(request, timeout=timeout)
+    events = aiter(call)
     try:
-        async for event in call:
-            if event.type == gateway_pb2.EVENT_TYPE_STEP_PROGRESS:
-                return
+        async for event in events:
+            if event.type == gateway_pb2.EVENT_TYPE_STEP_STARTED:
+                break
+        else:
+            raise BenchError(f"{run_name}: the stream ended before the step started")
+        with suppress(TimeoutError):
+            async with asyncio.timeout(PROGRESS_WAIT_SECONDS):
+                async for event in events:
+                    if event.type == gateway_pb2.EVENT_TYPE_STEP_PROGRESS:
+                        return
     finally:
         call.cancel()
-    raise BenchError(f"{run_name}: the stream ended before the step started working")
 
 
 async def measure_idle_streams(
