@@ -95,9 +95,12 @@ class Config:
     workdir: Path | None
 
 
+_BEGAN = time.monotonic()
+
+
 def note(message: str) -> None:
-    """Progress on stderr, so stdout holds only the tables."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    """Progress on stderr (seconds since start first), so stdout holds only the tables."""
+    print(f"[bench {time.monotonic() - _BEGAN:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 async def _main_stacks(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +36,8 @@ BENCH_CLIENT = "bench client"
 BENCH_ENV: dict[str, str] = {
     "MAESTRO_WORKER_ENABLE_BENCH_PROVIDER": "true",
     "MAESTRO_SCHEDULER_MAX_PARALLEL_STEPS": "100",
+    # The scheduler-wide cap of issue 5's admission (ignored by a scheduler without it).
+    "MAESTRO_SCHEDULER_MAX_STEPS_IN_FLIGHT": "100",
     "MAESTRO_LOG_LEVEL": "WARNING",
 }
 """Applied to every bench stack. WARNING: the services' INFO lines per step would
@@ -56,41 +57,35 @@ class Backend:
     """postgresql://USER@HOST:PORT/DB of a database to connect to for CREATE DATABASE."""
 
 
-async def _run(*argv: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=None if env is None else {**os.environ, **env},
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), 120.0)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    return process.returncode or 0, output.decode(errors="replace").strip()
-
-
 def _with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-async def _psql(server_url: str, sql: str) -> None:
-    code, output = await _run("psql", server_url, "-v", "ON_ERROR_STOP=1", "-qc", sql)
-    if code != 0:
-        raise RuntimeError(f"psql {sql!r} failed: {output}")
+async def _admin(server_url: str, sql: str) -> None:
+    """Runs one statement (CREATE/DROP DATABASE) on the server, outside a transaction."""
+    import psycopg
+
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            server_url, autocommit=True, connect_timeout=10
+        ) as conn:
+            await conn.execute(sql.encode())
+    except psycopg.Error as err:
+        raise RuntimeError(f"PostgreSQL at {server_url}: {sql!r} failed: {err}") from err
 
 
-async def _upgrade_if_the_cli_can(url: str) -> None:
-    """Runs `maestro db upgrade --database-url URL` (issue 5) when this commit has it."""
-    code, output = await _run(
-        sys.executable, "-m", "maestro.cli", "db", "upgrade", "--database-url", url
-    )
-    if code != 0 and "invalid choice" not in output:
-        raise BackendUnsupported(f"`maestro db upgrade` failed: {output.splitlines()[-1:]}")
+async def _upgrade_if_the_store_can(url: str) -> None:
+    """Migrates a fresh database with `maestro.store.migrate.upgrade` (issue 5) when this
+    commit has it; an older store is left to refuse the URL in `_check_store_accepts`."""
+    try:
+        from maestro.store.migrate import upgrade
+    except ImportError:
+        return
+    try:
+        await asyncio.to_thread(upgrade, url)
+    except Exception as err:  # Alembic, the driver: any of them means no PostgreSQL here
+        raise BackendUnsupported(f"migrating {url} failed: {err}") from err
 
 
 async def _check_store_accepts(url: str) -> None:
@@ -114,15 +109,15 @@ async def database(backend: Backend, label: str, data_dir: Path) -> AsyncIterato
         yield f"sqlite:///{data_dir / 'maestro.db'}"
         return
     name = f"maestro_bench_{label}_{os.getpid()}".replace("-", "_")
-    await _psql(backend.server_url, f"DROP DATABASE IF EXISTS {name}")
-    await _psql(backend.server_url, f"CREATE DATABASE {name}")
+    await _admin(backend.server_url, f"DROP DATABASE IF EXISTS {name}")
+    await _admin(backend.server_url, f"CREATE DATABASE {name}")
     url = _with_database(backend.server_url, name)
     try:
-        await _upgrade_if_the_cli_can(url)
+        await _upgrade_if_the_store_can(url)
         await _check_store_accepts(url)
         yield url
     finally:
-        await _psql(backend.server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await _admin(backend.server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 class TimedStack(LocalStack):
