@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from bench import procs
 from bench.client import (
     RPC_TIMEOUT,
@@ -336,35 +334,18 @@ class CreateResults:
     latencies: list[float] = field(default_factory=list)
 
 
-def big_workflow() -> Workload:
-    """W1's shape (1,000 steps) with steps that sleep a minute: CreateRun is measured,
-    then the run is cancelled, so the next sample finds an idle stack."""
-    shape = w1()
-    return Workload(
-        "create-1000",
-        shape.description,
-        tuple(Step(s.id, s.depends_on, 60_000) for s in shape.steps),
-        per_step=False,
-    )
-
-
 async def measure_create_large(stub: Stub, *, samples: int, timeout: float) -> CreateResults:
-    workload = big_workflow()
+    """CreateRun of W1 (1,000 no-op steps); each run is followed to its end before the
+    next sample, so every call finds an idle stack."""
+    workload = w1()
     yaml_text = workload.workflow_yaml()
     results = CreateResults(workload.size, len(yaml_text.encode()))
     for _ in range(samples):
         began = time.perf_counter()
         run = await create_run(stub, bench_request(yaml_text))
         results.latencies.append(time.perf_counter() - began)
-        stream = asyncio.create_task(follow(stub, run.name, timeout=timeout))
-        try:
-            await stub.CancelRun(gateway_pb2.CancelRunRequest(name=run.name), timeout=RPC_TIMEOUT)
-            received = await stream
-        except grpc.aio.AioRpcError as err:
-            raise BenchError(f"{run.name}: cancelling failed: {err.code().name}") from None
-        finally:
-            stream.cancel()
-        if received[-1].event.type != gateway_pb2.EVENT_TYPE_RUN_CANCELLED:
+        received = await follow(stub, run.name, timeout=timeout)
+        if received[-1].event.type != gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED:
             raise BenchError(f"{run.name}: {await run_error(stub, run.name)}")
     return results
 

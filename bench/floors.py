@@ -25,7 +25,6 @@ import grpc
 
 from bench.floor_worker import METHOD
 from bench.workloads import Step, Workload
-from maestro.core.client import insecure_channel
 from maestro.core.lifecycle import PARENT_PID_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +120,9 @@ async def floor_worker(workdir: Path) -> AsyncIterator[FloorWorker]:
     channel: grpc.aio.Channel | None = None
     try:
         port = await _wait_for_port(process, port_file)
-        channel = insecure_channel(f"127.0.0.1:{port}")
+        # A bare channel like the bare server: Maestro's keepalive pings would earn a
+        # GOAWAY (too_many_pings) from a server with gRPC's default ping policy.
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT_SECONDS)
         yield FloorWorker(process, channel)
     finally:

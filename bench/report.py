@@ -378,9 +378,9 @@ def create_table(results: Results) -> Table:
             ms(max(c.latencies)),
         )
     table.note = (
-        "W1's shape as workflow_yaml (compact), bench steps sleeping a minute, on the main "
-        "stack after the rounds; from the call to its answer. Each run is then cancelled "
-        "and its RUN_CANCELLED awaited before the next sample."
+        "W1 (1,000 no-op bench steps) as workflow_yaml (compact JSON-style YAML), on the "
+        "main stack after the rounds; from the call to its answer. Each run is followed to "
+        "RUN_SUCCEEDED before the next sample."
     )
     return table
 
