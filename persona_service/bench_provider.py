@@ -17,8 +17,9 @@ from maestro.core.errors import InvalidArgument
 from maestro.personas import Persona
 from maestro.workflow.durations import format_duration, parse_duration
 from persona_service.models import (
+    FailureKind,
     ProgressCallback,
-    ProviderTimeout,
+    StepFailed,
     StepOutput,
     StepRequest,
     TextFile,
@@ -76,15 +77,17 @@ class BenchProvider:
 
         Raises:
             InvalidArgument: the instructions are not '' or 'sleep DURATION'.
-            ProviderTimeout: the sleep is longer than the attempt's time.
+            StepFailed: (retryable) the sleep is longer than the attempt's time.
         """
         pause = sleep_of(request.instructions)
         seconds = pause.total_seconds()
         if seconds > timeout:
             await asyncio.sleep(timeout)
-            raise ProviderTimeout(
+            raise StepFailed(
+                FailureKind.RETRYABLE,
+                "attempt_timeout",
                 f"bench step sleeps {format_duration(pause)}, longer than the attempt's "
-                f"{timeout:.3g} s"
+                f"{timeout:.3g} s",
             )
         if seconds > 0:
             await asyncio.sleep(seconds)

@@ -16,9 +16,7 @@ from bench.rounds import ASYNCIO, GRPC, MaestroContender, maestro_name, run_roun
 from bench.stacks import SQLITE, Backend, database, open_stack
 from bench.stats import render_markdown
 from bench.workloads import tiny_workload
-from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from maestro.cli.stack import LocalStack
-from maestro.core.client import insecure_channel
+from maestro.api.gateway.v1 import gateway_pb2
 
 
 async def test_the_smallest_workload_runs_through_the_stack_and_both_floors(
@@ -58,17 +56,3 @@ async def test_the_smallest_workload_runs_through_the_stack_and_both_floors(
     markdown = "\n".join(render_markdown(table) for table in all_tables(results))
     assert "| tiny: 2 layers × 3 no-op steps | ms/step |" in markdown
     assert "takeover time after kill -9 of a scheduler" in markdown
-
-
-async def test_a_worker_without_the_setting_refuses_the_bench_provider(tmp_path: Path) -> None:
-    async with LocalStack(tmp_path / "plain", provider="offline") as stack:
-        channel = insecure_channel(stack.gateway_address)
-        try:
-            stub = gateway_pb2_grpc.MaestroServiceStub(channel)
-            run = await create_run(stub, bench_request(tiny_workload().workflow_yaml()))
-            events = await follow(stub, run.name, timeout=60)
-            final = await stub.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
-        finally:
-            await channel.close(None)
-    assert events[-1].event.type == gateway_pb2.EVENT_TYPE_RUN_FAILED
-    assert "MAESTRO_WORKER_ENABLE_BENCH_PROVIDER=true" in final.error

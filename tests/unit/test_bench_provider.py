@@ -10,7 +10,7 @@ from maestro.core.errors import Code, InvalidArgument
 from maestro.personas import get_persona
 from persona_service.__main__ import build_providers
 from persona_service.bench_provider import BENCH_DISABLED, BenchProvider, sleep_of
-from persona_service.models import ProviderNotConfigured, ProviderTimeout, StepRequest
+from persona_service.models import FailureKind, ProviderNotConfigured, StepFailed, StepRequest
 from persona_service.providers import make_provider
 from persona_service.runner import StepRunner
 from persona_service.settings import WorkerSettings
@@ -56,10 +56,11 @@ async def test_a_no_op_step_returns_one_small_file_labelled_bench() -> None:
 async def test_a_sleep_longer_than_the_attempt_is_a_timeout() -> None:
     persona = get_persona("backend_developer")
     assert persona is not None
-    with pytest.raises(ProviderTimeout, match="longer than the attempt"):
+    with pytest.raises(StepFailed, match="longer than the attempt") as caught:
         await BenchProvider().run(
             _request("sleep 10m"), persona, timeout=0.01, progress=lambda _: None
         )
+    assert caught.value.kind is FailureKind.RETRYABLE
 
 
 def test_the_worker_serves_bench_only_when_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,9 +73,7 @@ def test_the_worker_serves_bench_only_when_enabled(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_request_for_bench_on_a_worker_without_it_is_a_failed_precondition() -> None:
-    offline = make_provider(
-        "offline", api_key=None, model="m", base_url=None, max_tokens=1000, max_retries=0
-    )
+    offline = make_provider("offline", WorkerSettings())
     runner = StepRunner({"offline": offline}, default_provider="offline", heartbeat_interval=5)
     with pytest.raises(ProviderNotConfigured) as caught:
         runner.provider_for("bench")
