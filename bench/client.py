@@ -55,12 +55,33 @@ def type_name(event_type: gateway_pb2.EventType.ValueType) -> str:
     return gateway_pb2.EventType.Name(event_type).removeprefix("EVENT_TYPE_")
 
 
-async def create_run(stub: Stub, *, workflow: str = WORKFLOW) -> gateway_pb2.Run:
-    """Creates a run with a fresh request id (so no call is ever deduplicated)."""
-    request = gateway_pb2.CreateRunRequest(
-        workflow_name=workflow, requirement=REQUIREMENT, request_id=uuid.uuid4().hex
+def builtin_request(workflow: str = WORKFLOW) -> gateway_pb2.CreateRunRequest:
+    """A run of a built-in workflow on the workers' default provider."""
+    return gateway_pb2.CreateRunRequest(workflow_name=workflow, requirement=REQUIREMENT)
+
+
+def bench_request(workflow_yaml: str) -> gateway_pb2.CreateRunRequest:
+    """A run of a workflow of `bench` provider steps."""
+    return gateway_pb2.CreateRunRequest(
+        workflow_yaml=workflow_yaml, requirement="benchmark", provider="bench"
     )
-    return await stub.CreateRun(request, timeout=RPC_TIMEOUT)
+
+
+async def create_run(
+    stub: Stub, request: gateway_pb2.CreateRunRequest | None = None
+) -> gateway_pb2.Run:
+    """Creates a run with a fresh request id (so no call is ever deduplicated)."""
+    fresh = gateway_pb2.CreateRunRequest()
+    fresh.CopyFrom(request or builtin_request())
+    fresh.request_id = uuid.uuid4().hex
+    return await stub.CreateRun(fresh, timeout=RPC_TIMEOUT)
+
+
+async def run_error(stub: Stub, run_name: str) -> str:
+    """The run's state and error, as GetRun tells them (for a bench failure message)."""
+    run = await stub.GetRun(gateway_pb2.GetRunRequest(name=run_name), timeout=RPC_TIMEOUT)
+    state = gateway_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_")
+    return f"{run_name} ended {state}: {run.error or '(no error recorded)'}"
 
 
 async def follow(
@@ -132,7 +153,9 @@ def _failed_observation(
     )
 
 
-async def observe_run(stub: Stub, *, timeout: float) -> RunObservation:
+async def observe_run(
+    stub: Stub, *, timeout: float, request: gateway_pb2.CreateRunRequest | None = None
+) -> RunObservation:
     """Creates a run, follows its stream to the end, and reports the timings.
 
     RPC errors are recorded in the observation (outcome `<call> failed: <code>`), not
@@ -140,7 +163,7 @@ async def observe_run(stub: Stub, *, timeout: float) -> RunObservation:
     """
     began = time.perf_counter()
     try:
-        run = await create_run(stub)
+        run = await create_run(stub, request)
     except grpc.aio.AioRpcError as err:
         return _failed_observation("CreateRun", time.perf_counter() - began, err)
     created = time.perf_counter()

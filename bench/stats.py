@@ -40,6 +40,51 @@ class Summary:
         return cls(len(data), percentile(data, 50), percentile(data, 95), max(data))
 
 
+@dataclass(frozen=True)
+class Spread:
+    """The median of a few rounds and how far the rounds went either way."""
+
+    count: int
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        """Median (the mean of the middle two for an even count), min and max."""
+        data = sorted(values)
+        if not data:
+            return cls(0, math.nan, math.nan, math.nan)
+        middle = len(data) // 2
+        median = data[middle] if len(data) % 2 else (data[middle - 1] + data[middle]) / 2
+        return cls(len(data), median, data[0], data[-1])
+
+    def scaled(self, factor: float) -> Spread:
+        """The same spread in other units (e.g. seconds per run -> ms per step)."""
+        return Spread(self.count, self.median * factor, self.low * factor, self.high * factor)
+
+    def show(self, digits: int = 2) -> str:
+        """`12.3 (11.9–13.0)`; `n/a` without data."""
+        if self.count == 0:
+            return "n/a"
+        if self.count == 1:
+            return f"{self.median:.{digits}f}"
+        return f"{self.median:.{digits}f} ({self.low:.{digits}f}–{self.high:.{digits}f})"
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """Round-by-round ratios of two series measured in the same rounds.
+
+    Raises:
+        ValueError: the series differ in length, or a denominator is not positive.
+    """
+    if len(numerators) != len(denominators):
+        raise ValueError(f"{len(numerators)} values paired with {len(denominators)}")
+    if any(d <= 0 for d in denominators):
+        raise ValueError("a denominator is zero or negative")
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
 def ms(seconds: float) -> str:
     """Seconds as milliseconds with a precision that suits the magnitude."""
     if math.isnan(seconds):

@@ -23,8 +23,10 @@ log = logging.getLogger("persona_service")
 def build_providers(
     settings: WorkerSettings, checks: CheckRunner | None = None
 ) -> dict[str, Provider]:
-    """Every provider this worker can serve; anthropic only with a key."""
+    """Every provider this worker can serve; anthropic only with a key, bench if enabled."""
     names = ["offline", "anthropic"] if settings.anthropic_api_key else ["offline"]
+    if settings.enable_bench_provider:
+        names.append("bench")
     return {name: make_provider(name, settings, checks=checks) for name in names}
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from maestro.core.errors import InvalidArgument
+from persona_service.bench_provider import BenchProvider
 from persona_service.checks import CheckRunner
 from persona_service.models import Provider, ProviderNotConfigured
 from persona_service.offline import OfflineProvider
 from persona_service.settings import WorkerSettings
 
-PROVIDER_NAMES = ("anthropic", "offline")
+PROVIDER_NAMES = ("anthropic", "offline", "bench")
 
 
 def make_provider(
@@ -17,7 +18,7 @@ def make_provider(
     """Builds the provider registered under `name`.
 
     Args:
-        name: "anthropic" or "offline".
+        name: "anthropic", "offline" or "bench" (the benchmark's step body).
         settings: The worker's settings (key, model, effort, limits, prices).
         checks: Runs sandbox checks for the agent loop's run_checks tool.
 
@@ -49,6 +50,8 @@ def make_provider(
         )
     if name == "offline":
         return OfflineProvider()
+    if name == "bench":
+        return BenchProvider()
     raise InvalidArgument(
         "provider", f"unknown provider {name!r}; expected one of {', '.join(PROVIDER_NAMES)}"
     )

@@ -57,6 +57,9 @@ class WorkerSettings(ServiceSettings):
         default=None, description="the sandbox service for the run_checks tool"
     )
     heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
+    enable_bench_provider: bool = Field(
+        default=False, description="serve the `bench` provider (python -m bench only)"
+    )
     max_step_seconds: float = Field(
         default=900.0, gt=0, description="the attempt's time when a caller sets no deadline"
     )

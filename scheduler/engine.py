@@ -39,7 +39,7 @@ from scheduler.worker_client import WorkerPools
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("", "anthropic", "offline")
+PROVIDERS = ("", "anthropic", "offline", "bench")
 MAX_REQUIREMENT_CHARS = 20_000
 MAX_WORKFLOW_YAML_BYTES = 256 * 1024
 CANCEL_WAIT_SECONDS = 5.0

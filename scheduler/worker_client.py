@@ -40,6 +40,8 @@ DEFAULT_POOL = "*"
 _STATUS_KINDS = {
     # We sent a request the worker cannot take: sending it again cannot help.
     Code.INVALID_ARGUMENT: FailureKind.FATAL,
+    # The worker cannot serve it as configured (a provider it does not have).
+    Code.FAILED_PRECONDITION: FailureKind.FATAL,
     # A bug in the worker: worth another attempt, but it consumes one.
     Code.INTERNAL: FailureKind.RETRYABLE,
 }

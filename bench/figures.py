@@ -1,0 +1,384 @@
+"""The other figures of issues 5 and 6, each measured over a real stack.
+
+Event delivery to 100 followers of one run, 500 idle streams, 200 concurrent offline
+runs, start-up, CreateRun of a 1,000-step workflow and the parse of a 65 KB workflow.
+Each function measures one figure and returns plain data; `bench.report` makes the
+tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import procs
+from bench.client import (
+    RPC_TIMEOUT,
+    Received,
+    RunObservation,
+    bench_request,
+    builtin_request,
+    create_run,
+    event_wall_time,
+    follow,
+    observe_run,
+    run_error,
+)
+from bench.rounds import BenchError
+from bench.stacks import TimedStack, cpu_delta, cpu_snapshot, make_stack, memory_of
+from bench.workloads import PERSONA, Step, Workload, chain, w1
+from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.cli.stack import SERVICES
+from maestro.core.client import insecure_channel
+from maestro.workflow import parse_workflow_yaml
+
+if TYPE_CHECKING:
+    from bench.client import Stub
+
+Note = Callable[[str], None]
+
+
+async def _with_channels(
+    address: str, count: int, work: Callable[[list[Stub]], Awaitable[None]]
+) -> None:
+    """Runs `work` with `count` gateway stubs, each on its own channel (connection)."""
+    channels = [insecure_channel(address) for _ in range(count)]
+    try:
+        await work([gateway_pb2_grpc.MaestroServiceStub(channel) for channel in channels])
+    finally:
+        await asyncio.gather(*(channel.close(None) for channel in channels))
+
+
+def _delays(received: Sequence[Received], opened_wall: float) -> list[float]:
+    """Receipt minus event time, for events committed after the stream was opened."""
+    return [
+        r.wall - event_wall_time(r.event)
+        for r in received
+        if event_wall_time(r.event) >= opened_wall
+    ]
+
+
+async def _follow_delays(stub: Stub, run_name: str, timeout: float) -> list[float]:
+    opened = time.time()
+    return _delays(await follow(stub, run_name, timeout=timeout), opened)
+
+
+# -- event delivery to many followers of one run ----------------------------------------
+
+
+@dataclass
+class FollowerResults:
+    followers: int
+    steps: int
+    delays: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+def follower_workload(steps: int, sleep_ms: int) -> Workload:
+    return Workload("followers", f"a chain of {steps} steps", tuple(chain(steps, sleep_ms)), False)
+
+
+async def measure_followers(
+    stack: TimedStack, *, followers: int, steps: int, sleep_ms: int, rounds: int, timeout: float
+) -> FollowerResults:
+    """`followers` streams (each on its own connection) follow one run from its start."""
+    results = FollowerResults(followers, steps)
+    request = bench_request(follower_workload(steps, sleep_ms).workflow_yaml())
+    pids = stack.pids()
+
+    async def once(stubs: list[Stub]) -> None:
+        before = cpu_snapshot(pids)
+        began = time.perf_counter()
+        run = await create_run(stubs[0], request)
+        per_stream = await asyncio.gather(
+            *(_follow_delays(stub, run.name, timeout) for stub in stubs)
+        )
+        results.wall += time.perf_counter() - began
+        for name, seconds in cpu_delta(before, cpu_snapshot(pids)).items():
+            results.cpu[name] = results.cpu.get(name, 0.0) + seconds
+        for delays in per_stream:
+            results.delays.extend(delays)
+
+    for _ in range(rounds):
+        await _with_channels(stack.gateway_address, followers, once)
+    return results
+
+
+# -- idle streams, then a cancel delivered to all of them -------------------------------
+
+
+@dataclass
+class IdleResults:
+    streams: int
+    window: float
+    cpu_without: dict[str, float] = field(default_factory=dict)
+    """CPU share of a core of each process over the window, no stream open."""
+    cpu_with: dict[str, float] = field(default_factory=dict)
+    cancel_rpc: float = 0.0
+    cancel_delays: list[float] = field(default_factory=list)
+    """RUN_CANCELLED: receipt on each idle stream minus the event's time."""
+
+
+STALLED = Workload(
+    "stalled", "one step sleeping 10 minutes", (Step("stalled", (), 600_000),), False
+)
+
+
+def _stalled_yaml() -> str:
+    document = json.loads(STALLED.workflow_yaml())
+    document["default_timeout"] = "15m"
+    return json.dumps(document)
+
+
+async def _cpu_share(pids: dict[str, int], window: float) -> dict[str, float]:
+    """Each process's CPU use over a fixed window, as a fraction of one core.
+
+    The sleep is the sampling window of a rate, not a wait for some condition.
+    """
+    before = cpu_snapshot(pids)
+    await asyncio.sleep(window)
+    return {name: used / window for name, used in cpu_delta(before, cpu_snapshot(pids)).items()}
+
+
+PROGRESS_WAIT_SECONDS = 5.0
+
+
+async def _until_progress(stub: Stub, run_name: str, timeout: float) -> None:
+    """Returns once the stalled step is in the worker: at its progress note, or (for a
+    store that records no note at once) 5 s after its STEP_STARTED."""
+    request = gateway_pb2.StreamRunEventsRequest(name=run_name)
+    call = stub.StreamRunEvents(request, timeout=timeout)
+    events = aiter(call)
+    try:
+        async for event in events:
+            if event.type == gateway_pb2.EVENT_TYPE_STEP_STARTED:
+                break
+        else:
+            raise BenchError(f"{run_name}: the stream ended before the step started")
+        with suppress(TimeoutError):
+            async with asyncio.timeout(PROGRESS_WAIT_SECONDS):
+                async for event in events:
+                    if event.type == gateway_pb2.EVENT_TYPE_STEP_PROGRESS:
+                        return
+    finally:
+        call.cancel()
+
+
+async def measure_idle_streams(
+    stack: TimedStack, *, streams: int, window: float, timeout: float
+) -> IdleResults:
+    """Gateway CPU with no stream and with `streams` open on a stalled run; then the
+    stalled run is cancelled and RUN_CANCELLED's delivery to every stream timed."""
+    results = IdleResults(streams, window)
+    pids = stack.pids()
+    channels = max(1, streams // 5)
+
+    async def work(stubs: list[Stub]) -> None:
+        stub = stubs[0]
+        request = gateway_pb2.CreateRunRequest(
+            workflow_yaml=_stalled_yaml(), requirement="benchmark", provider="bench"
+        )
+        run = await create_run(stub, request)
+        await _until_progress(stub, run.name, timeout)
+        results.cpu_without = await _cpu_share(pids, window)
+        live = [asyncio.Event() for _ in range(streams)]
+        opened = time.time()
+        tasks = [
+            asyncio.create_task(
+                follow(
+                    stubs[i % len(stubs)],
+                    run.name,
+                    timeout=timeout,
+                    on_event=_setter(live[i]),
+                )
+            )
+            for i in range(streams)
+        ]
+        try:
+            await _all_live(tasks, live)
+            results.cpu_with = await _cpu_share(pids, window)
+            began = time.perf_counter()
+            await stub.CancelRun(gateway_pb2.CancelRunRequest(name=run.name), timeout=RPC_TIMEOUT)
+            results.cancel_rpc = time.perf_counter() - began
+            for received in await asyncio.gather(*tasks):
+                last = received[-1]
+                if last.event.type != gateway_pb2.EVENT_TYPE_RUN_CANCELLED:
+                    raise BenchError(f"{run.name}: {await run_error(stub, run.name)}")
+                results.cancel_delays.extend(_delays([last], opened))
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    await _with_channels(stack.gateway_address, channels, work)
+    return results
+
+
+def _setter(event: asyncio.Event) -> Callable[[Received], None]:
+    """A stream callback that sets `event` (at the first event, and harmlessly after)."""
+    return lambda _: event.set()
+
+
+async def _all_live(tasks: list[asyncio.Task[list[Received]]], live: list[asyncio.Event]) -> None:
+    """Waits until every stream delivered its replay; fails if one ended first."""
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(
+        asyncio.gather(*(event.wait() for event in live))
+    )
+    watched: set[asyncio.Future[Any]] = {waiter, *tasks}
+    try:
+        while not waiter.done():
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done():
+                    task.result()  # raises the stream's error
+                    raise BenchError("an idle stream ended before the run did")
+    finally:
+        waiter.cancel()
+
+
+# -- many concurrent offline runs -------------------------------------------------------
+
+
+@dataclass
+class ConcurrentResults:
+    runs: int
+    observations: list[RunObservation] = field(default_factory=list)
+    wall: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    memory_before: dict[str, procs.Memory] = field(default_factory=dict)
+    memory_after: dict[str, procs.Memory] = field(default_factory=dict)
+
+
+async def measure_concurrent_runs(
+    stack: TimedStack, *, runs: int, timeout: float
+) -> ConcurrentResults:
+    """`runs` offline runs of the default workflow, all created at once, each followed."""
+    results = ConcurrentResults(runs)
+    pids = stack.pids()
+    results.memory_before = memory_of(pids)
+
+    async def work(stubs: list[Stub]) -> None:
+        before = cpu_snapshot(pids)
+        began = time.perf_counter()
+        results.observations = list(
+            await asyncio.gather(
+                *(
+                    observe_run(stubs[i % len(stubs)], timeout=timeout, request=builtin_request())
+                    for i in range(runs)
+                )
+            )
+        )
+        results.wall = time.perf_counter() - began
+        results.cpu = cpu_delta(before, cpu_snapshot(pids))
+
+    await _with_channels(stack.gateway_address, max(1, runs // 10), work)
+    results.memory_after = memory_of(pids)
+    return results
+
+
+# -- start-up -----------------------------------------------------------------------------
+
+
+@dataclass
+class StartupResults:
+    per_service: dict[str, list[float]] = field(
+        default_factory=lambda: {name: [] for name in SERVICES}
+    )
+    totals: list[float] = field(default_factory=list)
+    stops: list[float] = field(default_factory=list)
+    worker_rss_kib: list[int] = field(default_factory=list)
+
+
+ANTHROPIC_ENV = {
+    # Configured, never called: no step runs on this stack. Port 9 (discard) on
+    # loopback, so nothing could leave the machine even by mistake.
+    "ANTHROPIC_API_KEY": "bench-not-a-real-key",
+    "MAESTRO_WORKER_ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+}
+
+
+async def measure_startup(
+    data_dir: Path, url: str, *, anthropic: bool, results: StartupResults
+) -> None:
+    """Starts and stops one fresh stack, timing each service until it is healthy."""
+    stack = make_stack(
+        data_dir,
+        url,
+        provider="anthropic" if anthropic else "offline",
+        extra_env=ANTHROPIC_ENV if anthropic else None,
+    )
+    began = time.perf_counter()
+    await stack.start()  # stops what it started if it fails
+    results.totals.append(time.perf_counter() - began)
+    for name in SERVICES:
+        results.per_service[name].append(stack.start_seconds[name])
+    results.worker_rss_kib.append(memory_of(stack.pids())[SERVICES[0]].rss_kib)
+    began = time.perf_counter()
+    await stack.stop()
+    results.stops.append(time.perf_counter() - began)
+
+
+# -- CreateRun of a 1,000-step workflow, and parsing a 65 KB one --------------------------
+
+
+@dataclass
+class CreateResults:
+    steps: int
+    yaml_bytes: int
+    latencies: list[float] = field(default_factory=list)
+
+
+async def measure_create_large(stub: Stub, *, samples: int, timeout: float) -> CreateResults:
+    """CreateRun of W1 (1,000 no-op steps); each run is followed to its end before the
+    next sample, so every call finds an idle stack."""
+    workload = w1()
+    yaml_text = workload.workflow_yaml()
+    results = CreateResults(workload.size, len(yaml_text.encode()))
+    for _ in range(samples):
+        began = time.perf_counter()
+        run = await create_run(stub, bench_request(yaml_text))
+        results.latencies.append(time.perf_counter() - began)
+        received = await follow(stub, run.name, timeout=timeout)
+        if received[-1].event.type != gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED:
+            raise BenchError(f"{run.name}: {await run_error(stub, run.name)}")
+    return results
+
+
+def workflow_of_size(target_bytes: int) -> str:
+    """A block-style YAML workflow (as people write them) of at least `target_bytes`:
+    layers of 10 steps, each depending on two steps of the layer before."""
+    lines = ["name: parse-bench", "description: a large workflow for the parse bench", "steps:"]
+    layer = 0
+    while len("\n".join(lines)) < target_bytes:
+        for i in range(10):
+            lines += [f"  - id: s{layer}-{i}", f"    persona: {PERSONA}"]
+            if layer:
+                lines.append(f"    depends_on: [s{layer - 1}-{i}, s{layer - 1}-{(i + 1) % 10}]")
+            lines += ["    timeout: 5m", "    instructions: sleep 10ms"]
+        layer += 1
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ParseResults:
+    yaml_bytes: int
+    steps: int
+    seconds: list[float] = field(default_factory=list)
+
+
+def measure_parse(target_bytes: int, samples: int) -> ParseResults:
+    """Parses (YAML, then validation) the same workflow `samples` times, in-process."""
+    text = workflow_of_size(target_bytes)
+    results = ParseResults(len(text.encode()), 0)
+    for _ in range(samples):
+        began = time.perf_counter()
+        spec = parse_workflow_yaml(text, source="bench")
+        results.seconds.append(time.perf_counter() - began)
+        results.steps = len(spec.steps)
+    return results
