@@ -220,9 +220,9 @@ class Jail:
             assert process.stderr is not None
             stderr_task = asyncio.ensure_future(_read_capped(process.stderr, _INIT_STDERR_BYTES))
             try:
-                await asyncio.wait_for(
-                    process.wait(), self.limits.wall_seconds + _INIT_GRACE_SECONDS
-                )
+                # Not wait_for, which can swallow a cancellation on Python 3.11.
+                async with asyncio.timeout(self.limits.wall_seconds + _INIT_GRACE_SECONDS):
+                    await process.wait()
             except TimeoutError:
                 overstayed = True
                 log.error("sandbox init for %s overstayed; killing it", name)

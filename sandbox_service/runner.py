@@ -157,7 +157,9 @@ class SandboxRunner:
 
     async def _run_within(self, request: CheckRequest, budget: float) -> CheckReport:
         try:
-            return await asyncio.wait_for(self._run(request), budget)
+            # Not wait_for, which can swallow a cancellation on Python 3.11.
+            async with asyncio.timeout(budget):
+                return await self._run(request)
         except TimeoutError:
             raise DeadlineExceeded(f"the checks took longer than {budget:.0f}s") from None
 

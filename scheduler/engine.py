@@ -409,9 +409,8 @@ class Engine:
     async def _claim_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._claim_now.wait(), self._settings.claim_interval_seconds
-                )
+                async with asyncio.timeout(self._settings.claim_interval_seconds):
+                    await self._claim_now.wait()
             self._claim_now.clear()
             try:
                 await self._claim()

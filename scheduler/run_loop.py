@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PERSIST_MAX_WAIT = 2.0
+# How long the run waits for its step tasks to stop once it cancelled them.
+STOP_WAIT_SECONDS = 5.0
 
 
 async def persist(what: str, write: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -284,7 +286,16 @@ class RunDriver:
             # On any exit no step task may go on calling workers or writing.
             for task in running:
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            if running:
+                stopped, stuck = await asyncio.wait(running, timeout=STOP_WAIT_SECONDS)
+                for task in stopped:
+                    if not task.cancelled():
+                        task.exception()  # seen: the run's own outcome is decided below
+                if stuck:
+                    # Whatever they still try to write is refused once the run ended.
+                    log.error(
+                        "%d step tasks ignored cancellation for %gs", len(stuck), STOP_WAIT_SECONDS
+                    )
 
         if self._cancel.is_set():
             await self._finish(RunState.CANCELLED, "cancelled by request")

@@ -108,7 +108,11 @@ class WorkerClient:
         try:
             while True:
                 try:
-                    message = await asyncio.wait_for(call.read(), self._heartbeat_timeout)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+                    # a cancellation that lands as a message arrives, and a cancelled run
+                    # would then wait for its steps to finish.
+                    async with asyncio.timeout(self._heartbeat_timeout):
+                        message = await call.read()
                 except TimeoutError:
                     raise DispatchFailed(
                         Failure(

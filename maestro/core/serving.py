@@ -145,7 +145,8 @@ async def probe_readiness(
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.wait_for(readiness(), READINESS_TIMEOUT_SECONDS)
+            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                await readiness()
             ready, problem = True, ""
         except Exception as err:
             ready, problem = False, f"{type(err).__name__}: {err}"

@@ -79,7 +79,9 @@ class SandboxClient:
             with mapped_rpc_errors(f"sandbox {self._address}"):
                 while True:
                     try:
-                        message = await asyncio.wait_for(call.read(), self._heartbeat_timeout)
+                        # Not wait_for, which can swallow a cancellation on Python 3.11.
+                        async with asyncio.timeout(self._heartbeat_timeout):
+                            message = await call.read()
                     except TimeoutError:
                         raise SandboxLost(
                             f"sandbox {self._address} sent nothing for "
