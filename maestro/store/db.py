@@ -519,9 +519,7 @@ class PostgresDatabase(Database):
                 if tx.changed_runs:
                     self._announce(tx.changed_runs)
 
-        self._loop.run_in_executor(self._pool, self._run, fn, args, True).add_done_callback(
-            settle
-        )
+        self._loop.run_in_executor(self._pool, self._run, fn, args, True).add_done_callback(settle)
         return done
 
     def _read_now(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
