@@ -45,7 +45,8 @@ class _Feed:
         """Buffered events after `last`, or None when the buffer does not reach back."""
         if not self.buffer or self.buffer[0].sequence > last + 1:
             return None
-        return [event for event in self.buffer if event.sequence > last]
+        # The buffer is one unbroken stretch of the log: index by sequence, no scan.
+        return self.buffer[last + 1 - self.buffer[0].sequence :]
 
 
 class EventHub:

@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 
 from maestro.core.log_setup import run_id_var, step_id_var
 from maestro.paths import BadPath, check_file_size, normalize_artifact_path
+from maestro.personas import get_persona
 from maestro.store import (
     Lease,
     RunRecord,
     RunState,
+    StepContextRecord,
     StepResultRecord,
     StepState,
     Store,
@@ -43,6 +45,11 @@ T = TypeVar("T")
 _PERSIST_MAX_WAIT = 2.0
 # How long the run waits for its step tasks to stop once it cancelled them.
 STOP_WAIT_SECONDS = 5.0
+# Earlier steps a step's context is taken from, nearest first.
+MAX_CONTEXT_STEPS = 16
+# Progress notes wait this long to be written together (and with the step's end, when
+# it comes first): users do not see the difference; the store sees far fewer writes.
+PROGRESS_COALESCE_SECONDS = 0.1
 
 
 async def persist(what: str, write: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -93,6 +100,11 @@ def result_json(result: AttemptResult) -> str:
     return json.dumps({"verdict": result.verdict, "findings": result.findings})
 
 
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Outcome(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -110,8 +122,13 @@ class StepOutcome:
 
 
 class _Reports:
-    """A dispatch's progress notes and usage, written as they come but coalesced: while
-    one write is in flight, what arrives meanwhile waits and goes in the next one."""
+    """A dispatch's progress notes and usage, coalesced.
+
+    A note is written a moment after it arrives, together with whatever arrives in that
+    moment; while a write is in flight the next ones wait and go together. What is still
+    pending when the dispatch ends goes into the transaction that records its end, so a
+    quick step costs no progress write of its own.
+    """
 
     def __init__(self, store: Store, lease: Lease, step_id: str, attempt: int, dispatch: int):
         self._store = store
@@ -120,33 +137,58 @@ class _Reports:
         self._usage: Usage | None = None
         self._written_usage: Usage | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writing = False
+        self._settling = False
         self.last_usage: Usage | None = None
+
+    def _dirty(self) -> bool:
+        return bool(self._notes) or (self._usage is not None and self._usage != self._written_usage)
 
     async def __call__(self, note: str | None, provider: str, usage: Usage | None) -> None:
         if note is not None:
             self._notes.append((note, provider))
         if usage is not None:
             self._usage = self.last_usage = usage
-        dirty = self._notes or (self._usage is not None and self._usage != self._written_usage)
-        if dirty and self._task is None:
+        if self._dirty() and self._task is None:
             self._task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
-            while self._notes or (self._usage is not None and self._usage != self._written_usage):
+            await asyncio.sleep(PROGRESS_COALESCE_SECONDS)
+            while self._dirty() and not self._settling:
                 notes, self._notes = self._notes, []
                 usage = self._usage
-                await persist(
-                    "recording progress", self._store.record_progress, *self._where, notes, usage
-                )
+                self._writing = True
+                try:
+                    await persist(
+                        "recording progress",
+                        self._store.record_progress,
+                        *self._where,
+                        notes,
+                        usage,
+                    )
+                finally:
+                    self._writing = False
                 self._written_usage = usage
         finally:
             self._task = None
 
-    async def flush(self) -> None:
-        """Waits until everything reported so far is written (re-raising its failure)."""
-        while self._task is not None:
-            await self._task
+    async def settle(self) -> list[tuple[str, str]]:
+        """Stops writing on its own: lets a write in flight finish (re-raising its
+        failure) and returns the notes still pending, for the dispatch's final
+        transaction."""
+        self._settling = True
+        task = self._task
+        if task is not None:
+            if not self._writing:
+                task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if _being_cancelled():
+                    raise  # our caller is cancelled, not just the write we stopped
+        notes, self._notes = self._notes, []
+        return notes
 
     def cancel(self) -> None:
         if self._task is not None:
@@ -195,11 +237,16 @@ class RunDriver:
             for step in record.steps
         }
         self._spent = {step.step_id: step.usage for step in record.steps}
+        # path -> the step that wrote its latest version (read once, then kept current).
+        self._owners: dict[str, str] = {}
         self._position = {step.id: i for i, step in enumerate(spec.steps)}
         self._waiting_on = {
             step.id: sum(self.states[d] is not StepState.SUCCEEDED for d in step.depends_on)
             for step in spec.steps
         }
+        self._ready_set: set[str] = set()
+        for step_id, state in list(self.states.items()):
+            self._set_state(step_id, state)
         self._direct_dependents: dict[str, list[str]] = {step.id: [] for step in spec.steps}
         for step in spec.steps:
             for dep in step.depends_on:
@@ -220,15 +267,17 @@ class RunDriver:
 
     # -- the walk -------------------------------------------------------------------------
 
+    def _set_state(self, step_id: str, state: StepState) -> None:
+        """Every change of a step's state goes through here, to keep `_ready_set` true."""
+        self.states[step_id] = state
+        if state in (StepState.PENDING, StepState.QUEUED) and self._waiting_on[step_id] == 0:
+            self._ready_set.add(step_id)
+        else:
+            self._ready_set.discard(step_id)
+
     def _ready(self) -> list[str]:
-        return sorted(
-            (
-                step_id
-                for step_id, state in self.states.items()
-                if state in (StepState.PENDING, StepState.QUEUED) and self._waiting_on[step_id] == 0
-            ),
-            key=self._position.__getitem__,
-        )
+        """Steps that may be dispatched now (or when due), in workflow order."""
+        return sorted(self._ready_set, key=self._position.__getitem__)
 
     async def drive(self, note: str) -> None:
         """Runs the remaining steps and records the run's final state.
@@ -241,13 +290,14 @@ class RunDriver:
             RunFinished: the run ended elsewhere.
         """
         run_id_var.set(self.run_id)
+        self._owners = await persist("reading path owners", self._store.owned_paths, self.run_id)
         if any(state is StepState.RUNNING for state in self.states.values()):
             reason = note or "the scheduler that ran it stopped"
             recovered = await persist(
                 "recovering lost attempts", self._store.recover_run, self.lease, reason
             )
             for step_id in recovered:
-                self.states[step_id] = StepState.PENDING
+                self._set_state(step_id, StepState.PENDING)
                 self._due[step_id] = None
         if self._started or self._admission_free():
             await self._mark_started(note)
@@ -269,7 +319,7 @@ class RunDriver:
                         if due is not None and due > now:
                             next_due = due if next_due is None else min(next_due, due)
                             continue
-                        self.states[step_id] = StepState.RUNNING
+                        self._set_state(step_id, StepState.RUNNING)
                         running[asyncio.create_task(self._run_step(step_id))] = step_id
                 if not running and (next_due is None or self._drain.is_set()):
                     break
@@ -328,19 +378,20 @@ class RunDriver:
 
     def _settle(self, step_id: str, result: StepOutcome) -> None:
         if result.outcome is Outcome.SUCCEEDED:
-            self.states[step_id] = StepState.SUCCEEDED
+            self._set_state(step_id, StepState.SUCCEEDED)
             for dependent in self._direct_dependents[step_id]:
                 self._waiting_on[dependent] -= 1
+                self._set_state(dependent, self.states[dependent])
         elif result.outcome is Outcome.FAILED:
-            self.states[step_id] = StepState.FAILED
+            self._set_state(step_id, StepState.FAILED)
             self._errors[step_id] = result.error
             # The store blocked them in the failure's own transaction.
             for dependent in self._spec.dependents(step_id):
                 if not self.states[dependent].finished:
-                    self.states[dependent] = StepState.BLOCKED
+                    self._set_state(dependent, StepState.BLOCKED)
         else:
-            self.states[step_id] = StepState.PENDING
             self._due[step_id] = result.due
+            self._set_state(step_id, StepState.PENDING)
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -388,8 +439,16 @@ class RunDriver:
                 "recording a spent budget", store.fail_step, lease, step_id, budget, block
             )
             return StepOutcome(Outcome.FAILED, budget)
-        attempt, dispatch = await persist(
-            "starting a dispatch", store.start_dispatch, lease, step_id, provider
+        attempt, dispatch, context = await persist(
+            "starting a dispatch",
+            store.start_dispatch_with_context,
+            lease,
+            step_id,
+            provider,
+            # The nearest ancestors only: a long chain must not make every step read
+            # (and send) every earlier step's output.
+            self._spec.ancestors(step_id)[:MAX_CONTEXT_STEPS],
+            self._settings.context_budget_bytes,
         )
         now = time.time()
         first = self._first_start[step_id] or now
@@ -398,7 +457,7 @@ class RunDriver:
         timeout = min(self._spec.timeout_for(step_id).total_seconds(), deadline - now)
         reports = _Reports(store, lease, step_id, attempt, dispatch)
         try:
-            request = await self._request(step_id, persona, attempt, budget)
+            request = self._request(step_id, persona, attempt, budget, context)
             result = validated_files(
                 await self._pools.client(pool).execute(request, timeout=timeout, report=reports)
             )
@@ -410,7 +469,7 @@ class RunDriver:
             reports.cancel()
             raise
         else:
-            await reports.flush()
+            notes = await reports.settle()
             self._spent[step_id] = self._spent[step_id] + result.usage
             record = StepResultRecord(
                 summary=result.summary,
@@ -421,11 +480,21 @@ class RunDriver:
                 result_json=result_json(result),
             )
             await persist(
-                "recording a result", store.complete_step, lease, step_id, attempt, dispatch, record
+                "recording a result",
+                store.complete_step,
+                lease,
+                step_id,
+                attempt,
+                dispatch,
+                record,
+                notes=notes,
             )
+            self._note_owner(step_id, result.files)
             return StepOutcome(Outcome.SUCCEEDED)
-        await reports.flush()
-        return await self._after_failure(step_id, attempt, dispatch, failure, usage, deadline)
+        notes = await reports.settle()
+        return await self._after_failure(
+            step_id, attempt, dispatch, failure, usage, deadline, notes
+        )
 
     async def _after_failure(
         self,
@@ -435,6 +504,7 @@ class RunDriver:
         failure: Failure,
         usage: Usage | None,
         deadline: float,
+        notes: list[tuple[str, str]],
     ) -> StepOutcome:
         store, lease = self._store, self.lease
         settings = self._settings
@@ -468,6 +538,7 @@ class RunDriver:
                 usage=usage,
                 retry_in=None,
                 block=block,
+                notes=notes,
             )
             return StepOutcome(Outcome.FAILED, reason)
         log.warning(
@@ -484,6 +555,7 @@ class RunDriver:
                 reason,
                 usage=usage,
                 retry_in=decision.retry_in,
+                notes=notes,
             )
         else:
             due = await persist(
@@ -496,20 +568,18 @@ class RunDriver:
                 reason,
                 usage=usage,
                 retry_in=decision.retry_in,
+                notes=notes,
             )
         return StepOutcome(Outcome.WAITING, reason, due)
 
-    async def _request(
-        self, step_id: str, persona: str, attempt: int, budget: AttemptBudget
+    def _request(
+        self,
+        step_id: str,
+        persona: str,
+        attempt: int,
+        budget: AttemptBudget,
+        context: list[StepContextRecord],
     ) -> AttemptRequest:
-        owners = await persist("reading path owners", self._store.owned_paths, self.run_id)
-        context = await persist(
-            "reading the context",
-            self._store.step_context,
-            self.run_id,
-            self._spec.ancestors(step_id),
-            self._settings.context_budget_bytes,
-        )
         step = self._spec.step(step_id)
         return AttemptRequest(
             run_id=self.run_id,
@@ -532,7 +602,23 @@ class RunDriver:
             model=self._spec.model_for(step_id) or "",
             effort=self._spec.effort_for(step_id) or "",
             budget=budget,
-            owned_paths=tuple(
-                sorted((path, owner) for path, owner in owners.items() if owner != step_id)
-            ),
+            owned_paths=self._owned_paths_for(step_id, persona),
+        )
+
+    def _note_owner(self, step_id: str, files: tuple[tuple[str, bytes], ...]) -> None:
+        for path, _ in files:
+            self._owners[path] = step_id
+
+    def _owned_paths_for(self, step_id: str, persona: str) -> tuple[tuple[str, str], ...]:
+        """The paths other steps wrote that this persona is expected to write under (its
+        deliverables): where a clash can happen, without sending the whole tree."""
+        found = get_persona(persona)
+        targets = tuple(d.path for d in found.deliverables) if found else ()
+        return tuple(
+            sorted(
+                (path, owner)
+                for path, owner in self._owners.items()
+                if owner != step_id
+                and any(path == t or (t.endswith("/") and path.startswith(t)) for t in targets)
+            )
         )

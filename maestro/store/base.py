@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from maestro.core.errors import InvalidArgument
 from maestro.store import sql_reads as reads
 from maestro.store import sql_writes as writes
-from maestro.store.db import ChangeListener, Database, Dialect, PostgresDatabase, SqliteDatabase
+from maestro.store.db import ChangeListener, Database, Dialect
 from maestro.store.errors import SchemaMismatch
 from maestro.store.models import (
     ArtifactRecord,
@@ -33,7 +33,9 @@ from maestro.store.models import (
     StepResultRecord,
     Usage,
 )
+from maestro.store.postgres_db import PostgresDatabase
 from maestro.store.schema_revision import SCHEMA_REVISION
+from maestro.store.sqlite_db import SqliteDatabase
 
 DEFAULT_LEASE_SECONDS = 15.0
 
@@ -158,7 +160,27 @@ class Store:
         await self.db.write(writes.queue_step, lease, step_id, reason)
 
     async def start_dispatch(self, lease: Lease, step_id: str, provider: str) -> tuple[int, int]:
+        """STEP_STARTED: a new attempt, or the lost one again. Returns (attempt, dispatch)."""
         return await self.db.write(writes.start_dispatch, lease, step_id, provider)
+
+    async def start_dispatch_with_context(
+        self,
+        lease: Lease,
+        step_id: str,
+        provider: str,
+        context_steps: Sequence[str],
+        budget_bytes: int,
+    ) -> tuple[int, int, list[StepContextRecord]]:
+        """start_dispatch and step_context in one transaction (one trip to the database
+        on the path from one step to the next)."""
+        return await self.db.write(
+            writes.start_dispatch_with_context,
+            lease,
+            step_id,
+            provider,
+            list(context_steps),
+            budget_bytes,
+        )
 
     async def record_progress(
         self,
@@ -174,9 +196,23 @@ class Store:
         )
 
     async def complete_step(
-        self, lease: Lease, step_id: str, attempt: int, dispatch: int, result: StepResultRecord
+        self,
+        lease: Lease,
+        step_id: str,
+        attempt: int,
+        dispatch: int,
+        result: StepResultRecord,
+        *,
+        notes: Sequence[tuple[str, str]] = (),
     ) -> bool:
-        return await self.db.write(writes.complete_step, lease, step_id, attempt, dispatch, result)
+        """Records the result (after the progress `notes` still pending), once.
+
+        Returns:
+            False when this dispatch's outcome was already recorded.
+        """
+        return await self.db.write(
+            writes.complete_step, lease, step_id, attempt, dispatch, result, list(notes)
+        )
 
     async def lose_dispatch(
         self,
@@ -188,6 +224,7 @@ class Store:
         *,
         usage: Usage | None,
         retry_in: float,
+        notes: Sequence[tuple[str, str]] = (),
     ) -> float | None:
         """ATTEMPT_LOST; the same attempt is due again `retry_in` seconds from now.
 
@@ -195,7 +232,15 @@ class Store:
             The due time (seconds since the epoch), or None when already recorded.
         """
         return await self.db.write(
-            writes.lose_dispatch, lease, step_id, attempt, dispatch, reason, usage, retry_in
+            writes.lose_dispatch,
+            lease,
+            step_id,
+            attempt,
+            dispatch,
+            reason,
+            usage,
+            retry_in,
+            list(notes),
         )
 
     async def fail_attempt(
@@ -209,6 +254,7 @@ class Store:
         usage: Usage | None,
         retry_in: float | None,
         block: Sequence[str] = (),
+        notes: Sequence[tuple[str, str]] = (),
     ) -> float | None:
         """The work failed; retried `retry_in` seconds from now, or the step FAILS.
 
@@ -225,6 +271,7 @@ class Store:
             usage,
             retry_in,
             list(block),
+            list(notes),
         )
 
     async def fail_step(
@@ -314,7 +361,7 @@ async def open_store(url: str, *, writer: bool = False, check_schema: bool = Tru
             raise InvalidArgument("database", f"{url!r} is not sqlite:///PATH")
         db = SqliteDatabase(path, writer=writer)
     elif scheme in ("postgresql", "postgres", "postgresql+psycopg"):
-        db = PostgresDatabase(url.replace("postgres://", "postgresql://", 1))
+        db = PostgresDatabase(url.replace("postgres://", "postgresql://", 1), writer=writer)
     else:
         raise InvalidArgument(
             "database",

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from maestro.store.db import postgres_conninfo
+from maestro.store.postgres_db import postgres_conninfo
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,12 @@ from maestro.store.models import (
     Lease,
     NewRun,
     RunState,
+    StepContextRecord,
     StepResultRecord,
     StepState,
     Usage,
 )
+from maestro.store.sql_reads import step_context
 
 ACTIVE = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_RUN_STATES)) + ")"
 STEP_UNFINISHED = (
@@ -394,6 +396,18 @@ def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[i
     return attempt, dispatch
 
 
+def start_dispatch_with_context(
+    tx: Tx,
+    lease: Lease,
+    step_id: str,
+    provider: str,
+    context_steps: Sequence[str],
+    budget_bytes: int,
+) -> tuple[int, int, list[StepContextRecord]]:
+    attempt, dispatch = start_dispatch(tx, lease, step_id, provider)
+    return attempt, dispatch, step_context(tx, lease.run_id, context_steps, budget_bytes)
+
+
 def _running_dispatch(tx: Tx, run_id: str, step_id: str, attempt: int, dispatch: int) -> Row:
     return tx.one(
         "SELECT state, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
@@ -472,6 +486,14 @@ def record_progress(
         return False
     if usage is not None:
         _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), usage)
+    _progress(run, step_id, attempt, dispatch, notes)
+    run.close()
+    return True
+
+
+def _progress(
+    run: _RunWriter, step_id: str, attempt: int, dispatch: int, notes: Sequence[tuple[str, str]]
+) -> None:
     for message, provider in notes:
         run.event(
             EventType.STEP_PROGRESS,
@@ -479,12 +501,16 @@ def record_progress(
             step_id,
             {"attempt": str(attempt), "dispatch": str(dispatch), "provider": provider},
         )
-    run.close()
-    return True
 
 
 def complete_step(
-    tx: Tx, lease: Lease, step_id: str, attempt: int, dispatch: int, result: StepResultRecord
+    tx: Tx,
+    lease: Lease,
+    step_id: str,
+    attempt: int,
+    dispatch: int,
+    result: StepResultRecord,
+    notes: Sequence[tuple[str, str]] = (),
 ) -> bool:
     """Records the result, its artifact versions and STEP_SUCCEEDED, once.
 
@@ -497,6 +523,7 @@ def complete_step(
         raise NotFound(f"attempt {attempt} of step {step_id!r} was never dispatched")
     if row["state"] != DispatchState.RUNNING.value:
         return False
+    _progress(run, step_id, attempt, dispatch, notes)
     step = _step(tx, lease.run_id, step_id)
     _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), result.usage)
     tx.execute(
@@ -606,6 +633,7 @@ def lose_dispatch(
     reason: str,
     usage: Usage | None,
     retry_in: float,
+    notes: Sequence[tuple[str, str]] = (),
 ) -> float | None:
     """The platform failed this dispatch: ATTEMPT_LOST; the same attempt goes again later.
 
@@ -617,6 +645,7 @@ def lose_dispatch(
     row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch)
     if row is None or row["state"] != DispatchState.RUNNING.value:
         return None
+    _progress(run, step_id, attempt, dispatch, notes)
     due = tx.later(retry_in)
     if usage is not None:
         _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), usage)
@@ -668,6 +697,7 @@ def fail_attempt(
     usage: Usage | None,
     retry_in: float | None,
     block: Sequence[str],
+    notes: Sequence[tuple[str, str]] = (),
 ) -> float | None:
     """The work failed: STEP_RETRY_SCHEDULED when `retry_in` is set, else the step FAILS
     with STEP_FAILED and the steps in `block` still waiting become BLOCKED.
@@ -680,6 +710,7 @@ def fail_attempt(
     row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch)
     if row is None or row["state"] != DispatchState.RUNNING.value:
         return None
+    _progress(run, step_id, attempt, dispatch, notes)
     if usage is not None:
         _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), usage)
     _end_dispatch(tx, lease.run_id, step_id, attempt, dispatch, DispatchState.FAILED, reason)

@@ -1,0 +1,189 @@
+"""Group commit: one thread commits the write transactions that arrive together.
+
+Concurrent steps of many runs all write; committing each on its own costs a thread
+hop, a lock round, and (on PostgreSQL) a WAL flush apiece. The writer thread takes
+every transaction waiting in its queue, runs each inside its own SAVEPOINT of one
+database transaction, and commits once: a failing transaction is rolled back to its
+savepoint and fails alone; a failing commit fails the whole group, each job with the
+mapped error. Results go back to the event loop in one hand-off per group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from maestro.store.db import MAX_GROUP, Dialect, Tx, map_error, now_us
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+
+
+Outcome = tuple[_Job, Any, BaseException | None]
+Settled = Callable[[list[Outcome], dict[str, int]], None]
+
+
+class GroupWriter:
+    """The writer thread of one database connection.
+
+    Args:
+        connect: opens the writer's connection (called on the writer thread, again after
+            the connection broke).
+        dialect: the connection's SQL dialect.
+        begin: the statement that opens a write transaction.
+        errors: the driver's exception base class(es).
+        on_settled: called on the event loop with each group's outcomes and the runs
+            whose events it appended.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        connect: Callable[[], Any],
+        dialect: Dialect,
+        begin: str,
+        errors: tuple[type[BaseException], ...],
+        on_settled: Settled,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._connect = connect
+        self._dialect = dialect
+        self._begin = begin
+        self._errors = errors
+        self._on_settled = on_settled
+        self._conn: Any = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put(_Job(fn, args, future))
+        return future
+
+    async def close(self) -> None:
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _loop_forever(self) -> None:
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    break
+                group = [job]
+                stop = False
+                while len(group) < MAX_GROUP:
+                    try:
+                        nxt = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    group.append(nxt)
+                self._run_group(group)
+                if stop:
+                    break
+        finally:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except self._errors:
+                log.debug("closing the writer's connection failed", exc_info=True)
+            self._conn = None
+
+    def _run_group(self, group: list[_Job]) -> None:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            self._conn.execute(self._begin)
+        except self._errors as err:
+            self._drop_connection()
+            self._settle([(job, None, err) for job in group], {})
+            return
+        conn = self._conn
+        single = len(group) == 1
+        outcomes: list[Outcome] = []
+        changed: dict[str, int] = {}
+        for job in group:
+            cursor = conn.cursor()
+            tx = Tx(cursor, self._dialect, now_us())
+            try:
+                if not single:
+                    conn.execute("SAVEPOINT job")
+                result = job.fn(tx, *job.args)
+                if not single:
+                    conn.execute("RELEASE SAVEPOINT job")
+                outcomes.append((job, result, None))
+                for run_id, sequence in tx.changed_runs.items():
+                    changed[run_id] = max(sequence, changed.get(run_id, 0))
+            except BaseException as err:  # noqa: BLE001 - delivered to the job's caller
+                outcomes.append((job, None, err))
+                if single:
+                    break
+                try:
+                    conn.execute("ROLLBACK TO SAVEPOINT job")
+                    conn.execute("RELEASE SAVEPOINT job")
+                except self._errors as undo:
+                    # The transaction itself failed: nothing of the group survives.
+                    self._fail_group(group, outcomes, undo)
+                    return
+            finally:
+                cursor.close()
+        try:
+            if single and outcomes[0][2] is not None:
+                conn.execute("ROLLBACK")
+                changed = {}
+            else:
+                conn.execute("COMMIT")
+        except self._errors as err:
+            self._fail_group(group, [], err)
+            return
+        self._settle(outcomes, changed)
+
+    def _fail_group(self, group: list[_Job], outcomes: list[Outcome], err: BaseException) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except self._errors:
+            self._drop_connection()  # broken: the next group connects afresh
+        failure = map_error(err)
+        settled = {id(job) for job, _, _ in outcomes}
+        rest: list[Outcome] = [(job, None, failure) for job in group if id(job) not in settled]
+        # Jobs that had succeeded before the failure were rolled back with it.
+        undone: list[Outcome] = [(job, None, failure) for job, _, e in outcomes if e is None]
+        failed: list[Outcome] = [(job, r, e) for job, r, e in outcomes if e is not None]
+        self._settle(failed + undone + rest, {})
+
+    def _settle(self, outcomes: list[Outcome], changed: dict[str, int]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, outcomes, changed)
+        except RuntimeError:
+            log.debug("the event loop closed before a group's results were delivered")
+
+    def _deliver(self, outcomes: list[Outcome], changed: dict[str, int]) -> None:
+        for job, result, err in outcomes:
+            if job.future.done():
+                continue
+            if err is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(map_error(err))
+        self._on_settled(outcomes, changed)
