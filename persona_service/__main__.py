@@ -11,6 +11,7 @@ from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from persona_service.catalog import PriceTable
 from persona_service.checks import CheckRunner, sandbox_check_runner
+from persona_service.lazy_provider import LazyProvider
 from persona_service.models import Provider
 from persona_service.providers import make_provider
 from persona_service.runner import StepRunner
@@ -72,7 +73,15 @@ async def main(settings: WorkerSettings) -> None:
             WorkerServicer(runner, settings.max_step_seconds), server
         ),
         on_stop=on_stop,
+        on_serving=lambda: warm_up(providers),
     )
+
+
+def warm_up(providers: dict[str, Provider]) -> None:
+    """Builds lazily built providers in the background, now that the worker serves."""
+    for provider in providers.values():
+        if isinstance(provider, LazyProvider):
+            provider.warm_up()
 
 
 if __name__ == "__main__":

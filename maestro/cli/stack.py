@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping
 from contextlib import suppress
@@ -60,7 +61,7 @@ def _module(name: str) -> str:
     return SCHEDULER if name.startswith(f"{SCHEDULER}-") else name
 
 
-_POLL_SECONDS = 0.05
+_POLL_SECONDS = 0.02
 _HEALTH_CALL_SECONDS = 2.0
 _LOG_TAIL_LINES = 20
 
@@ -157,6 +158,13 @@ def _without_secrets(env: dict[str, str]) -> dict[str, str]:
             or key == PARENT_PID_ENV
         )
     }
+
+
+def _free_port() -> int:
+    """A port free on loopback now (the service binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
@@ -352,8 +360,17 @@ class LocalStack:
             self._lock = await asyncio.to_thread(_lock_data_dir, self.data_dir)
         try:
             await self.prepare_database()
+            # Every address is known before anything starts, so the services start side
+            # by side instead of each waiting for the one before it to be healthy.
             for name in self.services:
-                await self.start_service(name)
+                if not self._ports.get(name):
+                    self._ports[name] = await asyncio.to_thread(_free_port)
+            results = await asyncio.gather(
+                *(self.start_service(name) for name in self.services), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]
         except BaseException:
             await self.stop()
             raise

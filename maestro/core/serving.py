@@ -175,6 +175,7 @@ async def serve(
     on_stop: Callable[[], Awaitable[None]] | None = None,
     readiness: Callable[[], Awaitable[None]] | None = None,
     on_drain: Callable[[], Awaitable[None]] | None = None,
+    on_serving: Callable[[], None] | None = None,
 ) -> None:
     """Runs a gRPC server until SIGTERM or SIGINT, then drains it.
 
@@ -187,10 +188,14 @@ async def serve(
             say); probed periodically, and health says NOT_SERVING while it fails.
         on_drain: called once health says NOT_SERVING, while the server still answers
             (a scheduler finishes its attempts in flight and hands its runs back).
+        on_serving: called once health says SERVING (to start background warm-ups
+            that must not delay it).
     """
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=server_options())
     try:
-        await _serve_until_signalled(server, settings, service_names, register, readiness)
+        await _serve_until_signalled(
+            server, settings, service_names, register, readiness, on_serving
+        )
         if on_drain is not None:
             await on_drain()
     finally:
@@ -208,6 +213,7 @@ async def _serve_until_signalled(
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
     readiness: Callable[[], Awaitable[None]] | None,
+    on_serving: Callable[[], None] | None,
 ) -> None:
     health = HealthServicer()
     # Not ready until every registration finished and the port is bound.
@@ -233,6 +239,8 @@ async def _serve_until_signalled(
     if settings.port_file is not None:
         write_port_file(settings.port_file, port)
     log.info("serving %s on %s:%d", ", ".join(service_names), settings.host, port)
+    if on_serving is not None:
+        on_serving()
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
