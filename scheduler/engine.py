@@ -27,10 +27,11 @@ from maestro.core.errors import (
 from maestro.store import Claim, Lease, LeaseLost, NewRun, RunFinished, RunRecord, RunState, Store
 from maestro.store.listen import PostgresListener
 from maestro.workflow import (
+    VALIDATION_TIME_LIMIT_SECONDS,
     WorkflowSpec,
     builtin_workflow,
     builtin_workflow_names,
-    parse_workflow_yaml,
+    parse_workflow_off_loop,
 )
 from scheduler.admission import Admission
 from scheduler.run_loop import RunDriver, persist
@@ -227,8 +228,10 @@ class Engine:
                 raise InvalidArgument(
                     "workflow_yaml", f"is larger than {MAX_WORKFLOW_YAML_BYTES} bytes"
                 )
-            # Off the event loop: a large workflow must not stall the runs in flight.
-            return await asyncio.to_thread(parse_workflow_yaml, text, source="workflow_yaml")
+            # Off the event loop, bounded in time: the loop drives every run.
+            return await parse_workflow_off_loop(
+                text, source="workflow_yaml", time_limit=VALIDATION_TIME_LIMIT_SECONDS
+            )
         if not name:
             raise InvalidArgument("workflow", "give workflow_name or workflow_yaml")
         # Only built-in names: a caller must never make the scheduler read its files.

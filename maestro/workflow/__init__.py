@@ -3,7 +3,9 @@
 Typical use::
 
     spec = load_workflow("sdlc-parallel")      # or a path to a YAML file
-    spec = parse_workflow_yaml(text)           # YAML from the API
+    spec = parse_workflow_yaml(text)           # YAML from a file, in a CLI
+    spec = await parse_workflow_off_loop(text, source="workflow_yaml", time_limit=5)
+                                               # YAML from the API, in a service
     spec.ancestors("testing")                  # ['backend', 'frontend', 'architecture', ...]
 
 Every loader raises ``WorkflowError`` (an ``InvalidArgument``) listing all problems.
@@ -17,6 +19,7 @@ from maestro.workflow.loader import (
     load_workflow,
     parse_workflow_yaml,
 )
+from maestro.workflow.offloop import VALIDATION_TIME_LIMIT_SECONDS, parse_workflow_off_loop
 from maestro.workflow.spec import (
     Budget,
     RetryPolicy,
@@ -29,6 +32,7 @@ from maestro.workflow.spec import (
 
 __all__ = [
     "Budget",
+    "VALIDATION_TIME_LIMIT_SECONDS",
     "RetryPolicy",
     "StepKind",
     "StepSpec",
@@ -41,5 +45,6 @@ __all__ = [
     "format_duration",
     "load_workflow",
     "parse_duration",
+    "parse_workflow_off_loop",
     "parse_workflow_yaml",
 ]

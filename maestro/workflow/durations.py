@@ -14,6 +14,8 @@ from decimal import Decimal, InvalidOperation
 __all__ = ["format_duration", "parse_duration"]
 
 _HINT = "use e.g. 30s, 5m, 1h30m"
+# Longer text is no duration anyone writes, and parsing it would cost more than it is worth.
+_MAX_TEXT_CHARS = 64
 
 # Microseconds per unit, largest first; the order is also the order units must be
 # written in, so "1m1m" or "30s5m" (almost always typos) are rejected.
@@ -61,11 +63,16 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{value!r} is not a duration; {_HINT}")
+        if isinstance(value, int) and value.bit_length() > 64:
+            # repr() of a huge integer may itself fail (int_max_str_digits).
+            raise ValueError("the number is too long; the longest duration is 999999999 days")
         return _positive(value, _from_micros(value, Decimal(repr(value)) * _UNITS["s"]))
     if not isinstance(value, str):
         raise ValueError(
             f"expected a duration such as 30s, 5m or 1h30m, got {type(value).__name__}"
         )
+    if len(value) > _MAX_TEXT_CHARS:
+        raise ValueError(f"{_shown(value)} is not a duration; {_HINT}")
     return _positive(value, _parse_text(value))
 
 
@@ -111,7 +118,7 @@ def _parse_text(text: str) -> timedelta:
             Decimal(0),
         )
     else:
-        raise ValueError(f"{text!r} is not a duration; {_HINT}")
+        raise ValueError(f"{_shown(text)} is not a duration; {_HINT}")
     if negative:
         micros = -micros
     return _from_micros(text, micros)
@@ -139,12 +146,18 @@ def _from_micros(original: object, micros: Decimal) -> timedelta:
         return timedelta(microseconds=int(micros.to_integral_value()))
     except (OverflowError, InvalidOperation):
         raise ValueError(
-            f"{original!r} is too long; the longest duration is 999999999 days"
+            f"{_shown(original)} is too long; the longest duration is 999999999 days"
         ) from None
 
 
 def _positive(original: object, value: timedelta) -> timedelta:
     if value <= timedelta(0):
         kind = "zero" if value == timedelta(0) else "negative"
-        raise ValueError(f"{original!r} is {kind}; a duration must be positive")
+        raise ValueError(f"{_shown(original)} is {kind}; a duration must be positive")
     return value
+
+
+def _shown(value: object) -> str:
+    # A duration is short; anything longer is cut so a message never repeats much input.
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "…"

@@ -2,6 +2,10 @@
 
 A workflow author should be able to fix a file in one pass, so validation collects
 all problems (YAML, fields, personas, graph) and raises one ``WorkflowError``.
+
+Workflows also arrive over the public API, so the loader is safe on hostile input:
+the work one document can cause is bounded (``maestro.workflow.limits``), and every
+failure of the YAML library or of pydantic becomes a WorkflowError naming the field.
 """
 
 from __future__ import annotations
@@ -16,8 +20,22 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from maestro.text import escape_unprintable, has_surrogate, truncate
+from maestro.workflow.limits import (
+    MAX_DEPENDENCIES,
+    MAX_ECHO_CHARS,
+    MAX_INSTRUCTIONS_CHARS,
+    MAX_PROBLEMS_LISTED,
+    MAX_STEPS,
+    MAX_STRING_CHARS,
+    MAX_WORKFLOW_BYTES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    shown,
+)
 from maestro.workflow.spec import (
     GraphError,
+    HintBudget,
     RetryPolicy,
     StepSpec,
     WorkflowError,
@@ -33,13 +51,9 @@ __all__ = [
     "builtin_workflow_names",
     "builtin_workflow_yaml",
     "load_workflow",
+    "load_yaml_document",
     "parse_workflow_yaml",
 ]
-
-# Workflows arrive over the API too. These bound the work one request can cause: a
-# few aliases can expand a small YAML text into billions of nodes ("billion laughs").
-MAX_YAML_CHARS = 1_000_000
-MAX_YAML_NODES = 100_000
 
 _EXPECTED = {
     "string_type": "a string",
@@ -52,34 +66,19 @@ _EXPECTED = {
     "dict_type": "a mapping",
 }
 
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        # Merge keys (<<) may legitimately be overridden, so only literal keys count.
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node)
-        if isinstance(key, str | int | float | bool) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
+# libyaml's parser when the PyYAML build has it (ten times faster); the same rules.
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """The safe loader: builds no arbitrary objects."""
 
 
 def parse_workflow_yaml(text: str, *, source: str = "<workflow>") -> WorkflowSpec:
     """Parses and validates a workflow written in YAML.
+
+    Bounded work whatever the input (see ``maestro.workflow.limits``), so it may run
+    on hostile text; code on an event loop calls ``parse_workflow_off_loop``.
 
     Args:
         text: The YAML document.
@@ -90,22 +89,14 @@ def parse_workflow_yaml(text: str, *, source: str = "<workflow>") -> WorkflowSpe
         The validated workflow.
 
     Raises:
-        WorkflowError: With every problem found: YAML syntax (with line and column),
-            unknown or missing fields, wrong types, bad durations, unknown personas,
-            duplicate ids, unknown dependencies and cycles.
+        WorkflowError: With the problems found (at most MAX_PROBLEMS_LISTED listed):
+            YAML syntax (with line and column), values YAML cannot construct, keys
+            that are not strings, lone surrogates, limits exceeded, unknown or
+            missing fields, wrong types, bad durations, unknown personas, duplicate
+            ids, unknown dependencies and cycles.
     """
-    if len(text) > MAX_YAML_CHARS:
-        raise _whole(f"{source} is too large ({len(text)} characters, at most {MAX_YAML_CHARS})")
-    try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds no arbitrary objects
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _whole(f"invalid YAML in {source}{where}: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise _whole(f"invalid YAML in {source}: {exc}") from None
-    except RecursionError:
-        raise _whole(f"invalid YAML in {source}: nested too deeply") from None
+    source = truncate(escape_unprintable(source), MAX_ECHO_CHARS)
+    data = load_yaml_document(text, source)
     if not isinstance(data, dict):
         raise _whole(
             f"{source} must be a mapping with 'name' and 'steps' at the top level, "
@@ -116,7 +107,260 @@ def parse_workflow_yaml(text: str, *, source: str = "<workflow>") -> WorkflowSpe
             f"{source} is too large: with aliases expanded it has more than "
             f"{MAX_YAML_NODES} values, or an alias refers to itself"
         )
+    shape = _check_shape(data)
+    if shape:
+        raise WorkflowError(shape)
     return _validate(data)
+
+
+def load_yaml_document(text: str, source: str) -> Any:
+    """Turns YAML text into plain data: dicts with string keys, lists and scalars.
+
+    Raises:
+        WorkflowError: too large or too deep, invalid YAML, a value YAML cannot
+            construct (with the field where it is), a key that is not a string or is
+            repeated, or a string holding a lone surrogate.
+    """
+    if has_surrogate(text):
+        raise _whole(f"{source} contains a lone surrogate, which is not valid Unicode")
+    size = len(text.encode("utf-8"))
+    if size > MAX_WORKFLOW_BYTES:
+        raise _whole(f"{source} is too large ({size} bytes; at most {MAX_WORKFLOW_BYTES})")
+    try:
+        _prescan(text, source)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            builder = _Builder(loader, node)
+            data = builder.build(node, "")
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        raise _whole(_marked(source, exc)) from None
+    except yaml.YAMLError as exc:
+        raise _whole(f"invalid YAML in {source}: {shown(str(exc))}") from None
+    except RecursionError:
+        raise _whole(f"invalid YAML in {source}: nested too deeply") from None
+    if builder.problems:
+        raise WorkflowError(builder.problems)
+    return data
+
+
+def _marked(source: str, exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    what = escape_unprintable(truncate(str(exc.problem or exc.context), MAX_ECHO_CHARS))
+    return f"invalid YAML in {source}{where}: {what}"
+
+
+_COLLECTION_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_COLLECTION_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_VALUE = (yaml.ScalarEvent, yaml.AliasEvent, *_COLLECTION_START)
+
+
+def _prescan(text: str, source: str) -> None:
+    """Refuses documents too deep or with too many values before building anything.
+
+    The event parser is iterative and cannot overflow a stack however deep the
+    nesting; composing nodes is recursive (in C, with libyaml), so the depth must be
+    known to be small first. libyaml crashes the process on a deep enough document.
+    """
+    depth = values = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, _VALUE):
+            values += 1
+            if values > MAX_YAML_NODES:
+                raise _whole(f"{source} is too large: more than {MAX_YAML_NODES} values")
+        if isinstance(event, _COLLECTION_START):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise _whole(f"{source} nests more than {MAX_YAML_DEPTH} levels deep (line {line})")
+        elif isinstance(event, _COLLECTION_END):
+            depth -= 1
+
+
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Builder:
+    """Builds plain data from composed YAML nodes, one value at a time.
+
+    Each scalar is constructed by the safe loader on its own, so a value it cannot
+    construct (`!!int abc`, a 13th month, 5,000 digits) becomes a problem at its own
+    field. Keys must be plain strings and appear once; tags other than the standard
+    ones, and strings holding lone surrogates, are problems too. Aliases share one
+    value, as in PyYAML.
+    """
+
+    def __init__(self, loader: _Loader, root: yaml.Node) -> None:
+        self._loader = loader
+        self._built: dict[int, Any] = {}
+        self.problems: list[WorkflowProblem] = []
+        # How many of each mapping's pairs were written in it (not merged in with
+        # `<<`), counted before flattening rewrites them: only those may not repeat.
+        self._explicit: dict[int, int] = {}
+        pending, seen = [root], set()
+        while pending:
+            node = pending.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                self._explicit[id(node)] = sum(1 for k, _ in node.value if k.tag != _MERGE_TAG)
+                pending.extend(item for pair in node.value for item in pair)
+            elif isinstance(node, yaml.SequenceNode):
+                pending.extend(node.value)
+
+    def _problem(self, path: str, node: yaml.Node, reason: str) -> None:
+        mark = node.start_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        self.problems.append(WorkflowProblem(field=path or "workflow", reason=reason + where))
+
+    def build(self, node: yaml.Node, path: str) -> Any:
+        key = id(node)
+        if key in self._built:
+            return self._built[key]
+        if isinstance(node, yaml.SequenceNode):
+            return self._sequence(node, path)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        value = self._scalar(node, path)
+        self._built[key] = value
+        return value
+
+    def _scalar(self, node: yaml.Node, path: str) -> Any:
+        try:
+            value = self._loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self._problem(path, node, _cannot(node, str(exc.problem)))
+            return None
+        except Exception as exc:  # what constructors raise: ValueError, KeyError, ...
+            self._problem(path, node, _cannot(node, _exception_text(exc)))
+            return None
+        if isinstance(value, str):
+            limit = MAX_INSTRUCTIONS_CHARS if path.endswith(".instructions") else MAX_STRING_CHARS
+            if has_surrogate(value):
+                self._problem(path, node, "contains a lone surrogate, which is not valid Unicode")
+                return None
+            if len(value) > limit:
+                self._problem(path, node, f"is {len(value)} characters long; at most {limit}")
+                return None
+        return value
+
+    def _sequence(self, node: yaml.SequenceNode, path: str) -> list[Any]:
+        items: list[Any] = []
+        # Stored before the items are built, so an alias to an enclosing list (a
+        # recursive document) finds it instead of recursing; the count refuses it.
+        self._built[id(node)] = items
+        if node.tag != _SEQ_TAG:
+            self._problem(path, node, f"the tag {shown(node.tag)} cannot mark a list")
+            return items
+        items.extend(self.build(item, f"{path}[{i}]") for i, item in enumerate(node.value))
+        return items
+
+    def _mapping(self, node: yaml.MappingNode, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        self._built[id(node)] = result
+        if node.tag != _MAP_TAG:
+            self._problem(path, node, f"the tag {shown(node.tag)} cannot mark a mapping")
+            return result
+        explicit = self._explicit.get(id(node), len(node.value))
+        try:
+            # Resolves `<<` merge keys into plain pairs, merged ones first (PyYAML's rules).
+            self._loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            self._problem(path, node, escape_unprintable(truncate(str(exc.problem), 200)))
+            return result
+        first_explicit = len(node.value) - explicit
+        written: set[str] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            if index >= first_explicit:
+                if key in written:
+                    # Written twice: YAML would silently keep the last one.
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {shown(key)}",
+                        key_node.start_mark,
+                    )
+                written.add(key)
+            child = f"{path}.{key}" if path else key
+            result[key] = self.build(value_node, truncate(child, 2 * MAX_ECHO_CHARS))
+        return result
+
+    def _key(self, node: yaml.Node, path: str) -> str | None:
+        where = path or "workflow"
+        if not isinstance(node, yaml.ScalarNode) or node.tag != _STR_TAG:
+            self._problem(
+                where, node, f"keys must be plain strings; found {_node_kind(node)} as a key"
+            )
+            return None
+        value = str(node.value)
+        if has_surrogate(value):
+            self._problem(where, node, "a key contains a lone surrogate")
+            return None
+        if len(value) > MAX_ECHO_CHARS:
+            self._problem(where, node, f"a key is {len(value)} characters long: {shown(value)}")
+            return None
+        return value
+
+
+def _tag_name(tag: str) -> str:
+    return tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _cannot(node: yaml.Node, reason: str) -> str:
+    return (
+        f"cannot read {shown(node.value)} as {shown(_tag_name(node.tag))}: "
+        f"{escape_unprintable(truncate(reason, MAX_ECHO_CHARS))}; quote it to make it a string"
+    )
+
+
+def _exception_text(exc: Exception) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # a __str__ that fails on its own input
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _node_kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    return f"{shown(node.value)} (tagged {shown(_tag_name(node.tag))})"
+
+
+def _check_shape(data: dict[str, Any]) -> list[WorkflowProblem]:
+    """Counts pydantic would check only after validating everything they count."""
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return []
+    if len(steps) > MAX_STEPS:
+        return [
+            WorkflowProblem(field="steps", reason=f"has {len(steps)} steps; at most {MAX_STEPS}")
+        ]
+    problems = []
+    for i, step in enumerate(steps):
+        deps = step.get("depends_on") if isinstance(step, dict) else None
+        if isinstance(deps, list) and len(deps) > MAX_DEPENDENCIES:
+            problems.append(
+                WorkflowProblem(
+                    field=f"steps[{i}].depends_on",
+                    reason=f"lists {len(deps)} steps; at most {MAX_DEPENDENCIES}",
+                )
+            )
+    return problems
 
 
 def load_workflow(ref: str) -> WorkflowSpec:
@@ -142,7 +386,7 @@ def load_workflow(ref: str) -> WorkflowSpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise _whole(
-            f"no built-in workflow or file named {ref!r} "
+            f"no built-in workflow or file named {shown(ref)} "
             f"(built-in workflows: {', '.join(builtin_workflow_names())})"
         ) from None
     except IsADirectoryError:
@@ -172,7 +416,8 @@ def builtin_workflow_yaml(name: str) -> str:
     if name not in names:
         hint = did_you_mean(name, names)
         raise _whole(
-            f"unknown built-in workflow {name!r}{hint} (built-in workflows: {', '.join(names)})"
+            f"unknown built-in workflow {shown(name)}{hint} "
+            f"(built-in workflows: {', '.join(names)})"
         )
     return _builtin_dir().joinpath(f"{name}.yaml").read_text(encoding="utf-8")
 
@@ -203,14 +448,28 @@ def _validate(data: dict[Any, Any]) -> WorkflowSpec:
         return WorkflowSpec.model_validate(data)
     except ValidationError as exc:
         labels = step_labels((i, step_id) for i, step_id, _ in nodes)
-        problems = [_problem(error, labels) for error in exc.errors()]
-        # The graph is checked on the raw steps: the model checks it only once every
-        # field is valid, and the author should not need two passes.
-        problems.extend(check_graph(nodes))
-        raise WorkflowError(dict.fromkeys(p for p in problems if p is not None)) from None
+        hints = HintBudget()
+        errors = exc.errors(include_url=False)
+        graph = [
+            error["ctx"]["error"]
+            for error in errors
+            if isinstance(error.get("ctx", {}).get("error"), GraphError)
+        ]
+        # Only the problems that can be listed are described; the rest are counted.
+        described = 2 * MAX_PROBLEMS_LISTED
+        problems = [_problem(error, labels, hints) for error in errors[:described]]
+        unlisted = max(0, len(errors) - described - len(graph))
+        # The model checks the graph only once every field is valid; otherwise it is
+        # checked on the raw steps, so the author does not need two passes.
+        problems.extend(graph[0].problems if graph else check_graph(nodes, hints))
+        raise WorkflowError(
+            dict.fromkeys(p for p in problems if p is not None), unlisted=unlisted
+        ) from None
 
 
-def _problem(error: ErrorDetails, labels: dict[int, str]) -> WorkflowProblem | None:
+def _problem(
+    error: ErrorDetails, labels: dict[int, str], hints: HintBudget
+) -> WorkflowProblem | None:
     loc = error["loc"]
     kind = error["type"]
     ctx = error.get("ctx", {})
@@ -223,10 +482,10 @@ def _problem(error: ErrorDetails, labels: dict[int, str]) -> WorkflowProblem | N
         reason = f"missing required field {last!r}"
     elif kind == "extra_forbidden":
         allowed = list(_model_at(loc[:-1]).model_fields)
-        hint = did_you_mean(last, allowed) or f" (allowed: {', '.join(allowed)})"
-        reason = f"unknown field {last!r}{hint}"
+        hint = hints.did_you_mean(last, allowed) or f" (allowed: {', '.join(allowed)})"
+        reason = f"unknown field {shown(last)}{hint}"
     elif kind in ("value_error", "assertion_error"):
-        reason = str(ctx.get("error", error["msg"]))
+        reason = truncate(str(ctx.get("error", error["msg"])), 4 * MAX_ECHO_CHARS)
     elif loc == ("steps",) and kind == "too_short":
         if value:
             return None  # pydantic counts only the valid steps; theirs are reported
@@ -234,9 +493,9 @@ def _problem(error: ErrorDetails, labels: dict[int, str]) -> WorkflowProblem | N
     elif kind in ("string_too_short", "too_short") and ctx.get("min_length") == 1:
         reason = "must not be empty"
     elif kind == "greater_than_equal":
-        reason = f"must be at least {ctx['ge']}, got {value!r}"
+        reason = f"must be at least {ctx['ge']}, got {shown(value)}"
     elif kind == "less_than_equal":
-        reason = f"must be at most {ctx['le']}, got {value!r}"
+        reason = f"must be at most {ctx['le']}, got {shown(value)}"
     elif kind in _EXPECTED:
         expected = _EXPECTED[kind]
         if last == "steps":
@@ -245,7 +504,7 @@ def _problem(error: ErrorDetails, labels: dict[int, str]) -> WorkflowProblem | N
             expected = "a list of step ids, e.g. [architecture]"
         reason = f"expected {expected}, got {_kind(value)}"
     else:
-        reason = error["msg"]
+        reason = truncate(escape_unprintable(error["msg"]), 2 * MAX_ECHO_CHARS)
     return WorkflowProblem(field=field, reason=reason)
 
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,14 +29,57 @@ from pydantic import (
 
 from maestro.core.errors import InvalidArgument
 from maestro.personas import PERSONAS
+from maestro.text import is_printable_char
 from maestro.workflow.durations import format_duration, parse_duration
+from maestro.workflow.limits import (
+    MAX_BACKOFF,
+    MAX_BUDGET_TOKENS,
+    MAX_BUDGET_USD,
+    MAX_DEPENDENCIES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_ECHO_CHARS,
+    MAX_HINT_CHOICES,
+    MAX_HINT_WORD_CHARS,
+    MAX_HINTS,
+    MAX_INSTRUCTIONS_CHARS,
+    MAX_NAME_CHARS,
+    MAX_PROBLEMS_LISTED,
+    MAX_STEP_DEADLINE,
+    MAX_STEP_ID_CHARS,
+    MAX_STEP_TIMEOUT,
+    MAX_STEPS,
+    shown,
+)
 
-STEP_ID_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+STEP_ID_PATTERN = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_STEP_ID_CHARS - 1}}}")
 # Kinds the architecture names but the scheduler cannot run yet; they get their own
 # message so nobody mistakes them for typos.
 _PLANNED_KINDS = ("gate", "approval")
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+def _at_most(limit: timedelta) -> Callable[[timedelta], timedelta]:
+    def check(value: timedelta) -> timedelta:
+        if value > limit:
+            raise ValueError(
+                f"{format_duration(value)} is too long; the longest allowed is "
+                f"{format_duration(limit)}"
+            )
+        return value
+
+    return check
+
+
+# A step attempt's timeout becomes a gRPC deadline, so it must stay far from overflow.
+Timeout = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_at_most(MAX_STEP_TIMEOUT))
+]
+# A whole step's deadline: every attempt and every wait, a week at most.
+Deadline = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_at_most(MAX_STEP_DEADLINE))
+]
+Backoff = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_at_most(MAX_BACKOFF))
+]
 
 
 class StepKind(StrEnum):
@@ -62,14 +106,28 @@ class WorkflowProblem(BaseModel):
 class WorkflowError(InvalidArgument):
     """A workflow that cannot run; lists every problem found, not only the first.
 
-    ``field`` and ``reason`` describe the first problem; ``message`` joins all of
-    them as ``field: reason; field: reason``, which is what INVALID_ARGUMENT carries.
+    ``field`` and ``reason`` describe the first problem; ``message`` joins them as
+    ``field: reason; field: reason``, which is what INVALID_ARGUMENT carries. At most
+    ``MAX_PROBLEMS_LISTED`` problems are kept; ``more`` counts the rest.
     """
 
-    def __init__(self, problems: Iterable[WorkflowProblem]) -> None:
-        self.problems = tuple(problems) or (WorkflowProblem(field="workflow", reason="invalid"),)
+    reason_code = "WORKFLOW_INVALID"
+
+    def __init__(self, problems: Iterable[WorkflowProblem], *, unlisted: int = 0) -> None:
+        """Args: problems: what was found; unlisted: more problems not even described."""
+        found = list(problems) or [WorkflowProblem(field="workflow", reason="invalid")]
+        self.problems = tuple(found[:MAX_PROBLEMS_LISTED])
+        self.more = len(found) - len(self.problems) + unlisted
         first, *rest = self.problems
-        super().__init__(first.field, "; ".join([first.reason, *(_line(p) for p in rest)]))
+        lines = [first.reason, *(_line(p) for p in rest)]
+        if self.more:
+            lines.append(f"and {self.more} more problems")
+        super().__init__(first.field, "; ".join(lines))
+
+    @property
+    def violations(self) -> tuple[tuple[str, str], ...]:
+        """(field, reason) of every problem kept (BadRequest details on the wire)."""
+        return tuple((p.field, p.reason) for p in self.problems)
 
 
 class GraphError(ValueError):
@@ -92,8 +150,8 @@ class RetryPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_attempts: StrictInt = Field(default=2, ge=1, le=10)
-    initial_backoff: Duration = timedelta(seconds=1)
-    max_backoff: Duration = timedelta(seconds=30)
+    initial_backoff: Backoff = timedelta(seconds=1)
+    max_backoff: Backoff = timedelta(seconds=30)
 
     @model_validator(mode="after")
     def _backoff_in_order(self) -> Self:
@@ -119,8 +177,9 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    tokens: StrictInt | None = Field(default=None, gt=0)
+    # Bounded so they fit the worker API's int64 and double fields.
+    usd: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
+    tokens: StrictInt | None = Field(default=None, gt=0, le=MAX_BUDGET_TOKENS)
 
     @model_validator(mode="before")
     @classmethod
@@ -129,7 +188,7 @@ class Budget(BaseModel):
         if isinstance(value, dict):
             unknown = sorted(str(k) for k in value if k not in ("usd", "tokens"))
             if unknown:
-                raise ValueError(f"unknown budget field {unknown[0]!r} (allowed: usd, tokens)")
+                raise ValueError(f"unknown budget field {shown(unknown[0])} (allowed: usd, tokens)")
             if not value:
                 raise ValueError("a budget needs usd, tokens or both")
         return value
@@ -143,7 +202,8 @@ class StepSpec(BaseModel):
         persona: A name from ``maestro.personas.PERSONAS``.
         kind: What runs the step.
         depends_on: Ids of the steps that must succeed first.
-        timeout: Per attempt; None means the workflow's ``default_timeout``.
+        timeout: Per attempt, at most 24 hours; None means the workflow's
+            ``default_timeout``.
         deadline: For the whole step (every attempt and every wait between them);
             None means the workflow's ``default_deadline``. Infrastructure faults are
             retried until it passes.
@@ -160,12 +220,12 @@ class StepSpec(BaseModel):
     id: str
     persona: str
     kind: StepKind = StepKind.PERSONA
-    depends_on: tuple[str, ...] = ()
-    timeout: Duration | None = None
-    deadline: Duration | None = None
+    depends_on: tuple[str, ...] = Field(default=(), max_length=MAX_DEPENDENCIES)
+    timeout: Timeout | None = None
+    deadline: Deadline | None = None
     retry: RetryPolicy | None = None
-    instructions: str = ""
-    model: str | None = Field(default=None, min_length=1)
+    instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS_CHARS)
+    model: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
     effort: Effort | None = None
     budget: Budget | None = None
 
@@ -174,8 +234,8 @@ class StepSpec(BaseModel):
     def _check_id(cls, value: str) -> str:
         if not STEP_ID_PATTERN.fullmatch(value):
             raise ValueError(
-                f"{value!r} is not a valid step id: use 1-63 lowercase letters, digits, "
-                "'_' or '-', starting with a letter"
+                f"{shown(value)} is not a valid step id: use 1-{MAX_STEP_ID_CHARS} lowercase "
+                "letters, digits, '_' or '-', starting with a letter"
             )
         return value
 
@@ -184,7 +244,7 @@ class StepSpec(BaseModel):
     def _check_persona(cls, value: str) -> str:
         if value not in PERSONAS:
             raise ValueError(
-                f"unknown persona {value!r}{did_you_mean(value, PERSONAS)} "
+                f"unknown persona {shown(value)}{did_you_mean(value, PERSONAS)} "
                 f"(known personas: {', '.join(sorted(PERSONAS))})"
             )
         return value
@@ -196,7 +256,7 @@ class StepSpec(BaseModel):
             if value in _PLANNED_KINDS:
                 raise ValueError(f"step kind {value!r} is not supported yet")
             known = ", ".join(StepKind)
-            raise ValueError(f"unknown step kind {value!r} (known kinds: {known})")
+            raise ValueError(f"unknown step kind {shown(value)} (known kinds: {known})")
         return value
 
 
@@ -217,19 +277,29 @@ class WorkflowSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    default_timeout: Duration = timedelta(minutes=10)
-    default_deadline: Duration = timedelta(hours=2)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+    default_timeout: Timeout = timedelta(minutes=10)
+    default_deadline: Deadline = timedelta(hours=2)
     retry: RetryPolicy = RetryPolicy()
-    model: str | None = Field(default=None, min_length=1)
+    model: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
     effort: Effort | None = None
     budget: Budget | None = None
-    steps: tuple[StepSpec, ...] = Field(min_length=1)
+    steps: tuple[StepSpec, ...] = Field(min_length=1, max_length=MAX_STEPS)
 
     # Derived from `steps` once; private attributes take no part in dumps.
     _by_id: dict[str, StepSpec] = PrivateAttr(default_factory=dict)
     _dependents: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        # Shown in listings and terminals: no escape sequences, no bidi tricks.
+        if not all(is_printable_char(ch) for ch in value):
+            raise ValueError(
+                f"{shown(value)} contains control or formatting characters; use printable text"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_graph(self) -> Self:
@@ -246,19 +316,22 @@ class WorkflowSpec(BaseModel):
             if deadline < timeout:
                 which = "deadline" if step.deadline else "default_deadline"
                 raise ValueError(
-                    f"step {step.id!r}: its {which} ({format_duration(deadline)}) is shorter "
+                    f"step {shown(step.id)}: its {which} ({format_duration(deadline)}) is shorter "
                     f"than one attempt's timeout ({format_duration(timeout)})"
                 )
         return self
 
     def model_post_init(self, context: Any, /) -> None:
         """Indexes the steps by id and by dependency (pydantic calls this)."""
-        self._by_id = {s.id: s for s in self.steps}
-        self._dependents = {s.id: [] for s in self.steps}
+        # Built in locals: private attributes are slow to reach through pydantic.
+        by_id = {s.id: s for s in self.steps}
+        dependents: dict[str, list[str]] = {s.id: [] for s in self.steps}
         for step in self.steps:
-            for dep in step.depends_on:
-                if dep in self._dependents and step.id not in self._dependents[dep]:
-                    self._dependents[dep].append(step.id)
+            for dep in dict.fromkeys(step.depends_on):
+                if dep in dependents:
+                    dependents[dep].append(step.id)
+        self._by_id = by_id
+        self._dependents = dependents
 
     def step(self, step_id: str) -> StepSpec:
         """Returns the step with this id.
@@ -331,7 +404,9 @@ class WorkflowSpec(BaseModel):
         return order
 
 
-def check_graph(nodes: Sequence[tuple[int, str, Sequence[str]]]) -> list[WorkflowProblem]:
+def check_graph(
+    nodes: Sequence[tuple[int, str, Sequence[str]]], hints: HintBudget | None = None
+) -> list[WorkflowProblem]:
     """Finds duplicate ids, bad dependencies and cycles.
 
     Works on bare (index, id, depends_on) triples so that ``loader`` can check the
@@ -339,19 +414,21 @@ def check_graph(nodes: Sequence[tuple[int, str, Sequence[str]]]) -> list[Workflo
 
     Args:
         nodes: Every declared step that has an id, in declaration order.
+        hints: The "did you mean" budget shared with the rest of the validation.
 
     Returns:
         The problems, in declaration order; cycles last.
     """
     labels = step_labels((i, step_id) for i, step_id, _ in nodes)
     problems: list[WorkflowProblem] = []
+    hints = hints or HintBudget()
     first_index: dict[str, int] = {}
     for index, step_id, _ in nodes:
         if step_id in first_index:
             problems.append(
                 WorkflowProblem(
                     field=f"steps[{index}].id",
-                    reason=f"duplicate step id {step_id!r} (also used by "
+                    reason=f"duplicate step id {shown(step_id)} (also used by "
                     f"steps[{first_index[step_id]}])",
                 )
             )
@@ -363,16 +440,16 @@ def check_graph(nodes: Sequence[tuple[int, str, Sequence[str]]]) -> list[Workflo
         for dep, count in Counter(depends_on).items():
             if dep == step_id:
                 problems.append(
-                    WorkflowProblem(field=field, reason=f"step {step_id!r} depends on itself")
+                    WorkflowProblem(field=field, reason=f"step {shown(step_id)} depends on itself")
                 )
                 continue
             if dep not in first_index:
-                hint = did_you_mean(dep, first_index)
-                reason = f"step {step_id!r} depends on unknown step {dep!r}{hint}"
+                hint = hints.did_you_mean(dep, first_index)
+                reason = f"step {shown(step_id)} depends on unknown step {shown(dep)}{hint}"
                 problems.append(WorkflowProblem(field=field, reason=reason))
                 continue
             if count > 1:
-                reason = f"step {step_id!r} lists {dep!r} more than once"
+                reason = f"step {shown(step_id)} lists {shown(dep)} more than once"
                 problems.append(WorkflowProblem(field=field, reason=reason))
             # A duplicate id's edges would make cycles through the wrong step.
             if first_index[step_id] == index:
@@ -380,11 +457,18 @@ def check_graph(nodes: Sequence[tuple[int, str, Sequence[str]]]) -> list[Workflo
     problems.extend(
         WorkflowProblem(
             field="steps",
-            reason=f"cycle: {' -> '.join(cycle)} (each step depends on the one before it)",
+            reason=f"cycle: {_cycle_text(cycle)} (each step depends on the one before it)",
         )
-        for cycle in find_cycles(edges)
+        for cycle in find_cycles(edges)[: MAX_PROBLEMS_LISTED + 1]
     )
     return problems
+
+
+def _cycle_text(cycle: list[str]) -> str:
+    text = " -> ".join(
+        step_id if STEP_ID_PATTERN.fullmatch(step_id) else shown(step_id) for step_id in cycle
+    )
+    return text if len(text) <= 2 * MAX_ECHO_CHARS else text[: 2 * MAX_ECHO_CHARS] + "…"
 
 
 def find_cycles(edges: dict[str, list[str]]) -> list[list[str]]:
@@ -433,9 +517,32 @@ def step_labels(ids: Iterable[tuple[int, str]]) -> dict[int, str]:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Returns `` (did you mean 'x'?)`` for a close match, else an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """Returns `` (did you mean 'x'?)`` for a close match, else an empty string.
+
+    Bounded: no suggestion for a long word or among very many choices, since each
+    comparison costs the product of the two lengths.
+    """
+    if len(word) > MAX_HINT_WORD_CHARS:
+        return ""
+    candidates = [c for c in choices if len(c) <= MAX_HINT_WORD_CHARS]
+    if len(candidates) > MAX_HINT_CHOICES:
+        return ""
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f" (did you mean {shown(close[0])}?)" if close else ""
+
+
+class HintBudget:
+    """At most MAX_HINTS suggestions per validation: a workflow with thousands of
+    unknown names must not cost thousands of fuzzy searches."""
+
+    def __init__(self) -> None:
+        self._left = MAX_HINTS
+
+    def did_you_mean(self, word: str, choices: Iterable[str]) -> str:
+        if self._left <= 0:
+            return ""
+        self._left -= 1
+        return did_you_mean(word, choices)
 
 
 def _line(problem: WorkflowProblem) -> str:

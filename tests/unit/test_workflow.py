@@ -150,10 +150,11 @@ def test_round_trips_through_json():
     for name in builtin_workflow_names():
         wf = load_workflow(name)
         assert WorkflowSpec.model_validate_json(wf.model_dump_json()) == wf
+    # The longest values allowed (24 h timeouts, 1 h backoffs), off by a microsecond.
     odd = WorkflowSpec(
         name="odd",
-        default_timeout=timedelta(days=400, microseconds=3),
-        retry=RetryPolicy(max_attempts=5, initial_backoff="250ms", max_backoff="1h30m"),
+        default_timeout=timedelta(hours=23, minutes=59, seconds=59, microseconds=3),
+        retry=RetryPolicy(max_attempts=5, initial_backoff="250ms", max_backoff="59m59.5s"),
         steps=[StepSpec(id="a", persona="qa_engineer", timeout=timedelta(microseconds=1))],
     )
     restored = WorkflowSpec.model_validate_json(odd.model_dump_json())
