@@ -9,14 +9,20 @@ from gateway.scheduler_client import SchedulerClient
 from gateway.servicer import MaestroServicer
 from gateway.settings import GatewaySettings
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.core.auth import AuthConfigError, BearerAuthenticator, load_tokens_file
 from maestro.core.errors import MaestroError
+from maestro.core.limits import ClientLimits, LimitSettings
 from maestro.core.log_setup import configure_logging
-from maestro.core.serving import serve
+from maestro.core.serving import TlsFiles, serve
 from maestro.core.settings import load_settings
 from maestro.store import open_store
 
 
 async def main(settings: GatewaySettings) -> None:
+    try:
+        tokens = load_tokens_file(settings.tokens_file, admins=settings.admins)
+    except AuthConfigError as err:
+        raise SystemExit(f"cannot start: {err}") from None
     try:
         store = await open_store(settings.database)
     except MaestroError as err:
@@ -32,6 +38,11 @@ async def main(settings: GatewaySettings) -> None:
         await scheduler.close()
         await store.close()
 
+    tls = (
+        TlsFiles(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None
+        else None
+    )
     await serve(
         settings,
         service_names=[gateway_pb2.DESCRIPTOR.services_by_name["MaestroService"].full_name],
@@ -40,6 +51,16 @@ async def main(settings: GatewaySettings) -> None:
         ),
         on_stop=on_stop,
         readiness=store.check_schema,
+        authenticator=BearerAuthenticator(tokens, realm="the Maestro gateway"),
+        limits=ClientLimits(
+            LimitSettings(
+                requests_per_second=settings.rate_limit_per_second,
+                burst=settings.rate_limit_burst,
+                max_streams=settings.max_streams_per_client,
+            )
+        ),
+        max_receive_bytes=settings.max_request_bytes,
+        tls=tls,
     )
 
 

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.names import RUN_ID_PATTERN, run_name
 from maestro.api.gateway.v1 import gateway_pb2
 from maestro.core.errors import InvalidArgument
+from maestro.paths import BadPath, normalize_artifact_path
+from maestro.personas import Persona
 from maestro.store import ArtifactRecord, EventRecord, RunRecord, StepRecord, Usage
+from maestro.workflow import WorkflowSpec
+
+# Page tokens are base64url (no padding) of a versioned cursor. They are opaque to
+# clients; here they are parsed strictly: anything but a token this API made is
+# INVALID_ARGUMENT, and nothing in one is ever interpreted beyond the cursor.
+_MAX_TOKEN_CHARS = 700
+_TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
+_RUN_CURSOR = re.compile(r"r1\.([0-9]{1,18})\.([0-9a-f]+)")
+_ARTIFACT_PREFIX = b"a1."
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
@@ -34,7 +47,7 @@ def usage_to_proto(usage: Usage) -> gateway_pb2.TokenUsage:
 
 def step_to_proto(step: StepRecord) -> gateway_pb2.Step:
     return gateway_pb2.Step(
-        name=f"runs/{step.run_id}/steps/{step.step_id}",
+        name=f"{run_name(step.run_id)}/steps/{step.step_id}",
         step_id=step.step_id,
         persona=step.persona,
         depends_on=list(step.depends_on),
@@ -52,7 +65,7 @@ def step_to_proto(step: StepRecord) -> gateway_pb2.Step:
 
 def run_to_proto(run: RunRecord) -> gateway_pb2.Run:
     return gateway_pb2.Run(
-        name=f"runs/{run.run_id}",
+        name=run_name(run.run_id),
         workflow=run.workflow_name,
         requirement=run.requirement,
         state=gateway_pb2.RunState.Value(f"RUN_STATE_{run.state.value}"),
@@ -63,12 +76,13 @@ def run_to_proto(run: RunRecord) -> gateway_pb2.Run:
         error=run.error,
         provider=run.provider,
         usage=usage_to_proto(run.usage),
+        creator=run.created_by,
     )
 
 
 def event_to_proto(event: EventRecord) -> gateway_pb2.RunEvent:
     return gateway_pb2.RunEvent(
-        run=f"runs/{event.run_id}",
+        run=run_name(event.run_id),
         sequence=event.sequence,
         type=gateway_pb2.EventType.Value(f"EVENT_TYPE_{event.type.value}"),
         step_id=event.step_id,
@@ -80,7 +94,7 @@ def event_to_proto(event: EventRecord) -> gateway_pb2.RunEvent:
 
 def artifact_to_proto(artifact: ArtifactRecord) -> gateway_pb2.Artifact:
     return gateway_pb2.Artifact(
-        name=f"runs/{artifact.run_id}/artifacts/{artifact.path}",
+        name=f"{run_name(artifact.run_id)}/artifacts/{artifact.path}",
         path=artifact.path,
         step_id=artifact.step_id,
         size_bytes=artifact.size_bytes,
@@ -90,15 +104,85 @@ def artifact_to_proto(artifact: ArtifactRecord) -> gateway_pb2.Artifact:
     )
 
 
+def workflow_to_proto(spec: WorkflowSpec, yaml_text: str) -> gateway_pb2.Workflow:
+    return gateway_pb2.Workflow(
+        name=spec.name,
+        description=spec.description,
+        step_ids=[step.id for step in spec.steps],
+        yaml=yaml_text,
+    )
+
+
+def persona_to_proto(persona: Persona) -> gateway_pb2.Persona:
+    return gateway_pb2.Persona(
+        name=persona.name,
+        role=persona.role,
+        deliverables=[
+            gateway_pb2.Deliverable(path=d.path, kind=d.kind.value, description=d.description)
+            for d in persona.deliverables
+        ],
+    )
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode(token: str) -> bytes:
+    if len(token) > _MAX_TOKEN_CHARS or not _TOKEN_ALPHABET.fullmatch(token):
+        raise _bad_token()
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise _bad_token() from None
+
+
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument(
+        "page_token", "is not a page token this API returned (pass next_page_token unchanged)"
+    )
+
+
 def encode_page_token(run: RunRecord) -> str:
-    cursor = {"t": run.create_time.isoformat(), "id": run.run_id}
-    return base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode()
+    """The token of the page after `run` (in newest-first order)."""
+    micros = (run.create_time - _EPOCH) // timedelta(microseconds=1)
+    return _encode(f"r1.{micros}.{run.run_id}".encode("ascii"))
 
 
 def decode_page_token(token: str) -> tuple[datetime, str]:
-    """The (create time, run id) cursor a page token carries."""
+    """The (create time, run id) cursor a ListRuns page token carries.
+
+    Raises:
+        InvalidArgument: not a token `encode_page_token` made.
+    """
     try:
-        cursor = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return datetime.fromisoformat(cursor["t"]), str(cursor["id"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument("page_token", "is not a token this API returned") from None
+        text = _decode(token).decode("ascii")
+    except UnicodeDecodeError:
+        raise _bad_token() from None
+    match = _RUN_CURSOR.fullmatch(text)
+    if match is None or not RUN_ID_PATTERN.fullmatch(match.group(2)):
+        raise _bad_token()
+    return _EPOCH + timedelta(microseconds=int(match.group(1))), match.group(2)
+
+
+def encode_artifact_token(path: str) -> str:
+    """The token of the ListArtifacts page after `path`."""
+    return _encode(_ARTIFACT_PREFIX + path.encode("utf-8"))
+
+
+def decode_artifact_token(token: str) -> str:
+    """The path a ListArtifacts page token carries.
+
+    Raises:
+        InvalidArgument: not a token `encode_artifact_token` made.
+    """
+    raw = _decode(token)
+    if not raw.startswith(_ARTIFACT_PREFIX):
+        raise _bad_token()
+    try:
+        path = raw[len(_ARTIFACT_PREFIX) :].decode("utf-8")
+        if normalize_artifact_path(path) != path:
+            raise _bad_token()
+    except (UnicodeDecodeError, BadPath):
+        raise _bad_token() from None
+    return path

@@ -1,37 +1,71 @@
-"""Resource names of the public API (AIP-122): parsed once, with precise errors."""
+"""Resource names of the public API (AIP-122): parsed once, strictly, with precise errors.
+
+A run id is exactly 16 lowercase hex digits (what the scheduler makes); nothing else
+is a run name, so no odd byte (a newline, a second slash) ever reaches the store.
+"""
 
 from __future__ import annotations
 
 import re
 
-from maestro.core.errors import InvalidArgument
+from maestro.core.errors import InvalidArgument, NotFound, Resource
 from maestro.paths import BadPath, normalize_artifact_path
+from maestro.workflow.limits import shown
 
-_RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+RUN_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+RUN_TYPE = "maestro.api.gateway.v1.Run"
+ARTIFACT_TYPE = "maestro.api.gateway.v1.Artifact"
+# A run name, `/artifacts/`, and the longest artifact path, with room to spare.
+MAX_NAME_CHARS = 512
 
 
 def run_name(run_id: str) -> str:
     return f"runs/{run_id}"
 
 
+def run_not_found(run_id: str) -> NotFound:
+    """The NOT_FOUND for a run that does not exist or belongs to someone else."""
+    name = run_name(run_id)
+    return NotFound(f"run {name} does not exist", resource=Resource(RUN_TYPE, name))
+
+
 def parse_run_name(name: str, field: str = "name") -> str:
-    """Returns the run id of `runs/{run}`."""
+    """Returns the run id of `runs/{run}`.
+
+    Raises:
+        InvalidArgument: anything else, with the field and the expected form.
+    """
     prefix, sep, run_id = name.partition("/")
-    if prefix != "runs" or not sep or not _RUN_ID.match(run_id):
-        raise InvalidArgument(field, f"{name!r} is not a run name; expected runs/{{run}}")
+    if prefix != "runs" or not sep or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise InvalidArgument(
+            field,
+            f"{shown(name)} is not a run name; expected runs/{{run}} with a run id of "
+            "16 lowercase hex digits",
+        )
     return run_id
 
 
 def parse_artifact_name(name: str) -> tuple[str, str]:
-    """Returns (run id, path) of `runs/{run}/artifacts/{path}`."""
+    """Returns (run id, path) of `runs/{run}/artifacts/{path}`.
+
+    Raises:
+        InvalidArgument: anything else, or a path that is not a normalised artifact
+            path (absolute, `..`, control characters, ...).
+    """
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument("name", f"is {len(name)} characters long; at most {MAX_NAME_CHARS}")
     parts = name.split("/", 3)
     if len(parts) != 4 or parts[0] != "runs" or parts[2] != "artifacts":
         raise InvalidArgument(
-            "name", f"{name!r} is not an artifact name; expected runs/{{run}}/artifacts/{{path}}"
+            "name",
+            f"{shown(name)} is not an artifact name; expected runs/{{run}}/artifacts/{{path}}",
         )
-    run_id = parse_run_name(f"runs/{parts[1]}")
     try:
         path = normalize_artifact_path(parts[3])
     except BadPath as err:
         raise InvalidArgument("name", str(err)) from None
-    return run_id, path
+    if path != parts[3]:
+        raise InvalidArgument(
+            "name", f"the path in {shown(name)} is not normalised; use {shown(path)}"
+        )
+    return parse_run_name(f"runs/{parts[1]}", field="name"), path

@@ -24,10 +24,14 @@ class SchedulerClient:
         requirement: str,
         provider: str,
         request_id: str,
+        created_by: str,
     ) -> str:
         """Returns the new (or, for a repeated request_id, the existing) run's id."""
         request = scheduler_pb2.CreateRunRequest(
-            requirement=requirement, provider=provider, request_id=request_id
+            requirement=requirement,
+            provider=provider,
+            request_id=request_id,
+            created_by=created_by,
         )
         if workflow_yaml:
             request.workflow_yaml = workflow_yaml

@@ -1,4 +1,9 @@
-"""The public API: proto in, store read or scheduler call, proto out."""
+"""The public API: proto in, store read or scheduler call, proto out.
+
+Every run is its creator's: the caller's identity (set by the serving interceptor
+from the bearer token) must be the run's `created_by`, or an admin's; anyone else
+gets the same NOT_FOUND as for a run that does not exist.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,68 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 
 from gateway.convert import (
     artifact_to_proto,
+    decode_artifact_token,
     decode_page_token,
+    encode_artifact_token,
     encode_page_token,
     event_to_proto,
+    persona_to_proto,
     run_to_proto,
+    workflow_to_proto,
 )
 from gateway.events import EventHub
-from gateway.names import parse_artifact_name, parse_run_name
+from gateway.names import (
+    ARTIFACT_TYPE,
+    parse_artifact_name,
+    parse_run_name,
+    run_name,
+    run_not_found,
+)
 from gateway.scheduler_client import SchedulerClient
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from maestro.core.errors import InvalidArgument, NotFound
+from maestro.core.auth import Identity, current_identity
+from maestro.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Resource,
+    Unauthenticated,
+)
+from maestro.personas import PERSONAS
 from maestro.store import RunRecord, Store
+from maestro.workflow import builtin_workflow, builtin_workflow_names, builtin_workflow_yaml
+from maestro.workflow.limits import MAX_WORKFLOW_BYTES
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+DEFAULT_ARTIFACT_PAGE_SIZE = 200
+# A ListRuns page stops early past this many bytes of runs, so a page of runs with
+# many steps stays far below a client's default 4 MiB receive limit.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
+MAX_REQUIREMENT_CHARS = 20_000
+MAX_REQUEST_ID_CHARS = 128
+MAX_PROVIDER_CHARS = 32
+# Sequences are dense from 1; this bound only keeps the value sane.
+MAX_SEQUENCE = 2**62
+
+
+def _caller() -> Identity:
+    identity = current_identity.get()
+    if identity is None:  # only if the server was built without authentication
+        raise Unauthenticated("no authenticated caller")
+    return identity
+
+
+def _page_size(value: int, default: int) -> int:
+    if not 0 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {value}")
+    return value or default
 
 
 class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
@@ -32,24 +80,49 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         self._store = store
         self._scheduler = scheduler
         self._hub = hub
+        # Built once: the built-in workflows are package files that never change.
+        self._workflows = gateway_pb2.ListWorkflowsResponse(
+            workflows=[
+                workflow_to_proto(builtin_workflow(name), builtin_workflow_yaml(name))
+                for name in builtin_workflow_names()
+            ]
+        )
 
     async def _run(self, run_id: str) -> RunRecord:
+        """The run, if the caller may see it; NOT_FOUND otherwise."""
+        caller = _caller()
         run = await self._store.get_run(run_id)
-        if run is None:
-            raise NotFound(f"run runs/{run_id} does not exist")
+        if run is None or not (caller.admin or run.created_by == caller.name):
+            raise run_not_found(run_id)
         return run
 
     async def CreateRun(
         self, request: gateway_pb2.CreateRunRequest, context: Context
     ) -> gateway_pb2.Run:
+        caller = _caller()
         if not request.requirement.strip():
             raise InvalidArgument("requirement", "is required")
+        # Cheap bounds checked here, before anything is forwarded.
+        if len(request.requirement) > MAX_REQUIREMENT_CHARS:
+            raise InvalidArgument(
+                "requirement",
+                f"is {len(request.requirement)} characters; at most {MAX_REQUIREMENT_CHARS}",
+            )
+        size = len(request.workflow_yaml.encode())
+        if size > MAX_WORKFLOW_BYTES:
+            raise InvalidArgument("workflow_yaml", f"is {size} bytes; at most {MAX_WORKFLOW_BYTES}")
+        if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+            raise InvalidArgument("request_id", f"is longer than {MAX_REQUEST_ID_CHARS} characters")
+        if len(request.provider) > MAX_PROVIDER_CHARS:
+            raise InvalidArgument("provider", "unknown provider; use 'anthropic' or 'offline'")
         run_id = await self._scheduler.create_run(
             workflow_name=request.workflow_name,
             workflow_yaml=request.workflow_yaml,
             requirement=request.requirement,
             provider=request.provider,
-            request_id=request.request_id,
+            # Per identity: one caller's request id can never find another's run.
+            request_id=f"{caller.name}/{request.request_id}" if request.request_id else "",
+            created_by=caller.name,
         )
         return run_to_proto(await self._run(run_id))
 
@@ -59,31 +132,57 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
     async def ListRuns(
         self, request: gateway_pb2.ListRunsRequest, context: Context
     ) -> gateway_pb2.ListRunsResponse:
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-        size = request.page_size or DEFAULT_PAGE_SIZE
+        caller = _caller()
+        size = _page_size(request.page_size, DEFAULT_PAGE_SIZE)
         after = decode_page_token(request.page_token) if request.page_token else None
         # One extra row tells whether another page exists.
-        runs = await self._store.list_runs(size + 1, after)
-        token = encode_page_token(runs[size - 1]) if len(runs) > size else ""
-        return gateway_pb2.ListRunsResponse(
-            runs=[run_to_proto(run) for run in runs[:size]], next_page_token=token
+        runs = await self._store.list_runs(
+            size + 1, after, created_by=None if caller.admin else caller.name
         )
+        response = gateway_pb2.ListRunsResponse()
+        total = 0
+        for run in runs[:size]:
+            message = run_to_proto(run)
+            total += message.ByteSize()
+            if total > MAX_PAGE_BYTES and response.runs:
+                break
+            response.runs.append(message)
+        if len(response.runs) < len(runs):
+            response.next_page_token = encode_page_token(runs[len(response.runs) - 1])
+        return response
 
     async def CancelRun(
         self, request: gateway_pb2.CancelRunRequest, context: Context
     ) -> gateway_pb2.Run:
         run_id = parse_run_name(request.name)
-        await self._run(run_id)
-        await self._scheduler.cancel_run(run_id)
+        run = await self._run(run_id)
+        if run.state.finished:
+            raise FailedPrecondition(f"run {run_name(run_id)} already finished {run.state.value}")
+        try:
+            await self._scheduler.cancel_run(run_id)
+        except FailedPrecondition:
+            # Finished between the read above and the scheduler's: say it our way.
+            run = await self._run(run_id)
+            raise FailedPrecondition(
+                f"run {run_name(run_id)} already finished {run.state.value}"
+            ) from None
         return run_to_proto(await self._run(run_id))
+
+    async def DeleteRun(
+        self, request: gateway_pb2.DeleteRunRequest, context: Context
+    ) -> empty_pb2.Empty:
+        run_id = parse_run_name(request.name)
+        await self._run(run_id)
+        if not await self._store.delete_run(run_id):
+            raise run_not_found(run_id)
+        return empty_pb2.Empty()
 
     async def StreamRunEvents(
         self, request: gateway_pb2.StreamRunEventsRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.RunEvent]:
         run_id = parse_run_name(request.name)
-        if request.after_sequence < 0:
-            raise InvalidArgument("after_sequence", "must not be negative")
+        if not 0 <= request.after_sequence <= MAX_SEQUENCE:
+            raise InvalidArgument("after_sequence", "must be between 0 and 2^62")
         await self._run(run_id)
         async for event in self._hub.follow(run_id, request.after_sequence):
             yield event_to_proto(event)
@@ -92,10 +191,14 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         self, request: gateway_pb2.ListArtifactsRequest, context: Context
     ) -> gateway_pb2.ListArtifactsResponse:
         run_id = parse_run_name(request.parent, field="parent")
+        size = _page_size(request.page_size, DEFAULT_ARTIFACT_PAGE_SIZE)
+        after = decode_artifact_token(request.page_token) if request.page_token else None
         await self._run(run_id)
-        artifacts = await self._store.list_artifacts(run_id)
+        artifacts = await self._store.list_artifacts(run_id, limit=size + 1, after=after)
+        page = artifacts[:size]
         return gateway_pb2.ListArtifactsResponse(
-            artifacts=[artifact_to_proto(artifact) for artifact in artifacts]
+            artifacts=[artifact_to_proto(artifact) for artifact in page],
+            next_page_token=encode_artifact_token(page[-1].path) if len(artifacts) > size else "",
         )
 
     async def GetArtifact(
@@ -105,5 +208,23 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         await self._run(run_id)
         artifact = await self._store.get_artifact(run_id, path)
         if artifact is None:
-            raise NotFound(f"run runs/{run_id} has no artifact {path!r}")
+            name = f"{run_name(run_id)}/artifacts/{path}"
+            raise NotFound(
+                f"run {run_name(run_id)} has no artifact {path!r}",
+                resource=Resource(ARTIFACT_TYPE, name),
+            )
         return artifact_to_proto(artifact)
+
+    async def ListWorkflows(
+        self, request: gateway_pb2.ListWorkflowsRequest, context: Context
+    ) -> gateway_pb2.ListWorkflowsResponse:
+        _caller()
+        return self._workflows
+
+    async def ListPersonas(
+        self, request: gateway_pb2.ListPersonasRequest, context: Context
+    ) -> gateway_pb2.ListPersonasResponse:
+        _caller()
+        return gateway_pb2.ListPersonasResponse(
+            personas=[persona_to_proto(PERSONAS[name]) for name in sorted(PERSONAS)]
+        )

@@ -11,10 +11,11 @@ import sys
 from contextlib import aclosing
 from pathlib import Path
 
-from maestro.cli.download import download_artifacts
+from maestro.cli.download import Mode, download_artifacts
 from maestro.cli.gateway_client import GatewayClient
 from maestro.cli.interrupts import Interrupts
 from maestro.cli.models import run_name
+from maestro.cli.options import GatewayTarget
 from maestro.cli.render import (
     EventFormatter,
     event_to_dict,
@@ -23,6 +24,7 @@ from maestro.cli.render import (
     format_size,
     json_line,
     run_to_dict,
+    terminal_safe,
 )
 from maestro.cli.run_cmd import note_resumed_runs
 from maestro.cli.stack import LocalStack
@@ -31,11 +33,21 @@ from maestro.store.schema_revision import SCHEMA_REVISION
 
 
 def _out(text: str) -> None:
-    print(text, flush=True)
+    print(terminal_safe(text), flush=True)
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(terminal_safe(text), file=sys.stderr, flush=True)
+
+
+def client_for(target: GatewayTarget) -> GatewayClient:
+    """A client of the gateway with the target's token and TLS settings."""
+    return GatewayClient(
+        target.address,
+        token=target.token,
+        tls=target.tls,
+        root_certificates=target.root_certificates,
+    )
 
 
 def db_upgrade(url: str) -> int:
@@ -74,6 +86,10 @@ async def up_command(
                 interrupts.armed = True
                 address = stack.gateway_address
                 _out(f"Maestro gateway listening on {address}; export MAESTRO_GATEWAY={address}")
+                _note(
+                    f"its token is in {stack.data_dir / 'token'}: `maestro` commands run in "
+                    "this directory use it; elsewhere pass --token or set MAESTRO_TOKEN"
+                )
                 _note("press Ctrl-C to stop")
                 stop = asyncio.create_task(interrupts.event.wait())
                 crash = asyncio.create_task(stack.wait_for_exit())
@@ -96,9 +112,11 @@ async def up_command(
     return 0
 
 
-async def runs_list(address: str, *, page_size: int, page_token: str, as_json: bool) -> int:
+async def runs_list(
+    target: GatewayTarget, *, page_size: int, page_token: str, as_json: bool
+) -> int:
     """`maestro runs list`."""
-    async with GatewayClient(address) as client:
+    async with client_for(target) as client:
         runs, next_token = await client.list_runs(page_size=page_size, page_token=page_token)
     if as_json:
         _out(json_line({"runs": [run_to_dict(r) for r in runs], "next_page_token": next_token}))
@@ -109,25 +127,33 @@ async def runs_list(address: str, *, page_size: int, page_token: str, as_json: b
     return 0
 
 
-async def runs_get(address: str, run: str, *, as_json: bool) -> int:
+async def runs_get(target: GatewayTarget, run: str, *, as_json: bool) -> int:
     """`maestro runs get RUN`."""
-    async with GatewayClient(address) as client:
+    async with client_for(target) as client:
         result = await client.get_run(run)
     _out(json_line(run_to_dict(result)) if as_json else format_run(result))
     return 0
 
 
-async def runs_cancel(address: str, run: str) -> int:
+async def runs_cancel(target: GatewayTarget, run: str) -> int:
     """`maestro runs cancel RUN`: asks for the cancel and reports the state right after."""
-    async with GatewayClient(address) as client:
+    async with client_for(target) as client:
         result = await client.cancel_run(run)
     _out(f"cancel requested: {result.name} is {result.state}")
     return 0
 
 
-async def runs_events(address: str, run: str, *, after: int, as_json: bool) -> int:
+async def runs_delete(target: GatewayTarget, run: str) -> int:
+    """`maestro runs delete RUN`: deletes a finished run with its events and artifacts."""
+    async with client_for(target) as client:
+        await client.delete_run(run)
+    _out(f"deleted {run_name(run)}")
+    return 0
+
+
+async def runs_events(target: GatewayTarget, run: str, *, after: int, as_json: bool) -> int:
     """`maestro runs events RUN`: prints events until the run's terminal event."""
-    async with GatewayClient(address) as client:
+    async with client_for(target) as client:
         # A unary call first: a wrong address or run id fails at once with a clear
         # error instead of going through the stream's reconnect attempts.
         await client.get_run(run)
@@ -138,14 +164,30 @@ async def runs_events(address: str, run: str, *, after: int, as_json: bool) -> i
     return 0
 
 
-async def artifacts_command(address: str, run: str, *, out: Path | None) -> int:
-    """`maestro artifacts RUN [--out DIR]`: downloads every artifact of a run."""
+async def artifacts_command(
+    target: GatewayTarget, run: str, *, out: Path | None, mode: Mode = Mode.NEW
+) -> int:
+    """`maestro artifacts RUN [--out DIR] [--force | --overwrite]`: downloads a run's
+    artifacts into a new or empty directory (see maestro.cli.download)."""
     name = run_name(run)
-    async with GatewayClient(address) as client:
+    async with client_for(target) as client:
         # The default directory is named after the run id, so ask the run first.
-        target = out or Path("maestro-out") / (await client.get_run(name)).id
-        written = await download_artifacts(client, name, target)
-    for saved in written:
+        directory = out or Path("maestro-out") / (await client.get_run(name)).id
+        result = await download_artifacts(client, name, directory, mode=mode)
+    for saved in result.saved:
         _out(f"wrote {saved.path} ({format_size(saved.size_bytes)}, from step {saved.step_id})")
-    _note(f"{len(written)} artifacts of {name} in {target}")
-    return 0
+    _note(f"{len(result.saved)} artifacts of {name} in {directory}")
+    return report_kept(result.kept, directory)
+
+
+def report_kept(kept: list[str], directory: Path) -> int:
+    """Says which files were not written over; exit code 1 when there were any."""
+    if not kept:
+        return 0
+    _note(
+        f"warning: {len(kept)} artifacts were not written because something is already "
+        f"there in {directory} (kept as it was; --overwrite replaces files): "
+        + ", ".join(kept[:20])
+        + (" ..." if len(kept) > 20 else "")
+    )
+    return 1

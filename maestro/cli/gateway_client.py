@@ -19,7 +19,7 @@ from maestro.api.gateway.v1 import gateway_pb2 as pb
 from maestro.api.gateway.v1 import gateway_pb2_grpc
 from maestro.cli.convert import artifact_from_proto, event_from_proto, run_from_proto
 from maestro.cli.models import ArtifactView, EventView, RunView, run_name
-from maestro.core.client import insecure_channel, mapped_rpc_errors
+from maestro.core.client import insecure_channel, mapped_rpc_errors, secure_channel
 from maestro.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,32 @@ class StreamEnded(Unavailable):
 class GatewayClient:
     """Calls the gateway at one address. Use as `async with GatewayClient(addr) as c:`."""
 
-    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         """Opens a channel lazily; nothing connects until the first call.
 
         Args:
             address: `host:port` of the gateway.
+            token: The bearer token every call presents.
+            tls: Use TLS (implied by `root_certificates`).
+            root_certificates: PEM of the CAs to trust; None trusts the system's.
             timeout: Deadline in seconds for each unary call.
         """
         self.address = address
         self.timeout = timeout
-        self._channel = insecure_channel(address)
+        if tls or root_certificates is not None:
+            self._channel = secure_channel(
+                address, token=token, root_certificates=root_certificates
+            )
+        else:
+            self._channel = insecure_channel(address, token=token)
         self._stub = gateway_pb2_grpc.MaestroServiceStub(self._channel)
 
     async def __aenter__(self) -> GatewayClient:
@@ -109,14 +125,34 @@ class GatewayClient:
             result: pb.Run = await self._stub.CancelRun(request, timeout=self.timeout)
         return run_from_proto(result)
 
-    async def list_artifacts(self, run: str) -> list[ArtifactView]:
-        """Lists a run's artifacts, without their content."""
-        request = pb.ListArtifactsRequest(parent=run_name(run))
+    async def delete_run(self, run: str) -> None:
+        """Deletes a finished run with its events and artifacts."""
+        request = pb.DeleteRunRequest(name=run_name(run))
+        with mapped_rpc_errors():
+            await self._stub.DeleteRun(request, timeout=self.timeout)
+
+    async def list_artifacts_page(
+        self, run: str, *, page_token: str = "", page_size: int = 0
+    ) -> tuple[list[ArtifactView], str]:
+        """One page of a run's artifacts (without content), and the next page's token."""
+        request = pb.ListArtifactsRequest(
+            parent=run_name(run), page_token=page_token, page_size=page_size
+        )
         with mapped_rpc_errors():
             result: pb.ListArtifactsResponse = await self._stub.ListArtifacts(
                 request, timeout=self.timeout
             )
-        return [artifact_from_proto(a) for a in result.artifacts]
+        return [artifact_from_proto(a) for a in result.artifacts], result.next_page_token
+
+    async def list_artifacts(self, run: str) -> list[ArtifactView]:
+        """Lists all of a run's artifacts, without their content, page by page."""
+        listed: list[ArtifactView] = []
+        token = ""
+        while True:
+            page, token = await self.list_artifacts_page(run, page_token=token)
+            listed.extend(page)
+            if not token:
+                return listed
 
     async def get_artifact(self, name: str) -> ArtifactView:
         """Gets one artifact, by its full name `runs/{run}/artifacts/{path}`, with content."""

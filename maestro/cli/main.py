@@ -15,19 +15,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 from maestro.cli import commands
+from maestro.cli.credentials import CredentialsError
+from maestro.cli.download import Mode
 from maestro.cli.options import (
     DEFAULT_WORKFLOW,
+    LOCAL_DATA_DIR,
     NO_GATEWAY_MESSAGE,
     PROVIDERS,
+    GatewayTarget,
+    TargetError,
     WorkflowError,
     choose_provider,
     gateway_address,
+    gateway_target,
     resolve_workflow,
 )
-from maestro.cli.render import format_personas, format_workflow
-from maestro.cli.run_cmd import LOCAL_DATA_DIR, RunOptions, run_command
+from maestro.cli.render import format_personas, format_workflow, terminal_safe
+from maestro.cli.run_cmd import RunOptions, run_command
 from maestro.cli.stack import StackError
-from maestro.core.errors import DeadlineExceeded, InvalidArgument, MaestroError, Unavailable
+from maestro.core.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    MaestroError,
+    Unauthenticated,
+    Unavailable,
+)
 from maestro.paths import BadPath
 from maestro.personas import PERSONAS
 from maestro.store import redact_url
@@ -74,6 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="gateway address (default: $MAESTRO_GATEWAY)",
     )
+    gateway.add_argument(
+        "--token",
+        help="bearer token for the gateway (default: $MAESTRO_TOKEN; for a gateway on this "
+        "machine, ./.maestro/token)",
+    )
+    gateway.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="talk TLS to the gateway, trusting these CAs (default: $MAESTRO_CA_FILE)",
+    )
+    gateway.add_argument(
+        "--tls",
+        action="store_true",
+        help="talk TLS to the gateway, trusting the system's CAs (or set MAESTRO_TLS=1)",
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    existing = output.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--force",
+        action="store_true",
+        help="use a non-empty --out directory: add files, never replace existing ones",
+    )
+    existing.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="use a non-empty --out directory and replace existing files",
+    )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
     provider = argparse.ArgumentParser(add_help=False)
@@ -86,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        parents=[gateway, as_json, provider],
+        parents=[gateway, as_json, provider, output],
         help="run a workflow and download its artifacts",
         description="Run a workflow. Without --gateway or $MAESTRO_GATEWAY, a local "
         "stack is started in ./.maestro/ for the duration of the run.",
@@ -100,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-r", "--requirement", required=True, help="what to build")
     run.add_argument(
-        "--out", type=Path, metavar="DIR", help="artifacts directory (default: ./maestro-out/RUN)"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="a new or empty artifacts directory (default: ./maestro-out/RUN)",
     )
     run.set_defaults(handler=_run)
 
@@ -150,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = runs_sub.add_parser("cancel", parents=[gateway], help="cancel a run")
     cancel.add_argument("run", metavar="RUN", help="run id or runs/<id>")
     cancel.set_defaults(handler=_runs_cancel)
+    delete = runs_sub.add_parser(
+        "delete", parents=[gateway], help="delete a finished run with its events and artifacts"
+    )
+    delete.add_argument("run", metavar="RUN", help="run id or runs/<id>")
+    delete.set_defaults(handler=_runs_delete)
     events = runs_sub.add_parser(
         "events", parents=[gateway, as_json], help="follow a run's events until it ends"
     )
@@ -159,10 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.set_defaults(handler=_runs_events)
 
-    artifacts = sub.add_parser("artifacts", parents=[gateway], help="download a run's artifacts")
+    artifacts = sub.add_parser(
+        "artifacts", parents=[gateway, output], help="download a run's artifacts"
+    )
     artifacts.add_argument("run", metavar="RUN", help="run id or runs/<id>")
     artifacts.add_argument(
-        "--out", type=Path, metavar="DIR", help="directory (default: ./maestro-out/RUN)"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="a new or empty directory (default: ./maestro-out/RUN)",
     )
     artifacts.set_defaults(handler=_artifacts)
 
@@ -181,15 +233,23 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(terminal_safe(text), file=sys.stderr, flush=True)
 
 
-def _address(args: argparse.Namespace) -> str:
+def _target(args: argparse.Namespace) -> GatewayTarget:
     address = gateway_address(args.gateway, os.environ)
     if address is None:
         raise UsageError(NO_GATEWAY_MESSAGE)
     args.address = address  # for error messages
-    return address
+    return gateway_target(
+        address, token=args.token, ca_file=args.ca_file, tls=args.tls, env=os.environ
+    )
+
+
+def _mode(args: argparse.Namespace) -> Mode:
+    if args.overwrite:
+        return Mode.OVERWRITE
+    return Mode.ADD if args.force else Mode.NEW
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -198,6 +258,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--requirement must not be empty")
     choice = resolve_workflow(args.workflow)
     address = gateway_address(args.gateway, os.environ)
+    target: GatewayTarget | None = None
     if address is None:
         picked = choose_provider(args.provider, os.environ)
         if picked.notice:
@@ -207,13 +268,14 @@ def _run(args: argparse.Namespace) -> int:
         # A remote gateway's workers have their own keys: this machine's environment
         # says nothing about them, so only an explicit --provider is sent.
         provider = args.provider or ""
-        args.address = address
+        target = _target(args)
     opts = RunOptions(
         workflow=choice,
         requirement=requirement,
         provider=provider,
-        gateway=address,
+        gateway=target,
         out=args.out,
+        mode=_mode(args),
         json=args.json,
         data_dir=LOCAL_DATA_DIR,
     )
@@ -260,35 +322,41 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 def _runs_list(args: argparse.Namespace) -> int:
     return asyncio.run(
         commands.runs_list(
-            _address(args), page_size=args.page_size, page_token=args.page_token, as_json=args.json
+            _target(args), page_size=args.page_size, page_token=args.page_token, as_json=args.json
         )
     )
 
 
 def _runs_get(args: argparse.Namespace) -> int:
-    return asyncio.run(commands.runs_get(_address(args), args.run, as_json=args.json))
+    return asyncio.run(commands.runs_get(_target(args), args.run, as_json=args.json))
 
 
 def _runs_cancel(args: argparse.Namespace) -> int:
-    return asyncio.run(commands.runs_cancel(_address(args), args.run))
+    return asyncio.run(commands.runs_cancel(_target(args), args.run))
+
+
+def _runs_delete(args: argparse.Namespace) -> int:
+    return asyncio.run(commands.runs_delete(_target(args), args.run))
 
 
 def _runs_events(args: argparse.Namespace) -> int:
-    address = _address(args)
-    return asyncio.run(commands.runs_events(address, args.run, after=args.after, as_json=args.json))
+    target = _target(args)
+    return asyncio.run(commands.runs_events(target, args.run, after=args.after, as_json=args.json))
 
 
 def _artifacts(args: argparse.Namespace) -> int:
-    return asyncio.run(commands.artifacts_command(_address(args), args.run, out=args.out))
+    return asyncio.run(
+        commands.artifacts_command(_target(args), args.run, out=args.out, mode=_mode(args))
+    )
 
 
 def _validate(args: argparse.Namespace) -> int:
-    print(format_workflow(load_workflow(args.workflow)))
+    print(terminal_safe(format_workflow(load_workflow(args.workflow))))
     return 0
 
 
 def _personas(args: argparse.Namespace) -> int:
-    print(format_personas(PERSONAS.values()))
+    print(terminal_safe(format_personas(PERSONAS.values())))
     return 0
 
 
@@ -300,10 +368,18 @@ def _report(err: BaseException, args: argparse.Namespace) -> int:
         _note(f"error: invalid workflow {args.workflow!r}:")
         for problem in err.problems:
             _note(f"  {problem.field}: {problem.reason}")
+        if err.more:
+            _note(f"  and {err.more} more problems")
         return 2
-    if isinstance(err, UsageError | InvalidArgument):
+    if isinstance(err, UsageError | InvalidArgument | TargetError):
         _note(f"error: {err}")
         return 2
+    if isinstance(err, Unauthenticated):
+        _note(
+            f"error: {gateway} refused the call ({err.message}); pass --token or set "
+            "MAESTRO_TOKEN (`maestro up` writes the local stack's token to .maestro/token)"
+        )
+        return 1
     if isinstance(err, Unavailable) and args.handler is not _db_upgrade:
         _note(f"error: cannot reach {gateway} ({err.message})")
         return 1
@@ -338,7 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         # a message, but Python must not fail again flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (UsageError, MaestroError, StackError, BadPath, OSError) as err:
+    except (
+        UsageError,
+        MaestroError,
+        StackError,
+        CredentialsError,
+        TargetError,
+        BadPath,
+        OSError,
+    ) as err:
         return _report(err, args)
 
 

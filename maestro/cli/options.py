@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from maestro.cli.credentials import read_local_token
 from maestro.workflow import (
     WorkflowError,
     WorkflowSpec,
@@ -20,6 +21,10 @@ from maestro.workflow import (
 DEFAULT_WORKFLOW = "sdlc-parallel"
 PROVIDERS = ("anthropic", "offline")
 GATEWAY_ENV = "MAESTRO_GATEWAY"
+TOKEN_ENV = "MAESTRO_TOKEN"
+CA_FILE_ENV = "MAESTRO_CA_FILE"
+TLS_ENV = "MAESTRO_TLS"
+LOCAL_DATA_DIR = Path(".maestro")
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 OFFLINE_NOTICE = f"{API_KEY_ENV} is not set: using the offline provider (deterministic, no network)"
 NO_GATEWAY_MESSAGE = (
@@ -81,6 +86,59 @@ def choose_provider(flag: str | None, env: Mapping[str, str]) -> ProviderChoice:
     return ProviderChoice("offline", notice=OFFLINE_NOTICE)
 
 
+@dataclass(frozen=True)
+class GatewayTarget:
+    """Where the gateway is and how to reach it."""
+
+    address: str
+    token: str | None = None
+    tls: bool = False
+    root_certificates: bytes | None = None
+
+
+class TargetError(ValueError):
+    """A gateway's TLS settings that cannot be used (an unreadable CA file)."""
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `host:port` names this machine (only there is ./.maestro's token used)."""
+    host = address.rsplit(":", 1)[0].strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def gateway_target(
+    address: str,
+    *,
+    token: str | None,
+    ca_file: str | None,
+    tls: bool,
+    env: Mapping[str, str],
+    data_dir: Path = LOCAL_DATA_DIR,
+) -> GatewayTarget:
+    """The token and TLS settings for a gateway address.
+
+    The token is `--token`, else MAESTRO_TOKEN, else (only for a gateway on this
+    machine) the local stack's own token in `data_dir`, so `maestro up` in one
+    terminal and `maestro runs list` in another need nothing more. TLS is on with
+    `--tls`/MAESTRO_TLS=1 (the system's CAs) or `--ca-file`/MAESTRO_CA_FILE.
+
+    Raises:
+        TargetError: the CA file cannot be read.
+    """
+    chosen = (token or env.get(TOKEN_ENV, "")).strip() or None
+    if chosen is None and is_loopback(address):
+        chosen = read_local_token(data_dir)
+    ca_path = ca_file or env.get(CA_FILE_ENV, "").strip() or None
+    roots: bytes | None = None
+    if ca_path:
+        try:
+            roots = Path(ca_path).read_bytes()
+        except OSError as err:
+            raise TargetError(f"cannot read the CA file {ca_path}: {err.strerror}") from None
+    use_tls = tls or env.get(TLS_ENV, "").strip().lower() in ("1", "true", "yes") or bool(roots)
+    return GatewayTarget(address, chosen, use_tls, roots)
+
+
 def gateway_address(flag: str | None, env: Mapping[str, str]) -> str | None:
     """`--gateway` wins over MAESTRO_GATEWAY; None when neither is set."""
     for value in (flag, env.get(GATEWAY_ENV)):
@@ -90,14 +148,22 @@ def gateway_address(flag: str | None, env: Mapping[str, str]) -> str | None:
 
 
 __all__ = [
+    "CA_FILE_ENV",
     "DEFAULT_WORKFLOW",
+    "LOCAL_DATA_DIR",
     "NO_GATEWAY_MESSAGE",
     "OFFLINE_NOTICE",
     "PROVIDERS",
+    "TLS_ENV",
+    "TOKEN_ENV",
+    "GatewayTarget",
     "ProviderChoice",
+    "TargetError",
     "WorkflowChoice",
     "WorkflowError",
     "choose_provider",
     "gateway_address",
+    "gateway_target",
+    "is_loopback",
     "resolve_workflow",
 ]

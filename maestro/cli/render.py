@@ -2,6 +2,11 @@
 
 JSON times are RFC 3339 in UTC with microseconds (`2026-11-24T18:42:12.123456Z`);
 text output shows local wall-clock times, sizes and durations for people.
+
+Everything printed passes through `terminal_safe` (text) or `json_line` (JSON), which
+escape control, bidi and other invisible characters: names, messages and paths come
+from other users and from models, and an escape sequence in them must not reach the
+terminal.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any, Protocol
 
 from maestro.cli.models import EventView, RunView, StepView, TokenUsageView
 from maestro.personas import Persona
+from maestro.text import escape_unprintable, is_printable_char
 
 JsonDict = dict[str, Any]
 
@@ -59,9 +65,23 @@ def format_tokens(usage: TokenUsageView) -> str:
     return f"{usage.input_tokens:,} in + {usage.output_tokens:,} out = {total:,} tokens"
 
 
+def terminal_safe(text: str) -> str:
+    """`text` with every character a terminal would act on escaped (newlines and tabs kept)."""
+    return escape_unprintable(text, keep="\n\t")
+
+
 def json_line(value: Mapping[str, Any]) -> str:
-    """One compact JSON object on one line (for JSON-lines output)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """One compact JSON object on one line (for JSON-lines output).
+
+    Non-ASCII text stays readable; unprintable characters are \\u-escaped (JSON
+    escapes only C0 controls itself).
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if is_printable_char(ch) else json.dumps(ch, ensure_ascii=True)[1:-1] for ch in text
+    )
 
 
 def _seconds(value: timedelta | None) -> float | None:

@@ -15,17 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maestro.cli.download import download_artifacts
+from maestro.cli.credentials import read_local_token
+from maestro.cli.download import Mode, download_artifacts
 from maestro.cli.gateway_client import GatewayClient
 from maestro.cli.interrupts import Interrupts
 from maestro.cli.models import EventView, RunView
-from maestro.cli.options import WorkflowChoice
-from maestro.cli.render import EventFormatter, event_to_dict, format_run, json_line, run_to_dict
+from maestro.cli.options import LOCAL_DATA_DIR, GatewayTarget, WorkflowChoice
+from maestro.cli.render import (
+    EventFormatter,
+    event_to_dict,
+    format_run,
+    json_line,
+    run_to_dict,
+    terminal_safe,
+)
 from maestro.cli.stack import LocalStack
 from maestro.core.errors import FailedPrecondition, MaestroError
 from maestro.paths import BadPath
 
-LOCAL_DATA_DIR = Path(".maestro")
+__all__ = ["DEFAULT_OUT_ROOT", "LOCAL_DATA_DIR", "RunOptions", "note_resumed_runs", "run_command"]
+
 DEFAULT_OUT_ROOT = Path("maestro-out")
 # How long a cancelled run gets to reach its terminal event before we stop waiting.
 CANCEL_WAIT_SECONDS = 5.0
@@ -38,14 +47,15 @@ class RunOptions:
     workflow: WorkflowChoice
     requirement: str
     provider: str = ""
-    gateway: str | None = None
+    gateway: GatewayTarget | None = None
     out: Path | None = None
+    mode: Mode = Mode.NEW
     json: bool = False
     data_dir: Path = LOCAL_DATA_DIR
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(terminal_safe(text), file=sys.stderr, flush=True)
 
 
 async def run_command(opts: RunOptions) -> int:
@@ -64,7 +74,9 @@ async def run_command(opts: RunOptions) -> int:
             await note_resumed_runs(stack)
             async with stack:
                 _note(f"gateway listening on {stack.gateway_address}")
-                code = await _submit_and_follow(opts, stack.gateway_address, interrupts, stack)
+                token = await asyncio.to_thread(read_local_token, stack.data_dir)
+                target = GatewayTarget(stack.gateway_address, token=token)
+                code = await _submit_and_follow(opts, target, interrupts, stack)
                 _note("stopping the local stack")
             return code
         except asyncio.CancelledError:
@@ -75,10 +87,16 @@ async def run_command(opts: RunOptions) -> int:
 
 
 async def _submit_and_follow(
-    opts: RunOptions, address: str, interrupts: Interrupts, stack: LocalStack | None = None
+    opts: RunOptions, target: GatewayTarget, interrupts: Interrupts, stack: LocalStack | None = None
 ) -> int:
     say = _note if opts.json else _out
-    async with GatewayClient(address) as client:
+    client = GatewayClient(
+        target.address,
+        token=target.token,
+        tls=target.tls,
+        root_certificates=target.root_certificates,
+    )
+    async with client:
         # From here a Ctrl-C cancels the run politely instead of aborting, so a run that
         # is being created is not left behind to be re-driven later.
         interrupts.armed = True
@@ -125,10 +143,19 @@ async def _submit_and_follow(
         if not interrupts.interrupted:
             out_dir = opts.out or DEFAULT_OUT_ROOT / final.id
             try:
-                written = len(await download_artifacts(client, final.name, out_dir))
+                result = await download_artifacts(client, final.name, out_dir, mode=opts.mode)
             except (MaestroError, BadPath, OSError) as err:
                 _note(f"error: could not download the artifacts of {final.name}: {err}")
                 download_failed = True
+            else:
+                written = len(result.saved)
+                if result.kept:
+                    download_failed = True
+                    _note(
+                        f"warning: {len(result.kept)} artifacts were not written because "
+                        f"something is already there in {out_dir} (kept as it was): "
+                        + ", ".join(result.kept[:20])
+                    )
         _summarise(final, out_dir, written, opts.json)
     if interrupts.interrupted or download_failed:
         return 1
@@ -152,7 +179,7 @@ async def note_resumed_runs(stack: LocalStack) -> None:
 
 
 def _out(text: str) -> None:
-    print(text, flush=True)
+    print(terminal_safe(text), flush=True)
 
 
 async def _show_events(client: GatewayClient, run: str, as_json: bool) -> EventView | None:

@@ -31,6 +31,8 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from maestro.cli.credentials import LOCAL_IDENTITY, CredentialsError, ensure_local_credentials
+from maestro.core.auth import SERVICE_CALLERS_ENV, SERVICE_TOKEN_ENV
 from maestro.core.client import insecure_channel
 from maestro.core.lifecycle import PARENT_PID_ENV
 from maestro.store import open_store
@@ -397,6 +399,17 @@ class LocalStack:
     def _env(self, name: str, port_file: Path) -> dict[str, str]:
         prefix = _ENV_PREFIX[_module(name)]
         env = dict(os.environ)
+        # Each service presents its own token and answers only the callers it should
+        # (maestro.cli.credentials.CALLERS); the gateway takes the local user's token.
+        try:
+            credentials = ensure_local_credentials(self.data_dir)
+        except CredentialsError as err:
+            raise StackError(str(err)) from None
+        env[SERVICE_TOKEN_ENV] = credentials.service_token(name)
+        env[SERVICE_CALLERS_ENV] = credentials.callers_of(name)
+        if name == GATEWAY:
+            env["MAESTRO_GATEWAY_TOKENS_FILE"] = str(credentials.tokens_file)
+            env["MAESTRO_GATEWAY_ADMIN_IDENTITIES"] = LOCAL_IDENTITY
         env.update(
             {
                 f"{prefix}HOST": LOOPBACK,
@@ -422,7 +435,15 @@ class LocalStack:
             env["MAESTRO_GATEWAY_SCHEDULER_ADDRESS"] = self.scheduler_target()
         env.update(self.extra_env)
         if name == SANDBOX:
-            return _without_secrets(env)
+            # It answers the scheduler and workers, and calls nobody: it keeps only the
+            # hashes of its callers' tokens.
+            clean = _without_secrets(env)
+            clean[SERVICE_CALLERS_ENV] = env[SERVICE_CALLERS_ENV]
+            return clean
+        # The API key goes to persona workers only: no other service calls the API.
+        if name != WORKER:
+            for secret in ("ANTHROPIC_API_KEY", "MAESTRO_WORKER_ANTHROPIC_API_KEY"):
+                env.pop(secret, None)
         return env
 
     async def start_service(self, name: str) -> None:

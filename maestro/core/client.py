@@ -1,5 +1,10 @@
-"""Client side of every gRPC hop: channels with sane limits, and status codes mapped
-back into the MaestroError family (the mirror of the server interceptor)."""
+"""Client side of every gRPC hop: channels with sane limits and credentials, and status
+codes mapped back into the MaestroError family (the mirror of the server interceptor).
+
+Every channel this module opens presents a bearer token: the one given, else this
+process's service token (MAESTRO_SERVICE_TOKEN), so the scheduler's and the gateway's
+clients of other services authenticate without knowing it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,12 @@ from typing import Any
 
 import grpc
 
-from maestro.core.errors import Code, MaestroError, Unavailable, error_for_code
+from maestro.core.auth import AUTHORIZATION, service_token
+from maestro.core.errors import Code, MaestroError, Unavailable
+from maestro.core.status import details_from_trailers, error_from_status
 
-# Artifacts are capped at 1 MiB each, but a step result carries many files.
+# Internal hops: artifacts are capped at 1 MiB each, but a step result carries many
+# files. The public gateway receives far less (see its settings).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # Keepalive must agree on both ends: a client that pings more often than its server
@@ -48,56 +56,119 @@ def channel_options() -> list[tuple[str, int | str]]:
     ]
 
 
-def server_options() -> list[tuple[str, int]]:
-    """Options of every server: message limits, and permission for our clients' pings."""
+def server_options(max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """Options of every server: message limits, and permission for our clients' pings.
+
+    Args:
+        max_receive_bytes: the largest request accepted; larger ones are refused with
+            RESOURCE_EXHAUSTED by gRPC itself, before any handler sees them.
+    """
     interval_ms = round(keepalive_seconds() * 1000)
     return [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_receive_bytes),
         # Accept pings at half the clients' interval, so jitter never counts as abuse.
         ("grpc.http2.min_ping_interval_without_data_ms", interval_ms // 2),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
 
 
-def insecure_channel(address: str, *, round_robin: bool = False) -> grpc.aio.Channel:
+class _Bearer:
+    """Adds `authorization: Bearer <token>` to a call's metadata."""
+
+    def __init__(self, token: str) -> None:
+        self._entry = (AUTHORIZATION, f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._entry]
+        return details._replace(metadata=grpc.aio.Metadata(*metadata))
+
+
+# grpc.aio files each interceptor under the first of the four kinds it is, so each
+# kind of call needs an interceptor of its own.
+class _UnaryUnaryBearer(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStreamBearer(_Bearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamUnaryBearer(_Bearer, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _StreamStreamBearer(_Bearer, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def _interceptors(token: str | None) -> list[Any] | None:
+    token = token or service_token()
+    if not token:
+        return None
+    kinds = (_UnaryUnaryBearer, _UnaryStreamBearer, _StreamUnaryBearer, _StreamStreamBearer)
+    return [kind(token) for kind in kinds]
+
+
+def insecure_channel(
+    address: str, *, round_robin: bool = False, token: str | None = None
+) -> grpc.aio.Channel:
     """Opens a plaintext channel (loopback and in-cluster traffic).
 
     Args:
         address: host:port, or a resolver target such as dns:///name:port.
         round_robin: spread calls over every address the name resolves to (the pods
             behind a headless Service) instead of gRPC's default of sticking to one.
+        token: the bearer token to present; default: this process's service token
+            (MAESTRO_SERVICE_TOKEN), if it has one.
     """
     options = channel_options()
     if round_robin:
         options.append(("grpc.lb_policy_name", "round_robin"))
-    return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.insecure_channel(address, options=options, interceptors=_interceptors(token))
 
 
-# Trailing metadata with the server's "wait this long before retrying", in milliseconds.
-RETRY_AFTER_METADATA = "retry-after-ms"
+def secure_channel(
+    address: str, *, token: str | None = None, root_certificates: bytes | None = None
+) -> grpc.aio.Channel:
+    """Opens a TLS channel.
 
-
-def _retry_after(err: grpc.aio.AioRpcError) -> float | None:
-    # At run time these are (key, value) pairs; the type stubs say otherwise.
-    pairs: Any = err.trailing_metadata() or ()
-    for key, value in pairs:
-        if key == RETRY_AFTER_METADATA and isinstance(value, str) and value.isdigit():
-            return int(value) / 1000
-    return None
+    Args:
+        address: `host:port`; the host must match the server certificate.
+        token: as for `insecure_channel`.
+        root_certificates: PEM of the CAs to trust; None trusts the system's.
+    """
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc.aio.secure_channel(
+        address, credentials, options=channel_options(), interceptors=_interceptors(token)
+    )
 
 
 def error_from_rpc(err: grpc.aio.AioRpcError, peer: str = "") -> MaestroError:
-    """Turns a failed call back into the MaestroError the server raised."""
-    details = err.details() or err.code().name
+    """Turns a failed call back into the MaestroError the server raised.
+
+    The status details (RetryInfo, BadRequest, ErrorInfo, ResourceInfo) come back as
+    the error's retry_after, violations, error_reason and resource.
+    """
+    message = err.details() or err.code().name
     try:
         code = Code(err.code().name)
     except ValueError:
         code = Code.INTERNAL
-    retry_after = _retry_after(err)
+    # At run time these are (key, value) pairs; the type stubs say otherwise.
+    trailers: Any = err.trailing_metadata() or ()
+    details = details_from_trailers(trailers)
     if code is Code.UNAVAILABLE and peer:
-        return Unavailable(f"{peer} is unavailable: {details}", retry_after=retry_after)
-    return error_for_code(code, details, retry_after)
+        return Unavailable(
+            f"{peer} is unavailable: {message}",
+            retry_after=details.retry_after,
+            error_reason=details.error_reason,
+        )
+    return error_from_status(code, message, details)
 
 
 @contextmanager

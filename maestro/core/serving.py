@@ -1,32 +1,32 @@
 """Serving bootstrap shared by every service.
 
-One place does what every server needs: the error-mapping interceptor, request ids in
-log context, health (NOT_SERVING until ready and again while draining), reflection,
-the port file for local stacks, and graceful shutdown on SIGTERM/SIGINT.
+One place does what every server needs: the interceptor (authentication, per-client
+limits, undecodable requests, error mapping with status details, request ids in log
+context), health (NOT_SERVING until ready and again while draining), reflection (v1
+and v1alpha), TLS when configured, the port file for local stacks, and graceful
+shutdown on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import math
 import os
 import signal
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
-from maestro.core.client import RETRY_AFTER_METADATA, server_options
-from maestro.core.errors import MaestroError
+from maestro.core.auth import AuthConfigError, Authenticator, service_authenticator
+from maestro.core.client import MAX_MESSAGE_BYTES, server_options
+from maestro.core.interceptor import ServingInterceptor
 from maestro.core.lifecycle import exit_with_parent
-from maestro.core.log_setup import request_id_var
+from maestro.core.limits import ClientLimits
+from maestro.core.reflection import enable_reflection
 from maestro.core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -35,98 +35,25 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def _abort_for(err: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    if isinstance(err, MaestroError):
-        if err.retry_after is not None and math.isfinite(err.retry_after):
-            context.set_trailing_metadata(
-                ((RETRY_AFTER_METADATA, str(round(err.retry_after * 1000))),)
-            )
-        await context.abort(grpc.StatusCode[err.code.value], err.message)
-    log.exception("unexpected error while serving a request")
-    await context.abort(
-        grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})"
-    )
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate chain and its private key, PEM files."""
 
+    cert_file: Path
+    key_file: Path
 
-def _bind_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    incoming = dict(context.invocation_metadata() or ())
-    request_id = incoming.get("x-request-id")
-    request_id_var.set(request_id if isinstance(request_id, str) else uuid.uuid4().hex[:16])
+    def credentials(self) -> grpc.ServerCredentials:
+        """Reads both files.
 
-
-def _wrap_stream(inner: Any) -> Any:
-    """Wraps a server-streaming handler in the error mapping, keeping its style.
-
-    grpc.aio takes two styles of streaming handler: an async generator that yields
-    responses, or a coroutine that writes them with `context.write` (the health
-    service's Watch is one). Each must be wrapped in its own style.
-    """
-    if inspect.isasyncgenfunction(inner):
-
-        async def generator(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            _bind_request_id(context)
-            try:
-                async for response in inner(request, context):
-                    yield response
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as err:
-                await _abort_for(err, context)
-
-        return generator
-
-    async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        _bind_request_id(context)
+        Raises:
+            SystemExit: a file cannot be read.
+        """
         try:
-            await inner(request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as err:
-            await _abort_for(err, context)
-
-    return writer
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Maps MaestroError to its status code and anything else to a generic INTERNAL.
-
-    This is the only place on the server side where exceptions become status codes.
-    """
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        if handler.unary_unary is not None:
-            inner_unary: Any = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                _bind_request_id(context)
-                try:
-                    return await inner_unary(request, context)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as err:
-                    await _abort_for(err, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            cert = self.cert_file.read_bytes()
+            key = self.key_file.read_bytes()
+        except OSError as err:
+            raise SystemExit(f"cannot read the TLS certificate or key: {err}") from None
+        return grpc.ssl_server_credentials([(key, cert)])
 
 
 READINESS_INTERVAL_SECONDS = 5.0
@@ -176,6 +103,10 @@ async def serve(
     readiness: Callable[[], Awaitable[None]] | None = None,
     on_drain: Callable[[], Awaitable[None]] | None = None,
     on_serving: Callable[[], None] | None = None,
+    authenticator: Authenticator | None = None,
+    limits: ClientLimits | None = None,
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Runs a gRPC server until SIGTERM or SIGINT, then drains it.
 
@@ -190,11 +121,27 @@ async def serve(
             (a scheduler finishes its attempts in flight and hands its runs back).
         on_serving: called once health says SERVING (to start background warm-ups
             that must not delay it).
+        authenticator: who may call; default: the Maestro services listed in
+            MAESTRO_SERVICE_CALLERS (see maestro.core.auth).
+        limits: per-client request rate and stream limits; default none.
+        max_receive_bytes: the largest request accepted.
+        tls: serve TLS with this certificate; default plaintext.
+
+    Raises:
+        SystemExit: the configuration cannot work (auth, TLS, the address).
     """
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=server_options())
+    if authenticator is None:
+        try:
+            authenticator = service_authenticator(service_names[0] if service_names else "")
+        except AuthConfigError as err:
+            raise SystemExit(f"cannot start: {err}") from None
+    server = grpc.aio.server(
+        interceptors=[ServingInterceptor(authenticator, limits)],
+        options=server_options(max_receive_bytes),
+    )
     try:
         await _serve_until_signalled(
-            server, settings, service_names, register, readiness, on_serving
+            server, settings, service_names, register, readiness, on_serving, tls
         )
         if on_drain is not None:
             await on_drain()
@@ -214,23 +161,20 @@ async def _serve_until_signalled(
     register: Callable[[grpc.aio.Server], None],
     readiness: Callable[[], Awaitable[None]] | None,
     on_serving: Callable[[], None] | None,
+    tls: TlsFiles | None,
 ) -> None:
     health = HealthServicer()
     # Not ready until every registration finished and the port is bound.
     await health.set("", NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     register(server)
-    reflection.enable_server_reflection(
-        [
-            *service_names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    enable_reflection(server, service_names)
     address = f"{settings.host}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
+        if tls is not None:
+            port = server.add_secure_port(address, tls.credentials())
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as err:
         raise SystemExit(f"cannot listen on {address}: {err}") from None
     await server.start()
@@ -238,7 +182,13 @@ async def _serve_until_signalled(
         await health.set(name, SERVING)
     if settings.port_file is not None:
         write_port_file(settings.port_file, port)
-    log.info("serving %s on %s:%d", ", ".join(service_names), settings.host, port)
+    log.info(
+        "serving %s on %s:%d (%s)",
+        ", ".join(service_names),
+        settings.host,
+        port,
+        "TLS" if tls is not None else "plaintext",
+    )
     if on_serving is not None:
         on_serving()
 

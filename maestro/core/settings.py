@@ -6,6 +6,7 @@ MAESTRO_SCHEDULER_, MAESTRO_GATEWAY_). Bad config fails at start with a clear me
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TypeVar
@@ -37,7 +38,12 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def load_settings(cls: type[S]) -> S:
-    """Reads settings from the environment, or exits with every problem listed."""
+    """Reads settings from the environment, or exits with every problem listed.
+
+    Called first by every service: it also makes whatever the service creates (its
+    SQLite file, port file) readable by its own user only (umask 077).
+    """
+    os.umask(0o077)
     try:
         return cls()
     except ValidationError as err:

@@ -13,7 +13,7 @@ import pytest
 
 from maestro.api.gateway.v1 import gateway_pb2_grpc
 from maestro.cli.stack import LocalStack
-from maestro.core.client import insecure_channel
+from tests.e2e.channels import gateway_channel
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
@@ -63,7 +63,7 @@ async def anthropic_stack(
 async def gateway(
     offline_stack: LocalStack,
 ) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceAsyncStub]:
-    channel = insecure_channel(offline_stack.gateway_address)
+    channel = gateway_channel(offline_stack)
     yield gateway_pb2_grpc.MaestroServiceStub(channel)
     await channel.close(None)
 
@@ -72,6 +72,6 @@ async def gateway(
 async def anthropic_gateway(
     anthropic_stack: LocalStack,
 ) -> AsyncIterator[gateway_pb2_grpc.MaestroServiceAsyncStub]:
-    channel = insecure_channel(anthropic_stack.gateway_address)
+    channel = gateway_channel(anthropic_stack)
     yield gateway_pb2_grpc.MaestroServiceStub(channel)
     await channel.close(None)

@@ -79,9 +79,9 @@ async def test_bad_requests_are_rejected_precisely_and_record_nothing(
         gateway.GetRun(gateway_pb2.GetRunRequest(name="jobs/1"), timeout=10), invalid, "name"
     )
     await _expect(
-        gateway.GetRun(gateway_pb2.GetRunRequest(name="runs/doesnotexist"), timeout=10),
+        gateway.GetRun(gateway_pb2.GetRunRequest(name="runs/0123456789abcdef"), timeout=10),
         grpc.StatusCode.NOT_FOUND,
-        "runs/doesnotexist",
+        "runs/0123456789abcdef",
     )
     await _expect(
         gateway.GetArtifact(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.stack import LocalStack
-from maestro.core.client import insecure_channel
+from tests.e2e.channels import gateway_channel
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
@@ -184,7 +184,7 @@ async def test_maestro_run_says_when_it_resumes_runs_left_unfinished(
         "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
     }
     async with LocalStack(tmp_path / ".maestro", provider="anthropic", extra_env=env) as stack:
-        channel = insecure_channel(stack.gateway_address)
+        channel = gateway_channel(stack)
         stub = gateway_pb2_grpc.MaestroServiceStub(channel)
         left = await stub.CreateRun(
             gateway_pb2.CreateRunRequest(workflow_name="sdlc-linear", requirement="x"), timeout=10

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.stack import SERVICES, LocalStack
 from maestro.core.client import KEEPALIVE_ENV, insecure_channel
+from tests.e2e.channels import gateway_channel
 from tests.e2e.events import TERMINAL
 from tests.fakes.anthropic_server import FakeAnthropic
 
@@ -55,7 +56,7 @@ async def test_an_idle_event_stream_outlives_many_keepalive_intervals(
     }
     fake_anthropic.set_default_delay(5.0)  # 25 keepalive intervals without an event
     async with LocalStack(tmp_path / "stack", provider="anthropic", extra_env=env) as stack:
-        channel = insecure_channel(stack.gateway_address)
+        channel = gateway_channel(stack)
         try:
             gateway = gateway_pb2_grpc.MaestroServiceStub(channel)
             run = await gateway.CreateRun(

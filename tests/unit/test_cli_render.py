@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from maestro.api.gateway.v1 import gateway_pb2 as pb
 from maestro.cli.convert import artifact_from_proto, event_from_proto, run_from_proto
-from maestro.cli.download import DownloadError, check_content, safe_output_path, write_artifact
+from maestro.cli.download import DownloadError, check_content, check_paths, write_new_file
 from maestro.cli.models import EventView, run_id, run_name
 from maestro.cli.render import (
     EventFormatter,
@@ -23,7 +23,6 @@ from maestro.cli.render import (
     run_to_dict,
 )
 from maestro.core.errors import InvalidArgument
-from maestro.paths import BadPath
 
 T0 = datetime(2026, 11, 24, 18, 42, 12, 123456, tzinfo=UTC)
 
@@ -294,23 +293,41 @@ def test_artifact_conversion_keeps_content_and_metadata():
     )
 
 
-def test_artifacts_are_written_under_the_output_directory(tmp_path):
+def test_artifacts_are_written_under_the_output_directory_and_never_replaced(tmp_path):
     out = tmp_path / "out"
-    written = write_artifact(out, "app/pkg/mod.py", b"print(1)\n")
-    assert written == (out / "app" / "pkg" / "mod.py").resolve()
+    out.mkdir()
+    write_new_file(out, "app/pkg/mod.py", b"print(1)\n")
+    written = out / "app" / "pkg" / "mod.py"
     assert written.read_bytes() == b"print(1)\n"
-    write_artifact(out, "app/pkg/mod.py", b"print(2)\n")
-    assert written.read_bytes() == b"print(2)\n"
+    # Model output never replaces a file: the second write fails and changes nothing.
+    with pytest.raises(FileExistsError):
+        write_new_file(out, "app/pkg/mod.py", b"print(2)\n")
+    assert written.read_bytes() == b"print(1)\n"
     # Nothing but the file itself: no temporary files left behind.
     assert sorted(p.name for p in written.parent.iterdir()) == ["mod.py"]
 
 
 @pytest.mark.parametrize(
-    "bad", ["/etc/passwd", "../escape.txt", "app/../../escape.txt", "C:/x", "a\\b", "", "."]
+    "bad",
+    [
+        "/etc/passwd",
+        "../escape.txt",
+        "app/../../escape.txt",
+        "C:/x",
+        "a\\b",
+        "",
+        ".",
+        ".git/config",
+        "sub/.GIT/hooks/pre-commit",
+        ".gitmodules",
+        "con.txt",
+        "docs/read\u202eme.md",
+        "a\x1b[2Jb",
+    ],
 )
 def test_unsafe_artifact_paths_are_rejected(tmp_path, bad):
-    with pytest.raises(BadPath):
-        write_artifact(tmp_path / "out", bad, b"x")
+    with pytest.raises(DownloadError):
+        check_paths([bad])
     assert not (tmp_path / "escape.txt").exists()
 
 
@@ -320,10 +337,11 @@ def test_a_symlink_in_the_output_directory_cannot_redirect_a_write(tmp_path):
     out.mkdir()
     outside.mkdir()
     (out / "docs").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(BadPath, match="outside"):
-        safe_output_path(out, "docs/readme.md")
-    with pytest.raises(BadPath):
-        write_artifact(out, "docs/readme.md", b"x")
+    (out / "link.md").symlink_to(outside / "target.md")
+    with pytest.raises(OSError):
+        write_new_file(out, "docs/readme.md", b"x")
+    with pytest.raises(FileExistsError):
+        write_new_file(out, "link.md", b"x")
     assert list(outside.iterdir()) == []
 
 

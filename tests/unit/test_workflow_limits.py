@@ -11,10 +11,10 @@ import pytest
 from maestro.core.errors import ResourceExhausted
 from maestro.workflow import (
     WorkflowError,
+    offloop,
     parse_workflow_off_loop,
     parse_workflow_yaml,
 )
-from maestro.workflow import offloop
 from maestro.workflow.limits import (
     MAX_DEPENDENCIES,
     MAX_ECHO_CHARS,

@@ -22,54 +22,72 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$maestro/api/gateway/v1/gateway.proto\x12\x16maestro.api.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x03 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"\xe0\x02\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\x12\x12\n\ndepends_on\x18\x04 \x03(\t\x12\x30\n\x05state\x18\x05 \x01(\x0e\x32!.maestro.api.gateway.v1.StepState\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x0f\n\x07summary\x18\n \x01(\t\x12\x31\n\x05usage\x18\x0b \x01(\x0b\x32\".maestro.api.gateway.v1.TokenUsage\x12\x10\n\x08provider\x18\x0c \x01(\t\x12\r\n\x05model\x18\r \x01(\t\"\xfb\x02\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .maestro.api.gateway.v1.RunState\x12+\n\x05steps\x18\x05 \x03(\x0b\x32\x1c.maestro.api.gateway.v1.Step\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\x12\x31\n\x05usage\x18\x0b \x01(\x0b\x32\".maestro.api.gateway.v1.TokenUsage\"\x8b\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\n\n\x08workflow\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x10ListRunsResponse\x12)\n\x04runs\x18\x01 \x03(\x0b\x32\x1b.maestro.api.gateway.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10\x43\x61ncelRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9f\x02\n\x08RunEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x04type\x18\x03 \x01(\x0e\x32!.maestro.api.gateway.v1.EventType\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x44\n\nattributes\x18\x07 \x03(\x0b\x32\x30.maestro.api.gateway.v1.RunEvent.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x16StreamRunEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\x9d\x01\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x14ListArtifactsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"L\n\x15ListArtifactsResponse\x12\x33\n\tartifacts\x18\x01 \x03(\x0b\x32 .maestro.api.gateway.v1.Artifact\"\"\n\x12GetArtifactRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\xb1\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05\x12\x14\n\x10RUN_STATE_QUEUED\x10\x06*\x8a\x02\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x05\x12\x1f\n\x1bSTEP_STATE_WAITING_APPROVAL\x10\x06\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x07\x12\x16\n\x12STEP_STATE_BLOCKED\x10\x08\x12\x15\n\x11STEP_STATE_QUEUED\x10\t*\x83\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45VENT_TYPE_RUN_CREATED\x10\x01\x12\x1a\n\x16\x45VENT_TYPE_RUN_STARTED\x10\x02\x12\x1b\n\x17\x45VENT_TYPE_STEP_STARTED\x10\x03\x12\x1c\n\x18\x45VENT_TYPE_STEP_PROGRESS\x10\x04\x12#\n\x1f\x45VENT_TYPE_STEP_RETRY_SCHEDULED\x10\x05\x12 \n\x1c\x45VENT_TYPE_ARTIFACT_RECORDED\x10\x06\x12\x1d\n\x19\x45VENT_TYPE_STEP_SUCCEEDED\x10\x07\x12\x1a\n\x16\x45VENT_TYPE_STEP_FAILED\x10\x08\x12\x1b\n\x17\x45VENT_TYPE_STEP_BLOCKED\x10\t\x12\x1d\n\x19\x45VENT_TYPE_STEP_CANCELLED\x10\n\x12\x1c\n\x18\x45VENT_TYPE_RUN_SUCCEEDED\x10\x0b\x12\x19\n\x15\x45VENT_TYPE_RUN_FAILED\x10\x0c\x12\x1c\n\x18\x45VENT_TYPE_RUN_CANCELLED\x10\r\x12\x19\n\x15\x45VENT_TYPE_RUN_QUEUED\x10\x0e\x12\x1a\n\x16\x45VENT_TYPE_STEP_QUEUED\x10\x0f\x12\x1b\n\x17\x45VENT_TYPE_ATTEMPT_LOST\x10\x10\x32\x97\x05\n\x0eMaestroService\x12R\n\tCreateRun\x12(.maestro.api.gateway.v1.CreateRunRequest\x1a\x1b.maestro.api.gateway.v1.Run\x12L\n\x06GetRun\x12%.maestro.api.gateway.v1.GetRunRequest\x1a\x1b.maestro.api.gateway.v1.Run\x12]\n\x08ListRuns\x12\'.maestro.api.gateway.v1.ListRunsRequest\x1a(.maestro.api.gateway.v1.ListRunsResponse\x12R\n\tCancelRun\x12(.maestro.api.gateway.v1.CancelRunRequest\x1a\x1b.maestro.api.gateway.v1.Run\x12\x65\n\x0fStreamRunEvents\x12..maestro.api.gateway.v1.StreamRunEventsRequest\x1a .maestro.api.gateway.v1.RunEvent0\x01\x12l\n\rListArtifacts\x12,.maestro.api.gateway.v1.ListArtifactsRequest\x1a-.maestro.api.gateway.v1.ListArtifactsResponse\x12[\n\x0bGetArtifact\x12*.maestro.api.gateway.v1.GetArtifactRequest\x1a .maestro.api.gateway.v1.Artifactb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$maestro/api/gateway/v1/gateway.proto\x12\x16maestro.api.gateway.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x03 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"\xe0\x02\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\x12\x12\n\ndepends_on\x18\x04 \x03(\t\x12\x30\n\x05state\x18\x05 \x01(\x0e\x32!.maestro.api.gateway.v1.StepState\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x0f\n\x07summary\x18\n \x01(\t\x12\x31\n\x05usage\x18\x0b \x01(\x0b\x32\".maestro.api.gateway.v1.TokenUsage\x12\x10\n\x08provider\x18\x0c \x01(\t\x12\r\n\x05model\x18\r \x01(\t\"\x8c\x03\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .maestro.api.gateway.v1.RunState\x12+\n\x05steps\x18\x05 \x03(\x0b\x32\x1c.maestro.api.gateway.v1.Step\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\x12\x31\n\x05usage\x18\x0b \x01(\x0b\x32\".maestro.api.gateway.v1.TokenUsage\x12\x0f\n\x07\x63reator\x18\x0c \x01(\t\"\x8b\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\n\n\x08workflow\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x10ListRunsResponse\x12)\n\x04runs\x18\x01 \x03(\x0b\x32\x1b.maestro.api.gateway.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10\x44\x65leteRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10\x43\x61ncelRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9f\x02\n\x08RunEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x04type\x18\x03 \x01(\x0e\x32!.maestro.api.gateway.v1.EventType\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x44\n\nattributes\x18\x07 \x03(\x0b\x32\x30.maestro.api.gateway.v1.RunEvent.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x16StreamRunEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\x9d\x01\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07step_id\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x14ListArtifactsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x15ListArtifactsResponse\x12\x33\n\tartifacts\x18\x01 \x03(\x0b\x32 .maestro.api.gateway.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetArtifactRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListWorkflowsRequest\"M\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08step_ids\x18\x03 \x03(\t\x12\x0c\n\x04yaml\x18\x04 \x01(\t\"L\n\x15ListWorkflowsResponse\x12\x33\n\tworkflows\x18\x01 \x03(\x0b\x32 .maestro.api.gateway.v1.Workflow\"\x15\n\x13ListPersonasRequest\">\n\x0b\x44\x65liverable\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"`\n\x07Persona\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x39\n\x0c\x64\x65liverables\x18\x03 \x03(\x0b\x32#.maestro.api.gateway.v1.Deliverable\"I\n\x14ListPersonasResponse\x12\x31\n\x08personas\x18\x01 \x03(\x0b\x32\x1f.maestro.api.gateway.v1.Persona*\xb1\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05\x12\x14\n\x10RUN_STATE_QUEUED\x10\x06*\x8a\x02\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x05\x12\x1f\n\x1bSTEP_STATE_WAITING_APPROVAL\x10\x06\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x07\x12\x16\n\x12STEP_STATE_BLOCKED\x10\x08\x12\x15\n\x11STEP_STATE_QUEUED\x10\t*\x83\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45VENT_TYPE_RUN_CREATED\x10\x01\x12\x1a\n\x16\x45VENT_TYPE_RUN_STARTED\x10\x02\x12\x1b\n\x17\x45VENT_TYPE_STEP_STARTED\x10\x03\x12\x1c\n\x18\x45VENT_TYPE_STEP_PROGRESS\x10\x04\x12#\n\x1f\x45VENT_TYPE_STEP_RETRY_SCHEDULED\x10\x05\x12 \n\x1c\x45VENT_TYPE_ARTIFACT_RECORDED\x10\x06\x12\x1d\n\x19\x45VENT_TYPE_STEP_SUCCEEDED\x10\x07\x12\x1a\n\x16\x45VENT_TYPE_STEP_FAILED\x10\x08\x12\x1b\n\x17\x45VENT_TYPE_STEP_BLOCKED\x10\t\x12\x1d\n\x19\x45VENT_TYPE_STEP_CANCELLED\x10\n\x12\x1c\n\x18\x45VENT_TYPE_RUN_SUCCEEDED\x10\x0b\x12\x19\n\x15\x45VENT_TYPE_RUN_FAILED\x10\x0c\x12\x1c\n\x18\x45VENT_TYPE_RUN_CANCELLED\x10\r\x12\x19\n\x15\x45VENT_TYPE_RUN_QUEUED\x10\x0e\x12\x1a\n\x16\x45VENT_TYPE_STEP_QUEUED\x10\x0f\x12\x1b\n\x17\x45VENT_TYPE_ATTEMPT_LOST\x10\x10\x32\xbf\x07\n\x0eMaestroService\x12R\n\tCreateRun\x12(.maestro.api.gateway.v1.CreateRunRequest\x1a\x1b.maestro.api.gateway.v1.Run\x12L\n\x06GetRun\x12%.maestro.api.gateway.v1.GetRunRequest\x1a\x1b.maestro.api.gateway.v1.Run\x12]\n\x08ListRuns\x12\'.maestro.api.gateway.v1.ListRunsRequest\x1a(.maestro.api.gateway.v1.ListRunsResponse\x12R\n\tCancelRun\x12(.maestro.api.gateway.v1.CancelRunRequest\x1a\x1b.maestro.api.gateway.v1.Run\x12M\n\tDeleteRun\x12(.maestro.api.gateway.v1.DeleteRunRequest\x1a\x16.google.protobuf.Empty\x12\x65\n\x0fStreamRunEvents\x12..maestro.api.gateway.v1.StreamRunEventsRequest\x1a .maestro.api.gateway.v1.RunEvent0\x01\x12l\n\rListArtifacts\x12,.maestro.api.gateway.v1.ListArtifactsRequest\x1a-.maestro.api.gateway.v1.ListArtifactsResponse\x12[\n\x0bGetArtifact\x12*.maestro.api.gateway.v1.GetArtifactRequest\x1a .maestro.api.gateway.v1.Artifact\x12l\n\rListWorkflows\x12,.maestro.api.gateway.v1.ListWorkflowsRequest\x1a-.maestro.api.gateway.v1.ListWorkflowsResponse\x12i\n\x0cListPersonas\x12+.maestro.api.gateway.v1.ListPersonasRequest\x1a,.maestro.api.gateway.v1.ListPersonasResponseBa\n\x1a\x64\x65v.maestro.api.gateway.v1B\x0cGatewayProtoP\x01Z3maestro.dev/gen/go/maestro/api/gateway/v1;gatewayv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maestro.api.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\032dev.maestro.api.gateway.v1B\014GatewayProtoP\001Z3maestro.dev/gen/go/maestro/api/gateway/v1;gatewayv1'
   _globals['_RUNEVENT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_RUNEVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATE']._serialized_start=2004
-  _globals['_RUNSTATE']._serialized_end=2181
-  _globals['_STEPSTATE']._serialized_start=2184
-  _globals['_STEPSTATE']._serialized_end=2450
-  _globals['_EVENTTYPE']._serialized_start=2453
-  _globals['_EVENTTYPE']._serialized_end=2968
-  _globals['_TOKENUSAGE']._serialized_start=98
-  _globals['_TOKENUSAGE']._serialized_end=243
-  _globals['_STEP']._serialized_start=246
-  _globals['_STEP']._serialized_end=598
-  _globals['_RUN']._serialized_start=601
-  _globals['_RUN']._serialized_end=980
-  _globals['_CREATERUNREQUEST']._serialized_start=983
-  _globals['_CREATERUNREQUEST']._serialized_end=1122
-  _globals['_GETRUNREQUEST']._serialized_start=1124
-  _globals['_GETRUNREQUEST']._serialized_end=1153
-  _globals['_LISTRUNSREQUEST']._serialized_start=1155
-  _globals['_LISTRUNSREQUEST']._serialized_end=1211
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1213
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1299
-  _globals['_CANCELRUNREQUEST']._serialized_start=1301
-  _globals['_CANCELRUNREQUEST']._serialized_end=1333
-  _globals['_RUNEVENT']._serialized_start=1336
-  _globals['_RUNEVENT']._serialized_end=1623
-  _globals['_RUNEVENT_ATTRIBUTESENTRY']._serialized_start=1574
-  _globals['_RUNEVENT_ATTRIBUTESENTRY']._serialized_end=1623
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=1625
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=1687
-  _globals['_ARTIFACT']._serialized_start=1690
-  _globals['_ARTIFACT']._serialized_end=1847
-  _globals['_LISTARTIFACTSREQUEST']._serialized_start=1849
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=1887
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=1889
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=1965
-  _globals['_GETARTIFACTREQUEST']._serialized_start=1967
-  _globals['_GETARTIFACTREQUEST']._serialized_end=2001
-  _globals['_MAESTROSERVICE']._serialized_start=2971
-  _globals['_MAESTROSERVICE']._serialized_end=3634
+  _globals['_RUNSTATE']._serialized_start=2589
+  _globals['_RUNSTATE']._serialized_end=2766
+  _globals['_STEPSTATE']._serialized_start=2769
+  _globals['_STEPSTATE']._serialized_end=3035
+  _globals['_EVENTTYPE']._serialized_start=3038
+  _globals['_EVENTTYPE']._serialized_end=3553
+  _globals['_TOKENUSAGE']._serialized_start=127
+  _globals['_TOKENUSAGE']._serialized_end=272
+  _globals['_STEP']._serialized_start=275
+  _globals['_STEP']._serialized_end=627
+  _globals['_RUN']._serialized_start=630
+  _globals['_RUN']._serialized_end=1026
+  _globals['_CREATERUNREQUEST']._serialized_start=1029
+  _globals['_CREATERUNREQUEST']._serialized_end=1168
+  _globals['_GETRUNREQUEST']._serialized_start=1170
+  _globals['_GETRUNREQUEST']._serialized_end=1199
+  _globals['_LISTRUNSREQUEST']._serialized_start=1201
+  _globals['_LISTRUNSREQUEST']._serialized_end=1257
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1259
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1345
+  _globals['_DELETERUNREQUEST']._serialized_start=1347
+  _globals['_DELETERUNREQUEST']._serialized_end=1379
+  _globals['_CANCELRUNREQUEST']._serialized_start=1381
+  _globals['_CANCELRUNREQUEST']._serialized_end=1413
+  _globals['_RUNEVENT']._serialized_start=1416
+  _globals['_RUNEVENT']._serialized_end=1703
+  _globals['_RUNEVENT_ATTRIBUTESENTRY']._serialized_start=1654
+  _globals['_RUNEVENT_ATTRIBUTESENTRY']._serialized_end=1703
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=1705
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=1767
+  _globals['_ARTIFACT']._serialized_start=1770
+  _globals['_ARTIFACT']._serialized_end=1927
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=1929
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=2006
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=2008
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=2109
+  _globals['_GETARTIFACTREQUEST']._serialized_start=2111
+  _globals['_GETARTIFACTREQUEST']._serialized_end=2145
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=2147
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=2169
+  _globals['_WORKFLOW']._serialized_start=2171
+  _globals['_WORKFLOW']._serialized_end=2248
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=2250
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=2326
+  _globals['_LISTPERSONASREQUEST']._serialized_start=2328
+  _globals['_LISTPERSONASREQUEST']._serialized_end=2349
+  _globals['_DELIVERABLE']._serialized_start=2351
+  _globals['_DELIVERABLE']._serialized_end=2413
+  _globals['_PERSONA']._serialized_start=2415
+  _globals['_PERSONA']._serialized_end=2511
+  _globals['_LISTPERSONASRESPONSE']._serialized_start=2513
+  _globals['_LISTPERSONASRESPONSE']._serialized_end=2586
+  _globals['_MAESTROSERVICE']._serialized_start=3556
+  _globals['_MAESTROSERVICE']._serialized_end=4515
 # @@protoc_insertion_point(module_scope)

@@ -329,6 +329,7 @@ class Run(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    CREATOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`runs/{run}`."""
     workflow: _builtins.str
@@ -341,6 +342,8 @@ class Run(_message.Message):
     """Why the run failed, naming the step; empty otherwise."""
     provider: _builtins.str
     """The provider requested for the run; empty means each worker's default."""
+    creator: _builtins.str
+    """The identity that created the run. Output only."""
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
         """The steps, in workflow order."""
@@ -375,10 +378,11 @@ class Run(_message.Message):
         error: _builtins.str = ...,
         provider: _builtins.str = ...,
         usage: Global___TokenUsage | None = ...,
+        creator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "name", b"name", "provider", b"provider", "requirement", b"requirement", "start_time", b"start_time", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "creator", b"creator", "end_time", b"end_time", "error", b"error", "name", b"name", "provider", b"provider", "requirement", b"requirement", "start_time", b"start_time", "state", b"state", "steps", b"steps", "usage", b"usage", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -396,11 +400,35 @@ class CreateRunRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     workflow_name: _builtins.str
-    """A built-in workflow's name, for example `sdlc-parallel`."""
+    """A built-in workflow's name, for example `sdlc-parallel` (see ListWorkflows)."""
     workflow_yaml: _builtins.str
-    """A workflow spec as YAML text."""
+    """A workflow spec as YAML text (at most 128 KiB), validated before anything runs:
+
+        name: api-only              # required; printable text, at most 100 characters
+        description: ...            # optional, at most 2,000 characters
+        default_timeout: 10m        # per step attempt; 250ms, 30s, 5m, 1h30m, 2d...
+                                    # (at most 24h; default 10m)
+        retry:                      # default for steps that set none
+          max_attempts: 2           # 1-10, the first attempt included
+          initial_backoff: 1s       # at most 1h, and not above max_backoff
+          max_backoff: 30s          # at most 1h
+        steps:                      # 1-100 steps, in the order runs list them
+          - id: requirements        # unique; [a-z][a-z0-9_-]{0,62}
+            persona: requirements_analyst   # a name from ListPersonas
+          - id: backend
+            persona: backend_developer
+            depends_on: [requirements]      # at most 32 step ids; no cycles
+            timeout: 15m                    # overrides default_timeout
+            retry: {max_attempts: 3}        # overrides retry
+            instructions: Standard library only.  # at most 20,000 characters
+
+    Unknown fields, duplicate keys, keys that are not strings, YAML tags other than
+    the standard ones, more than 10,000 values (aliases expanded) or nesting deeper
+    than 32 levels are errors. Each problem is reported (at most 20, as BadRequest
+    field violations) with its field, for example `steps[backend].timeout`.
+    """
     requirement: _builtins.str
-    """What the user wants built. Required."""
+    """What the user wants built. Required; at most 20,000 characters."""
     provider: _builtins.str
     """`anthropic` or `offline`; empty means each worker's default."""
     request_id: _builtins.str
@@ -455,9 +483,11 @@ class ListRunsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """At most this many runs (1-1000; 0 means 50)."""
+    """At most this many runs (1-1000; 0 means 50). A page also stops early at about
+    2 MiB of runs; the next page token continues after it.
+    """
     page_token: _builtins.str
-    """From a previous response's next_page_token."""
+    """From a previous response's next_page_token; opaque."""
     def __init__(
         self,
         *,
@@ -499,6 +529,28 @@ class ListRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRunsResponse: _TypeAlias = ListRunsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRunRequest(_message.Message):
+    """Deletes a run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`runs/{run}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRunRequest: _TypeAlias = DeleteRunRequest  # noqa: Y015
 
 @_typing.final
 class CancelRunRequest(_message.Message):
@@ -675,16 +727,24 @@ class ListArtifactsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`runs/{run}`."""
+    page_size: _builtins.int
+    """At most this many artifacts (1-1000; 0 means 200)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token; opaque."""
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -692,11 +752,14 @@ Global___ListArtifactsRequest: _TypeAlias = ListArtifactsRequest  # noqa: Y015
 
 @_typing.final
 class ListArtifactsResponse(_message.Message):
-    """A run's artifacts, by path."""
+    """A page of a run's artifacts, by path."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ARTIFACTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def artifacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Artifact]:
         """Without content."""
@@ -705,10 +768,11 @@ class ListArtifactsResponse(_message.Message):
         self,
         *,
         artifacts: _abc.Iterable[Global___Artifact] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -735,3 +799,183 @@ class GetArtifactRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetArtifactRequest: _TypeAlias = GetArtifactRequest  # noqa: Y015
+
+@_typing.final
+class ListWorkflowsRequest(_message.Message):
+    """Lists the built-in workflows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkflowsRequest: _TypeAlias = ListWorkflowsRequest  # noqa: Y015
+
+@_typing.final
+class Workflow(_message.Message):
+    """A built-in workflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    STEP_IDS_FIELD_NUMBER: _builtins.int
+    YAML_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its name, for CreateRunRequest.workflow_name."""
+    description: _builtins.str
+    """What it is for."""
+    yaml: _builtins.str
+    """The whole spec as YAML text: a starting point for a workflow of one's own."""
+    @_builtins.property
+    def step_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its steps' ids, in order."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        step_ids: _abc.Iterable[_builtins.str] | None = ...,
+        yaml: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "step_ids", b"step_ids", "yaml", b"yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Workflow: _TypeAlias = Workflow  # noqa: Y015
+
+@_typing.final
+class ListWorkflowsResponse(_message.Message):
+    """The built-in workflows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflows(self) -> _containers.RepeatedCompositeFieldContainer[Global___Workflow]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        workflows: _abc.Iterable[Global___Workflow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflows", b"workflows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkflowsResponse: _TypeAlias = ListWorkflowsResponse  # noqa: Y015
+
+@_typing.final
+class ListPersonasRequest(_message.Message):
+    """Lists the personas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPersonasRequest: _TypeAlias = ListPersonasRequest  # noqa: Y015
+
+@_typing.final
+class Deliverable(_message.Message):
+    """A file a persona is expected to write."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Relative path; a trailing `/` means files under that directory."""
+    kind: _builtins.str
+    """`document`, `code`, `tests` or `config`."""
+    description: _builtins.str
+    """What the file holds."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "kind", b"kind", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Deliverable: _TypeAlias = Deliverable  # noqa: Y015
+
+@_typing.final
+class Persona(_message.Message):
+    """An AI persona a workflow step can name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    DELIVERABLES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its name, for a step's `persona`."""
+    role: _builtins.str
+    """Its role, for example `backend developer`."""
+    @_builtins.property
+    def deliverables(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deliverable]:
+        """The files it is expected to write."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        deliverables: _abc.Iterable[Global___Deliverable] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliverables", b"deliverables", "name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Persona: _TypeAlias = Persona  # noqa: Y015
+
+@_typing.final
+class ListPersonasResponse(_message.Message):
+    """The persona registry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def personas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Persona]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        personas: _abc.Iterable[Global___Persona] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["personas", b"personas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPersonasResponse: _TypeAlias = ListPersonasResponse  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from maestro.api.gateway.v1 import gateway_pb2 as maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -27,6 +28,20 @@ if _version_not_supported:
 
 class MaestroServiceStub:
     """Runs of workflows, their events and their artifacts.
+
+    Every call needs `authorization: Bearer <token>` metadata (health and reflection
+    excepted); without it, or with a token the gateway does not know, the answer is
+    UNAUTHENTICATED. A run belongs to the identity that created it: other identities
+    get NOT_FOUND for it and do not see it in ListRuns (an admin identity sees all).
+
+    Every error carries `google.rpc.Status` details (AIP-193): an `ErrorInfo` with a
+    stable `reason` in the domain `maestro`, a `BadRequest` with one field violation
+    per problem for INVALID_ARGUMENT, a `RetryInfo` when the call may be retried after
+    a while (RESOURCE_EXHAUSTED), a `ResourceInfo` for NOT_FOUND.
+
+    Limits: requests are at most 1 MiB (larger ones: RESOURCE_EXHAUSTED before any
+    work); each identity has a request rate and a number of open streams, past which
+    calls are answered RESOURCE_EXHAUSTED with a RetryInfo.
     """
 
     def __init__(self, channel):
@@ -55,6 +70,11 @@ class MaestroServiceStub:
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Run.FromString,
                 _registered_method=True)
+        self.DeleteRun = channel.unary_unary(
+                '/maestro.api.gateway.v1.MaestroService/DeleteRun',
+                request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRunRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.StreamRunEvents = channel.unary_stream(
                 '/maestro.api.gateway.v1.MaestroService/StreamRunEvents',
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.SerializeToString,
@@ -70,10 +90,34 @@ class MaestroServiceStub:
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.GetArtifactRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Artifact.FromString,
                 _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/maestro.api.gateway.v1.MaestroService/ListWorkflows',
+                request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
+        self.ListPersonas = channel.unary_unary(
+                '/maestro.api.gateway.v1.MaestroService/ListPersonas',
+                request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasResponse.FromString,
+                _registered_method=True)
 
 
 class MaestroServiceServicer:
     """Runs of workflows, their events and their artifacts.
+
+    Every call needs `authorization: Bearer <token>` metadata (health and reflection
+    excepted); without it, or with a token the gateway does not know, the answer is
+    UNAUTHENTICATED. A run belongs to the identity that created it: other identities
+    get NOT_FOUND for it and do not see it in ListRuns (an admin identity sees all).
+
+    Every error carries `google.rpc.Status` details (AIP-193): an `ErrorInfo` with a
+    stable `reason` in the domain `maestro`, a `BadRequest` with one field violation
+    per problem for INVALID_ARGUMENT, a `RetryInfo` when the call may be retried after
+    a while (RESOURCE_EXHAUSTED), a `ResourceInfo` for NOT_FOUND.
+
+    Limits: requests are at most 1 MiB (larger ones: RESOURCE_EXHAUSTED before any
+    work); each identity has a request rate and a number of open streams, past which
+    calls are answered RESOURCE_EXHAUSTED with a RetryInfo.
     """
 
     def CreateRun(self, request, context):
@@ -81,7 +125,8 @@ class MaestroServiceServicer:
 
         Errors: INVALID_ARGUMENT (bad workflow or requirement, with the field and the
         reason), ALREADY_EXISTS (request_id reused for a different request),
-        UNAVAILABLE (the scheduler cannot be reached).
+        RESOURCE_EXHAUSTED (rate limit, or too many workflows being validated),
+        UNAUTHENTICATED, UNAVAILABLE (the scheduler cannot be reached).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,16 +135,18 @@ class MaestroServiceServicer:
     def GetRun(self, request, context):
         """Gets a run with the state and timings of each step.
 
-        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAUTHENTICATED,
+        RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRuns(self, request, context):
-        """Lists runs, newest first.
+        """Lists the caller's runs (an admin's: everyone's), newest first.
 
-        Errors: INVALID_ARGUMENT (bad page_size or page_token).
+        Errors: INVALID_ARGUMENT (bad page_size or page_token), UNAUTHENTICATED,
+        RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,7 +156,18 @@ class MaestroServiceServicer:
         """Cancels a run. In-flight steps are cancelled; the run ends CANCELLED.
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (already finished),
-        UNAVAILABLE (the scheduler cannot be reached).
+        UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the scheduler cannot be reached).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRun(self, request, context):
+        """Deletes a finished run with its steps, events and artifacts. Runs also expire on
+        their own once finished for longer than the deployment's retention period.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not finished: cancel
+        it first), UNAUTHENTICATED, RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,16 +178,18 @@ class MaestroServiceServicer:
         ones as they happen. The stream ends after the run's terminal event. A client that
         reconnects with the last sequence it saw loses nothing and sees no duplicates.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED (too
+        many open streams).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListArtifacts(self, request, context):
-        """Lists a run's artifacts (without their content).
+        """Lists a run's artifacts (without their content), by path.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        Errors: INVALID_ARGUMENT (malformed parent, bad page_size or page_token),
+        NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,7 +198,25 @@ class MaestroServiceServicer:
     def GetArtifact(self, request, context):
         """Gets one artifact with its content.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflows(self, request, context):
+        """Lists the built-in workflows, with their YAML text.
+
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPersonas(self, request, context):
+        """Lists the personas a workflow step may name.
+
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +245,11 @@ def add_MaestroServiceServicer_to_server(servicer, server):
                     request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.CancelRunRequest.FromString,
                     response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Run.SerializeToString,
             ),
+            'DeleteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRun,
+                    request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRunRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
             'StreamRunEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamRunEvents,
                     request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.FromString,
@@ -182,6 +265,16 @@ def add_MaestroServiceServicer_to_server(servicer, server):
                     request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.GetArtifactRequest.FromString,
                     response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Artifact.SerializeToString,
             ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'ListPersonas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPersonas,
+                    request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'maestro.api.gateway.v1.MaestroService', rpc_method_handlers)
@@ -192,6 +285,20 @@ def add_MaestroServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class MaestroService:
     """Runs of workflows, their events and their artifacts.
+
+    Every call needs `authorization: Bearer <token>` metadata (health and reflection
+    excepted); without it, or with a token the gateway does not know, the answer is
+    UNAUTHENTICATED. A run belongs to the identity that created it: other identities
+    get NOT_FOUND for it and do not see it in ListRuns (an admin identity sees all).
+
+    Every error carries `google.rpc.Status` details (AIP-193): an `ErrorInfo` with a
+    stable `reason` in the domain `maestro`, a `BadRequest` with one field violation
+    per problem for INVALID_ARGUMENT, a `RetryInfo` when the call may be retried after
+    a while (RESOURCE_EXHAUSTED), a `ResourceInfo` for NOT_FOUND.
+
+    Limits: requests are at most 1 MiB (larger ones: RESOURCE_EXHAUSTED before any
+    work); each identity has a request rate and a number of open streams, past which
+    calls are answered RESOURCE_EXHAUSTED with a RetryInfo.
     """
 
     @staticmethod
@@ -303,6 +410,33 @@ class MaestroService:
             _registered_method=True)
 
     @staticmethod
+    def DeleteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.gateway.v1.MaestroService/DeleteRun',
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRunRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StreamRunEvents(request,
             target,
             options=(),
@@ -373,6 +507,60 @@ class MaestroService:
             '/maestro.api.gateway.v1.MaestroService/GetArtifact',
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.GetArtifactRequest.SerializeToString,
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Artifact.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.gateway.v1.MaestroService/ListWorkflows',
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListWorkflowsRequest.SerializeToString,
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPersonas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.gateway.v1.MaestroService/ListPersonas',
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasRequest.SerializeToString,
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasResponse.FromString,
             options,
             channel_credentials,
             insecure,

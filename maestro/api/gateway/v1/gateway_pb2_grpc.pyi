@@ -4,6 +4,7 @@ isort:skip_file
 The public Maestro API."""
 
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from maestro.api.gateway.v1 import gateway_pb2 as _gateway_pb2
 import abc as _abc_1
@@ -27,7 +28,22 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class MaestroServiceStub:
-    """Runs of workflows, their events and their artifacts."""
+    """Runs of workflows, their events and their artifacts.
+
+    Every call needs `authorization: Bearer <token>` metadata (health and reflection
+    excepted); without it, or with a token the gateway does not know, the answer is
+    UNAUTHENTICATED. A run belongs to the identity that created it: other identities
+    get NOT_FOUND for it and do not see it in ListRuns (an admin identity sees all).
+
+    Every error carries `google.rpc.Status` details (AIP-193): an `ErrorInfo` with a
+    stable `reason` in the domain `maestro`, a `BadRequest` with one field violation
+    per problem for INVALID_ARGUMENT, a `RetryInfo` when the call may be retried after
+    a while (RESOURCE_EXHAUSTED), a `ResourceInfo` for NOT_FOUND.
+
+    Limits: requests are at most 1 MiB (larger ones: RESOURCE_EXHAUSTED before any
+    work); each identity has a request rate and a number of open streams, past which
+    calls are answered RESOURCE_EXHAUSTED with a RetryInfo.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -38,45 +54,82 @@ class MaestroServiceStub:
 
     Errors: INVALID_ARGUMENT (bad workflow or requirement, with the field and the
     reason), ALREADY_EXISTS (request_id reused for a different request),
-    UNAVAILABLE (the scheduler cannot be reached).
+    RESOURCE_EXHAUSTED (rate limit, or too many workflows being validated),
+    UNAUTHENTICATED, UNAVAILABLE (the scheduler cannot be reached).
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetRunRequest, _gateway_pb2.Run]
     """Gets a run with the state and timings of each step.
 
-    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAUTHENTICATED,
+    RESOURCE_EXHAUSTED.
     """
     ListRuns: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListRunsRequest, _gateway_pb2.ListRunsResponse]
-    """Lists runs, newest first.
+    """Lists the caller's runs (an admin's: everyone's), newest first.
 
-    Errors: INVALID_ARGUMENT (bad page_size or page_token).
+    Errors: INVALID_ARGUMENT (bad page_size or page_token), UNAUTHENTICATED,
+    RESOURCE_EXHAUSTED.
     """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelRunRequest, _gateway_pb2.Run]
     """Cancels a run. In-flight steps are cancelled; the run ends CANCELLED.
 
     Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (already finished),
-    UNAVAILABLE (the scheduler cannot be reached).
+    UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the scheduler cannot be reached).
+    """
+    DeleteRun: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteRunRequest, _empty_pb2.Empty]
+    """Deletes a finished run with its steps, events and artifacts. Runs also expire on
+    their own once finished for longer than the deployment's retention period.
+
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not finished: cancel
+    it first), UNAUTHENTICATED, RESOURCE_EXHAUSTED.
     """
     StreamRunEvents: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamRunEventsRequest, _gateway_pb2.RunEvent]
     """Streams a run's events: first the stored events after `after_sequence`, then live
     ones as they happen. The stream ends after the run's terminal event. A client that
     reconnects with the last sequence it saw loses nothing and sees no duplicates.
 
-    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED (too
+    many open streams).
     """
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListArtifactsRequest, _gateway_pb2.ListArtifactsResponse]
-    """Lists a run's artifacts (without their content).
+    """Lists a run's artifacts (without their content), by path.
 
-    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    Errors: INVALID_ARGUMENT (malformed parent, bad page_size or page_token),
+    NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
     """
     GetArtifact: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetArtifactRequest, _gateway_pb2.Artifact]
     """Gets one artifact with its content.
 
-    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+    """
+    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListWorkflowsRequest, _gateway_pb2.ListWorkflowsResponse]
+    """Lists the built-in workflows, with their YAML text.
+
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+    """
+    ListPersonas: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListPersonasRequest, _gateway_pb2.ListPersonasResponse]
+    """Lists the personas a workflow step may name.
+
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
     """
 
 @_typing.type_check_only
 class MaestroServiceAsyncStub(MaestroServiceStub):
-    """Runs of workflows, their events and their artifacts."""
+    """Runs of workflows, their events and their artifacts.
+
+    Every call needs `authorization: Bearer <token>` metadata (health and reflection
+    excepted); without it, or with a token the gateway does not know, the answer is
+    UNAUTHENTICATED. A run belongs to the identity that created it: other identities
+    get NOT_FOUND for it and do not see it in ListRuns (an admin identity sees all).
+
+    Every error carries `google.rpc.Status` details (AIP-193): an `ErrorInfo` with a
+    stable `reason` in the domain `maestro`, a `BadRequest` with one field violation
+    per problem for INVALID_ARGUMENT, a `RetryInfo` when the call may be retried after
+    a while (RESOURCE_EXHAUSTED), a `ResourceInfo` for NOT_FOUND.
+
+    Limits: requests are at most 1 MiB (larger ones: RESOURCE_EXHAUSTED before any
+    work); each identity has a request rate and a number of open streams, past which
+    calls are answered RESOURCE_EXHAUSTED with a RetryInfo.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateRun: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateRunRequest, _gateway_pb2.Run]  # type: ignore[assignment]
@@ -84,44 +137,81 @@ class MaestroServiceAsyncStub(MaestroServiceStub):
 
     Errors: INVALID_ARGUMENT (bad workflow or requirement, with the field and the
     reason), ALREADY_EXISTS (request_id reused for a different request),
-    UNAVAILABLE (the scheduler cannot be reached).
+    RESOURCE_EXHAUSTED (rate limit, or too many workflows being validated),
+    UNAUTHENTICATED, UNAVAILABLE (the scheduler cannot be reached).
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetRunRequest, _gateway_pb2.Run]  # type: ignore[assignment]
     """Gets a run with the state and timings of each step.
 
-    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND.
+    Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAUTHENTICATED,
+    RESOURCE_EXHAUSTED.
     """
     ListRuns: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListRunsRequest, _gateway_pb2.ListRunsResponse]  # type: ignore[assignment]
-    """Lists runs, newest first.
+    """Lists the caller's runs (an admin's: everyone's), newest first.
 
-    Errors: INVALID_ARGUMENT (bad page_size or page_token).
+    Errors: INVALID_ARGUMENT (bad page_size or page_token), UNAUTHENTICATED,
+    RESOURCE_EXHAUSTED.
     """
     CancelRun: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelRunRequest, _gateway_pb2.Run]  # type: ignore[assignment]
     """Cancels a run. In-flight steps are cancelled; the run ends CANCELLED.
 
     Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (already finished),
-    UNAVAILABLE (the scheduler cannot be reached).
+    UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the scheduler cannot be reached).
+    """
+    DeleteRun: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteRunRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a finished run with its steps, events and artifacts. Runs also expire on
+    their own once finished for longer than the deployment's retention period.
+
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not finished: cancel
+    it first), UNAUTHENTICATED, RESOURCE_EXHAUSTED.
     """
     StreamRunEvents: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamRunEventsRequest, _gateway_pb2.RunEvent]  # type: ignore[assignment]
     """Streams a run's events: first the stored events after `after_sequence`, then live
     ones as they happen. The stream ends after the run's terminal event. A client that
     reconnects with the last sequence it saw loses nothing and sees no duplicates.
 
-    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED (too
+    many open streams).
     """
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListArtifactsRequest, _gateway_pb2.ListArtifactsResponse]  # type: ignore[assignment]
-    """Lists a run's artifacts (without their content).
+    """Lists a run's artifacts (without their content), by path.
 
-    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    Errors: INVALID_ARGUMENT (malformed parent, bad page_size or page_token),
+    NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
     """
     GetArtifact: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetArtifactRequest, _gateway_pb2.Artifact]  # type: ignore[assignment]
     """Gets one artifact with its content.
 
-    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+    """
+    ListWorkflows: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListWorkflowsRequest, _gateway_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
+    """Lists the built-in workflows, with their YAML text.
+
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+    """
+    ListPersonas: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListPersonasRequest, _gateway_pb2.ListPersonasResponse]  # type: ignore[assignment]
+    """Lists the personas a workflow step may name.
+
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
     """
 
 class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Runs of workflows, their events and their artifacts."""
+    """Runs of workflows, their events and their artifacts.
+
+    Every call needs `authorization: Bearer <token>` metadata (health and reflection
+    excepted); without it, or with a token the gateway does not know, the answer is
+    UNAUTHENTICATED. A run belongs to the identity that created it: other identities
+    get NOT_FOUND for it and do not see it in ListRuns (an admin identity sees all).
+
+    Every error carries `google.rpc.Status` details (AIP-193): an `ErrorInfo` with a
+    stable `reason` in the domain `maestro`, a `BadRequest` with one field violation
+    per problem for INVALID_ARGUMENT, a `RetryInfo` when the call may be retried after
+    a while (RESOURCE_EXHAUSTED), a `ResourceInfo` for NOT_FOUND.
+
+    Limits: requests are at most 1 MiB (larger ones: RESOURCE_EXHAUSTED before any
+    work); each identity has a request rate and a number of open streams, past which
+    calls are answered RESOURCE_EXHAUSTED with a RetryInfo.
+    """
 
     @_abc_1.abstractmethod
     def CreateRun(
@@ -133,7 +223,8 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (bad workflow or requirement, with the field and the
         reason), ALREADY_EXISTS (request_id reused for a different request),
-        UNAVAILABLE (the scheduler cannot be reached).
+        RESOURCE_EXHAUSTED (rate limit, or too many workflows being validated),
+        UNAUTHENTICATED, UNAVAILABLE (the scheduler cannot be reached).
         """
 
     @_abc_1.abstractmethod
@@ -144,7 +235,8 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.Run, _abc.Awaitable[_gateway_pb2.Run]]:
         """Gets a run with the state and timings of each step.
 
-        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND.
+        Errors: INVALID_ARGUMENT (malformed name), NOT_FOUND, UNAUTHENTICATED,
+        RESOURCE_EXHAUSTED.
         """
 
     @_abc_1.abstractmethod
@@ -153,9 +245,10 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ListRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListRunsResponse, _abc.Awaitable[_gateway_pb2.ListRunsResponse]]:
-        """Lists runs, newest first.
+        """Lists the caller's runs (an admin's: everyone's), newest first.
 
-        Errors: INVALID_ARGUMENT (bad page_size or page_token).
+        Errors: INVALID_ARGUMENT (bad page_size or page_token), UNAUTHENTICATED,
+        RESOURCE_EXHAUSTED.
         """
 
     @_abc_1.abstractmethod
@@ -167,7 +260,20 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a run. In-flight steps are cancelled; the run ends CANCELLED.
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (already finished),
-        UNAVAILABLE (the scheduler cannot be reached).
+        UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the scheduler cannot be reached).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRun(
+        self,
+        request: _gateway_pb2.DeleteRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a finished run with its steps, events and artifacts. Runs also expire on
+        their own once finished for longer than the deployment's retention period.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not finished: cancel
+        it first), UNAUTHENTICATED, RESOURCE_EXHAUSTED.
         """
 
     @_abc_1.abstractmethod
@@ -180,7 +286,8 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
         ones as they happen. The stream ends after the run's terminal event. A client that
         reconnects with the last sequence it saw loses nothing and sees no duplicates.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED (too
+        many open streams).
         """
 
     @_abc_1.abstractmethod
@@ -189,9 +296,10 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ListArtifactsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListArtifactsResponse, _abc.Awaitable[_gateway_pb2.ListArtifactsResponse]]:
-        """Lists a run's artifacts (without their content).
+        """Lists a run's artifacts (without their content), by path.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        Errors: INVALID_ARGUMENT (malformed parent, bad page_size or page_token),
+        NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
         """
 
     @_abc_1.abstractmethod
@@ -202,7 +310,29 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.Artifact, _abc.Awaitable[_gateway_pb2.Artifact]]:
         """Gets one artifact with its content.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkflows(
+        self,
+        request: _gateway_pb2.ListWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListWorkflowsResponse, _abc.Awaitable[_gateway_pb2.ListWorkflowsResponse]]:
+        """Lists the built-in workflows, with their YAML text.
+
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPersonas(
+        self,
+        request: _gateway_pb2.ListPersonasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListPersonasResponse, _abc.Awaitable[_gateway_pb2.ListPersonasResponse]]:
+        """Lists the personas a workflow step may name.
+
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
         """
 
 def add_MaestroServiceServicer_to_server(servicer: MaestroServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\"\x9f\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\tB\n\n\x08workflow\"#\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x12\n\x10WatchRunsRequest\"2\n\tRunChange\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\"B\n\nRunChanges\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.maestro.api.scheduler.v1.RunChange2\xbf\x02\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponse\x12_\n\tWatchRuns\x12*.maestro.api.scheduler.v1.WatchRunsRequest\x1a$.maestro.api.scheduler.v1.RunChanges0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\"\x9f\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\tB\n\n\x08workflow\"#\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x12\n\x10WatchRunsRequest\"2\n\tRunChange\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\"B\n\nRunChanges\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.maestro.api.scheduler.v1.RunChange2\xbf\x02\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponse\x12_\n\tWatchRuns\x12*.maestro.api.scheduler.v1.WatchRunsRequest\x1a$.maestro.api.scheduler.v1.RunChanges0\x01\x42i\n\x1c\x64\x65v.maestro.api.scheduler.v1B\x0eSchedulerProtoP\x01Z7maestro.dev/gen/go/maestro/api/scheduler/v1;schedulerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maestro.api.scheduler.v1.scheduler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\034dev.maestro.api.scheduler.v1B\016SchedulerProtoP\001Z7maestro.dev/gen/go/maestro/api/scheduler/v1;schedulerv1'
   _globals['_CREATERUNREQUEST']._serialized_start=71
   _globals['_CREATERUNREQUEST']._serialized_end=230
   _globals['_CREATERUNRESPONSE']._serialized_start=232

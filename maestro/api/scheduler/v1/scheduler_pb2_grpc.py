@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class SchedulerServiceStub:
-    """The single writer of run state.
+    """The single writer of run state. Answers only the gateway (service token).
     """
 
     def __init__(self, channel):
@@ -53,7 +53,7 @@ class SchedulerServiceStub:
 
 
 class SchedulerServiceServicer:
-    """The single writer of run state.
+    """The single writer of run state. Answers only the gateway (service token).
     """
 
     def CreateRun(self, request, context):
@@ -116,7 +116,7 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SchedulerService:
-    """The single writer of run state.
+    """The single writer of run state. Answers only the gateway (service token).
     """
 
     @staticmethod

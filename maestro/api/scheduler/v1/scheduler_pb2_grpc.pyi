@@ -29,7 +29,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SchedulerServiceStub:
-    """The single writer of run state."""
+    """The single writer of run state. Answers only the gateway (service token)."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -59,7 +59,7 @@ class SchedulerServiceStub:
 
 @_typing.type_check_only
 class SchedulerServiceAsyncStub(SchedulerServiceStub):
-    """The single writer of run state."""
+    """The single writer of run state. Answers only the gateway (service token)."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateRun: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateRunRequest, _scheduler_pb2.CreateRunResponse]  # type: ignore[assignment]
@@ -85,7 +85,7 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """
 
 class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The single writer of run state."""
+    """The single writer of run state. Answers only the gateway (service token)."""
 
     @_abc_1.abstractmethod
     def CreateRun(

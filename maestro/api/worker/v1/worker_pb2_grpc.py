@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class WorkerServiceStub:
-    """A stateless worker that runs one step attempt per call.
+    """A stateless worker that runs one step attempt per call. Answers only the scheduler
+    (service token); any other caller gets UNAUTHENTICATED.
     """
 
     def __init__(self, channel):
@@ -43,7 +44,8 @@ class WorkerServiceStub:
 
 
 class WorkerServiceServicer:
-    """A stateless worker that runs one step attempt per call.
+    """A stateless worker that runs one step attempt per call. Answers only the scheduler
+    (service token); any other caller gets UNAUTHENTICATED.
     """
 
     def ExecuteStep(self, request, context):
@@ -83,7 +85,8 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WorkerService:
-    """A stateless worker that runs one step attempt per call.
+    """A stateless worker that runs one step attempt per call. Answers only the scheduler
+    (service token); any other caller gets UNAUTHENTICATED.
     """
 
     @staticmethod

@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WorkerServiceStub:
-    """A stateless worker that runs one step attempt per call."""
+    """A stateless worker that runs one step attempt per call. Answers only the scheduler
+    (service token); any other caller gets UNAUTHENTICATED.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -52,7 +54,9 @@ class WorkerServiceStub:
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
-    """A stateless worker that runs one step attempt per call."""
+    """A stateless worker that runs one step attempt per call. Answers only the scheduler
+    (service token); any other caller gets UNAUTHENTICATED.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ExecuteStep: _aio.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]  # type: ignore[assignment]
@@ -73,7 +77,9 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
-    """A stateless worker that runs one step attempt per call."""
+    """A stateless worker that runs one step attempt per call. Answers only the scheduler
+    (service token); any other caller gets UNAUTHENTICATED.
+    """
 
     @_abc_1.abstractmethod
     def ExecuteStep(
