@@ -66,14 +66,14 @@ def _private_dir(path: Path) -> None:
         path.chmod(0o700)
 
 
-def _private_logs(log_dir: Path) -> None:
-    # The stack opens its services' log files before starting them, with the user's
+def _private_files(directory: Path) -> None:
+    # The stack creates its lock and its services' log files itself, with the user's
     # umask; logs can hold prompts and paths, so they are made private too.
-    if not log_dir.is_dir() or log_dir.is_symlink():
+    if not directory.is_dir() or directory.is_symlink():
         return
-    log_dir.chmod(0o700)
-    for entry in log_dir.iterdir():
-        if entry.is_file() and not entry.is_symlink():
+    directory.chmod(0o700)
+    for entry in directory.iterdir():
+        if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o077:
             entry.chmod(0o600)
 
 
@@ -105,7 +105,8 @@ def ensure_local_credentials(data_dir: Path) -> LocalCredentials:
     """
     try:
         _private_dir(data_dir)
-        _private_logs(data_dir / "logs")
+        _private_files(data_dir)
+        _private_files(data_dir / "logs")
         token = _read_or_create(data_dir / TOKEN_FILE, (new_token() + "\n").encode())
         user_token = token.decode("ascii").strip()
         if not user_token.startswith(TOKEN_PREFIX):
