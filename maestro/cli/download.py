@@ -72,6 +72,10 @@ class DownloadError(MaestroError):
     directory, or content that fails its checksum. Nothing was written."""
 
 
+class UnusableOutput(DownloadError):
+    """The output directory given cannot receive the download (a usage error)."""
+
+
 def check_content(artifact_path: str, content: bytes, sha256: str) -> None:
     """Raises DownloadError when the content does not match the recorded checksum."""
     if sha256 and hashlib.sha256(content).hexdigest() != sha256.lower():
@@ -125,7 +129,7 @@ def prepare_output(out_dir: Path, mode: Mode) -> None:
     Blocking file I/O: async code calls it in a thread.
 
     Raises:
-        DownloadError: it is a symlink or a file, or it is not empty while `mode` is NEW.
+        UnusableOutput: it is a symlink or a file, or it is not empty while `mode` is NEW.
     """
     try:
         info = out_dir.lstat()
@@ -133,11 +137,11 @@ def prepare_output(out_dir: Path, mode: Mode) -> None:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         return
     if stat.S_ISLNK(info.st_mode):
-        raise DownloadError(f"{out_dir} is a symbolic link; give a real directory")
+        raise UnusableOutput(f"{out_dir} is a symbolic link; give a real directory")
     if not stat.S_ISDIR(info.st_mode):
-        raise DownloadError(f"{out_dir} exists and is not a directory")
+        raise UnusableOutput(f"{out_dir} exists and is not a directory")
     if mode is Mode.NEW and any(out_dir.iterdir()):
-        raise DownloadError(
+        raise UnusableOutput(
             f"{out_dir} is not empty; artifacts go into a new or empty directory. Pass "
             "--force to add them to it (existing files are kept), or --overwrite to "
             "replace existing files"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from maestro.cli import commands
 from maestro.cli.credentials import CredentialsError
-from maestro.cli.download import Mode
+from maestro.cli.download import Mode, UnusableOutput
 from maestro.cli.options import (
     DEFAULT_WORKFLOW,
     LOCAL_DATA_DIR,
@@ -371,7 +371,7 @@ def _report(err: BaseException, args: argparse.Namespace) -> int:
         if err.more:
             _note(f"  and {err.more} more problems")
         return 2
-    if isinstance(err, UsageError | InvalidArgument | TargetError):
+    if isinstance(err, UsageError | InvalidArgument | TargetError | UnusableOutput):
         _note(f"error: {err}")
         return 2
     if isinstance(err, Unauthenticated):

@@ -87,7 +87,7 @@ def _identity(name: str) -> Any:
     return Identity(name)
 
 
-def _raw(channel: grpc.aio.Channel, method: str) -> Any:
+def _raw(channel: Any, method: str) -> Any:
     return channel.unary_unary(f"/{SERVICE}/{method}")  # bytes in, bytes out
 
 
@@ -175,7 +175,8 @@ async def test_errors_carry_status_details_and_come_back_as_the_same_error(serve
     # Bounded and encodable, though the error held a lone surrogate and 50,000 chars.
     assert len((bad.details() or "").encode()) <= 1024
     assert "\\udfff" in (bad.details() or "")
-    assert len(dict(bad.trailing_metadata() or ())[DETAILS_METADATA_KEY]) <= 2048
+    trailers: Any = bad.trailing_metadata() or ()
+    assert len(dict(trailers)[DETAILS_METADATA_KEY]) <= 2048
 
 
 async def test_rate_and_stream_limits_answer_resource_exhausted_with_retry_info(
@@ -193,7 +194,7 @@ async def test_rate_and_stream_limits_answer_resource_exhausted_with_retry_info(
         response_deserializer=gateway_pb2.Run.FromString,
     )
     try:
-        first = watch(gateway_pb2.GetRunRequest(name="a"), timeout=5)
+        first: Any = watch(gateway_pb2.GetRunRequest(name="a"), timeout=5)
         assert (await first.read()).name == "a"  # holds the one stream slot
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await watch(gateway_pb2.GetRunRequest(name="b"), timeout=5).read()
@@ -216,7 +217,7 @@ async def test_rate_and_stream_limits_answer_resource_exhausted_with_retry_info(
 
 
 async def test_reflection_is_served_as_v1_and_v1alpha_without_a_token(server: int) -> None:
-    channel = insecure_channel(f"127.0.0.1:{server}", token=None)
+    channel: Any = insecure_channel(f"127.0.0.1:{server}", token=None)
     try:
         for version in ("v1", "v1alpha"):
             call = channel.stream_stream(
@@ -232,8 +233,8 @@ async def test_reflection_is_served_as_v1_and_v1alpha_without_a_token(server: in
                 )
             )
             await stream.done_writing()
-            listed = await stream.read()
-            described = await stream.read()
+            listed: Any = await stream.read()
+            described: Any = await stream.read()
             names = {s.name for s in listed.list_services_response.service}
             assert {SERVICE, "grpc.reflection.v1.ServerReflection"} <= names
             assert described.file_descriptor_response.file_descriptor_proto
