@@ -123,6 +123,34 @@ def check_paths(paths: list[str]) -> list[str]:
     return clean
 
 
+def check_output(out_dir: Path, mode: Mode) -> None:
+    """Checks, without creating anything, that `out_dir` may receive a download.
+
+    `maestro run` calls it before the run starts, so a run is not spent for nothing.
+
+    Raises:
+        UnusableOutput: as `prepare_output`.
+    """
+    try:
+        info = out_dir.lstat()
+    except FileNotFoundError:
+        return
+    _check_existing(out_dir, info, mode)
+
+
+def _check_existing(out_dir: Path, info: os.stat_result, mode: Mode) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        raise UnusableOutput(f"{out_dir} is a symbolic link; give a real directory")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnusableOutput(f"{out_dir} exists and is not a directory")
+    if mode is Mode.NEW and any(out_dir.iterdir()):
+        raise UnusableOutput(
+            f"{out_dir} is not empty; artifacts go into a new or empty directory. Pass "
+            "--force to add them to it (existing files are kept), or --overwrite to "
+            "replace existing files"
+        )
+
+
 def prepare_output(out_dir: Path, mode: Mode) -> None:
     """Checks that `out_dir` may receive the download; creates its parents.
 
@@ -136,16 +164,7 @@ def prepare_output(out_dir: Path, mode: Mode) -> None:
     except FileNotFoundError:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         return
-    if stat.S_ISLNK(info.st_mode):
-        raise UnusableOutput(f"{out_dir} is a symbolic link; give a real directory")
-    if not stat.S_ISDIR(info.st_mode):
-        raise UnusableOutput(f"{out_dir} exists and is not a directory")
-    if mode is Mode.NEW and any(out_dir.iterdir()):
-        raise UnusableOutput(
-            f"{out_dir} is not empty; artifacts go into a new or empty directory. Pass "
-            "--force to add them to it (existing files are kept), or --overwrite to "
-            "replace existing files"
-        )
+    _check_existing(out_dir, info, mode)
 
 
 def _open_dir(parent: int, name: str, *, create: bool) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from maestro.cli import commands
 from maestro.cli.credentials import CredentialsError
-from maestro.cli.download import Mode, UnusableOutput
+from maestro.cli.download import Mode, UnusableOutput, check_output
 from maestro.cli.options import (
     DEFAULT_WORKFLOW,
     LOCAL_DATA_DIR,
@@ -257,6 +257,8 @@ def _run(args: argparse.Namespace) -> int:
     if not requirement:
         raise UsageError("--requirement must not be empty")
     choice = resolve_workflow(args.workflow)
+    if args.out is not None:
+        check_output(args.out, _mode(args))  # before the run, not after it
     address = gateway_address(args.gateway, os.environ)
     target: GatewayTarget | None = None
     if address is None:
