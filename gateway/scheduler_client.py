@@ -41,6 +41,12 @@ class SchedulerClient:
             response = await self._stub.CreateRun(request, timeout=self._timeout)
         return response.run_id
 
+    async def delete_run(self, run_id: str) -> None:
+        with mapped_rpc_errors(f"the scheduler at {self._address}"):
+            await self._stub.DeleteRun(
+                scheduler_pb2.DeleteRunRequest(run_id=run_id), timeout=self._timeout
+            )
+
     async def cancel_run(self, run_id: str) -> None:
         with mapped_rpc_errors(f"the scheduler at {self._address}"):
             await self._stub.CancelRun(

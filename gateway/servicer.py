@@ -173,8 +173,8 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
     ) -> empty_pb2.Empty:
         run_id = parse_run_name(request.name)
         await self._run(run_id)
-        if not await self._store.delete_run(run_id):
-            raise run_not_found(run_id)
+        # The store is the scheduler's to write: the gateway only reads it.
+        await self._scheduler.delete_run(run_id)
         return empty_pb2.Empty()
 
     async def StreamRunEvents(

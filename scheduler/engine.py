@@ -243,6 +243,16 @@ class Engine:
             )
         return builtin_workflow(name)
 
+    async def delete_run(self, run_id: str) -> None:
+        """Deletes a finished run with everything it recorded.
+
+        Raises:
+            NotFound: no such run.
+            FailedPrecondition: the run has not finished.
+        """
+        await self._store.delete_run(run_id)
+        log.info("run %s deleted", run_id)
+
     async def cancel_run(self, run_id: str) -> None:
         """Cancels the run wherever it is driven and waits (briefly) until it ended.
 

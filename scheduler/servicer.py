@@ -41,6 +41,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         await self._engine.cancel_run(request.run_id)
         return scheduler_pb2.CancelRunResponse(run_id=request.run_id)
 
+    async def DeleteRun(
+        self, request: scheduler_pb2.DeleteRunRequest, context: Context
+    ) -> scheduler_pb2.DeleteRunResponse:
+        if not request.run_id:
+            raise InvalidArgument("run_id", "is required")
+        await self._engine.delete_run(request.run_id)
+        return scheduler_pb2.DeleteRunResponse(run_id=request.run_id)
+
     async def WatchRuns(
         self, request: scheduler_pb2.WatchRunsRequest, context: Context
     ) -> AsyncIterator[scheduler_pb2.RunChanges]:

@@ -405,8 +405,9 @@ class LocalStack:
             credentials = ensure_local_credentials(self.data_dir)
         except CredentialsError as err:
             raise StackError(str(err)) from None
-        env[SERVICE_TOKEN_ENV] = credentials.service_token(name)
-        env[SERVICE_CALLERS_ENV] = credentials.callers_of(name)
+        # Identities are per kind of service: every scheduler of a stack is `scheduler`.
+        env[SERVICE_TOKEN_ENV] = credentials.service_token(_module(name))
+        env[SERVICE_CALLERS_ENV] = credentials.callers_of(_module(name))
         if name == GATEWAY:
             env["MAESTRO_GATEWAY_TOKENS_FILE"] = str(credentials.tokens_file)
             env["MAESTRO_GATEWAY_ADMIN_IDENTITIES"] = LOCAL_IDENTITY

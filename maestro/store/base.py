@@ -313,10 +313,20 @@ class Store:
         return await self.db.read(reads.events_after, run_id, after_sequence, limit)
 
     async def list_artifacts(
-        self, run_id: str, *, all_versions: bool = False
+        self,
+        run_id: str,
+        *,
+        all_versions: bool = False,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> list[ArtifactRecord]:
-        """Artifacts without content, by path: the latest version of each, or all."""
-        return await self.db.read(reads.list_artifacts, run_id, all_versions)
+        """Artifacts without content, by path: the latest version of each, or all; at
+        most `limit`, with paths after `after` (a page)."""
+        return await self.db.read(reads.list_artifacts, run_id, all_versions, limit, after)
+
+    async def expired_run_ids(self, finished_before: datetime, limit: int) -> list[str]:
+        """Runs that finished before the given time, oldest first (for retention)."""
+        return await self.db.read(reads.expired_run_ids, finished_before, limit)
 
     async def get_artifact(
         self, run_id: str, path: str, version: int | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+from maestro.core.errors import FailedPrecondition, NotFound
 from maestro.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,11 @@ async def expire_runs(
     cutoff = (now or datetime.now(UTC)) - retention
     deleted = 0
     for run_id in await store.expired_run_ids(cutoff, batch):
-        if await store.delete_run(run_id):
-            deleted += 1
+        try:
+            await store.delete_run(run_id)
+        except (NotFound, FailedPrecondition):
+            continue  # deleted meanwhile (DeleteRun), or re-driven: not ours to delete
+        deleted += 1
     if deleted:
         log.info("deleted %d runs that finished before %s", deleted, cutoff.isoformat())
     return deleted

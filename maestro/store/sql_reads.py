@@ -142,6 +142,16 @@ def list_runs(
     return _with_steps(tx, rows)
 
 
+def expired_run_ids(tx: Tx, finished_before: datetime, limit: int) -> list[str]:
+    """Runs that ended before the given time, oldest first."""
+    rows = tx.all(
+        "SELECT run_id FROM runs WHERE end_time IS NOT NULL AND end_time < ?"
+        " ORDER BY end_time LIMIT ?",
+        (from_datetime(finished_before), limit),
+    )
+    return [row["run_id"] for row in rows]
+
+
 def unfinished_run_ids(tx: Tx) -> list[str]:
     rows = tx.all(f"SELECT run_id FROM runs WHERE state IN {ACTIVE} ORDER BY create_time")
     return [row["run_id"] for row in rows]
@@ -191,13 +201,24 @@ _ARTIFACT_COLUMNS = (
 )
 
 
-def list_artifacts(tx: Tx, run_id: str, all_versions: bool) -> list[ArtifactRecord]:
-    """The latest version of each path (or every version), by path."""
+def list_artifacts(
+    tx: Tx, run_id: str, all_versions: bool, limit: int | None = None, after: str | None = None
+) -> list[ArtifactRecord]:
+    """The latest version of each path (or every version), by path; a page of them
+    when `limit` (and `after`, the last path of the previous page) are given."""
     latest = "" if all_versions else " AND latest = 1"
+    params: list[object] = [run_id]
+    if after is not None:
+        latest += " AND path > ?"
+        params.append(after)
+    page = ""
+    if limit is not None:
+        page = " LIMIT ?"
+        params.append(limit)
     rows = tx.all(
         f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE run_id = ?{latest}"
-        " ORDER BY path, version",
-        (run_id,),
+        f" ORDER BY path, version{page}",
+        tuple(params),
     )
     return [_artifact(row, with_content=False) for row in rows]
 

@@ -99,7 +99,11 @@ def test_timeouts_are_capped_at_a_day():
     assert "the longest allowed is 1d" in err.message
     err = rejected("name: x\nsteps:\n  - {id: a, persona: qa_engineer, timeout: 25h}\n")
     assert err.field == "steps[a].timeout"
-    assert parse_workflow_yaml("name: x\ndefault_timeout: 24h\n" + STEP).default_timeout
+    assert parse_workflow_yaml(
+        "name: x\ndefault_timeout: 24h\ndefault_deadline: 2d\n" + STEP
+    ).default_timeout
+    err = rejected("name: x\ndefault_deadline: 8d\n" + STEP)
+    assert (err.field, "the longest allowed is 7d" in err.reason) == ("default_deadline", True)
 
 
 @pytest.mark.parametrize(

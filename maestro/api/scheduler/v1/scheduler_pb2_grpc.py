@@ -45,6 +45,11 @@ class SchedulerServiceStub:
                 request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.DeleteRun = channel.unary_unary(
+                '/maestro.api.scheduler.v1.SchedulerService/DeleteRun',
+                request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunResponse.FromString,
+                _registered_method=True)
         self.WatchRuns = channel.unary_stream(
                 '/maestro.api.scheduler.v1.SchedulerService/WatchRuns',
                 request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.SerializeToString,
@@ -76,6 +81,16 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRun(self, request, context):
+        """Deletes a finished run with everything it recorded (the gateway's DeleteRun; the
+        gateway checked that its caller owns the run).
+
+        Errors: NOT_FOUND, FAILED_PRECONDITION (the run has not finished).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRuns(self, request, context):
         """Streams which runs' event logs grew, as their transactions commit, so a gateway
         can follow runs without polling the store. Each message names runs and the last
@@ -101,6 +116,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunRequest.FromString,
                     response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'DeleteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRun,
+                    request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunResponse.SerializeToString,
             ),
             'WatchRuns': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRuns,
@@ -163,6 +183,33 @@ class SchedulerService:
             '/maestro.api.scheduler.v1.SchedulerService/CancelRun',
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunRequest.SerializeToString,
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.scheduler.v1.SchedulerService/DeleteRun',
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunRequest.SerializeToString,
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class SchedulerServiceStub:
 
     Errors: NOT_FOUND, FAILED_PRECONDITION (the run already finished).
     """
+    DeleteRun: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteRunRequest, _scheduler_pb2.DeleteRunResponse]
+    """Deletes a finished run with everything it recorded (the gateway's DeleteRun; the
+    gateway checked that its caller owns the run).
+
+    Errors: NOT_FOUND, FAILED_PRECONDITION (the run has not finished).
+    """
     WatchRuns: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchRunsRequest, _scheduler_pb2.RunChanges]
     """Streams which runs' event logs grew, as their transactions commit, so a gateway
     can follow runs without polling the store. Each message names runs and the last
@@ -73,6 +79,12 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """Cancels a run: in-flight worker calls are cancelled and the run ends CANCELLED.
 
     Errors: NOT_FOUND, FAILED_PRECONDITION (the run already finished).
+    """
+    DeleteRun: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteRunRequest, _scheduler_pb2.DeleteRunResponse]  # type: ignore[assignment]
+    """Deletes a finished run with everything it recorded (the gateway's DeleteRun; the
+    gateway checked that its caller owns the run).
+
+    Errors: NOT_FOUND, FAILED_PRECONDITION (the run has not finished).
     """
     WatchRuns: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchRunsRequest, _scheduler_pb2.RunChanges]  # type: ignore[assignment]
     """Streams which runs' event logs grew, as their transactions commit, so a gateway
@@ -109,6 +121,18 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a run: in-flight worker calls are cancelled and the run ends CANCELLED.
 
         Errors: NOT_FOUND, FAILED_PRECONDITION (the run already finished).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRun(
+        self,
+        request: _scheduler_pb2.DeleteRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.DeleteRunResponse, _abc.Awaitable[_scheduler_pb2.DeleteRunResponse]]:
+        """Deletes a finished run with everything it recorded (the gateway's DeleteRun; the
+        gateway checked that its caller owns the run).
+
+        Errors: NOT_FOUND, FAILED_PRECONDITION (the run has not finished).
         """
 
     @_abc_1.abstractmethod
