@@ -209,3 +209,13 @@ async def test_a_flood_of_validations_is_refused_not_queued_without_end(monkeypa
     # Admissions are released again: a later validation is accepted.
     spec = await parse_workflow_off_loop(text, source="workflow_yaml", time_limit=30)
     assert spec.name == "x"
+
+
+def test_budgets_and_model_names_are_bounded():
+    err = rejected("name: x\nbudget: {tokens: " + "9" * 30 + "}\n" + STEP)
+    assert err.field == "budget.tokens"
+    err = rejected("name: x\nbudget: {usd: 1e300}\n" + STEP)
+    assert err.field == "budget.usd"
+    err = rejected("name: x\nmodel: " + "m" * 500 + "\n" + STEP)
+    assert err.field == "model"
+    assert len(err.message) < 1000
