@@ -34,7 +34,8 @@ from bench.rounds import BenchError
 from bench.stacks import TimedStack, cpu_delta, cpu_snapshot, make_stack, memory_of
 from bench.workloads import PERSONA, Step, Workload, chain, w1
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from maestro.cli.stack import SERVICES
+from maestro.cli.credentials import read_local_token
+from maestro.cli.stack import SERVICES, LocalStack
 from maestro.core.client import insecure_channel
 from maestro.workflow import parse_workflow_yaml
 
@@ -45,10 +46,12 @@ Note = Callable[[str], None]
 
 
 async def _with_channels(
-    address: str, count: int, work: Callable[[list[Stub]], Awaitable[None]]
+    stack: LocalStack, count: int, work: Callable[[list[Stub]], Awaitable[None]]
 ) -> None:
-    """Runs `work` with `count` gateway stubs, each on its own channel (connection)."""
-    channels = [insecure_channel(address) for _ in range(count)]
+    """Runs `work` with `count` gateway stubs, each on its own channel (connection),
+    presenting the stack's own token (the gateway needs one)."""
+    token = read_local_token(stack.data_dir)
+    channels = [insecure_channel(stack.gateway_address, token=token) for _ in range(count)]
     try:
         await work([gateway_pb2_grpc.MaestroServiceStub(channel) for channel in channels])
     finally:
@@ -107,7 +110,7 @@ async def measure_followers(
             results.delays.extend(delays)
 
     for _ in range(rounds):
-        await _with_channels(stack.gateway_address, followers, once)
+        await _with_channels(stack, followers, once)
     return results
 
 
@@ -216,7 +219,7 @@ async def measure_idle_streams(
             for task in tasks:
                 task.cancel()
 
-    await _with_channels(stack.gateway_address, channels, work)
+    await _with_channels(stack, channels, work)
     return results
 
 
@@ -277,7 +280,7 @@ async def measure_concurrent_runs(
         results.wall = time.perf_counter() - began
         results.cpu = cpu_delta(before, cpu_snapshot(pids))
 
-    await _with_channels(stack.gateway_address, max(1, runs // 10), work)
+    await _with_channels(stack, max(1, runs // 10), work)
     results.memory_after = memory_of(pids)
     return results
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bench import procs
 from maestro.api.gateway.v1 import gateway_pb2_grpc
+from maestro.cli.credentials import read_local_token
 from maestro.cli.stack import SERVICES, LocalStack
 from maestro.core.client import insecure_channel
 from maestro.core.errors import MaestroError
@@ -179,7 +180,8 @@ async def open_stack(
     """
     stack = make_stack(data_dir, url, provider=provider, extra_env=extra_env)
     async with stack:
-        channel = insecure_channel(stack.gateway_address)
+        # The gateway needs a token: the stack's own, as the CLI uses it.
+        channel = insecure_channel(stack.gateway_address, token=read_local_token(stack.data_dir))
         try:
             yield stack, gateway_pb2_grpc.MaestroServiceStub(channel)
         finally:
