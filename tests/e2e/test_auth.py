@@ -22,11 +22,12 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.cli.credentials import ensure_local_credentials
 from maestro.cli.gateway_client import GatewayClient
-from maestro.cli.stack import GATEWAY, SCHEDULER, WORKER, LocalStack
+from maestro.cli.stack import GATEWAY, SANDBOX, SCHEDULER, WORKER, LocalStack
 from maestro.core.auth import hash_token, new_token
 from maestro.core.client import insecure_channel
 from maestro.core.errors import Unavailable
@@ -181,6 +182,26 @@ async def test_services_answer_only_the_callers_they_serve(shared_stack: LocalSt
             assert await _code(create) == grpc.StatusCode.UNAUTHENTICATED
         finally:
             await channel.close(None)
+    # The sandbox answers the scheduler and workers only.
+    checks = sandbox_pb2.RunChecksRequest(
+        files=[sandbox_pb2.File(path="a.py", content=b"x = 1\n")], checks=["compile"]
+    )
+    for token, allowed in (
+        (None, False),
+        (ALICE, False),
+        (creds.service_token(GATEWAY), False),
+        (creds.service_token(SCHEDULER), True),
+        (creds.service_token(WORKER), True),
+    ):
+        channel = insecure_channel(shared_stack.address(SANDBOX), token=token)
+        try:
+            run_checks = sandbox_pb2_grpc.SandboxServiceStub(channel).RunChecks(checks, timeout=30)
+            code = await _code(run_checks)
+        finally:
+            await channel.close(None)
+        # Allowed callers get past authentication (FAILED_PRECONDITION on a host where
+        # the sandbox cannot isolate).
+        assert (code != grpc.StatusCode.UNAUTHENTICATED) == allowed, (token, code)
     # The scheduler's own token does work on the worker (the path every run takes).
     channel = insecure_channel(shared_stack.address(WORKER), token=creds.service_token(SCHEDULER))
     try:
