@@ -35,6 +35,7 @@ from maestro.cli.credentials import LOCAL_IDENTITY, CredentialsError, ensure_loc
 from maestro.core.auth import SERVICE_CALLERS_ENV, SERVICE_TOKEN_ENV
 from maestro.core.client import insecure_channel
 from maestro.core.lifecycle import PARENT_PID_ENV
+from maestro.core.settings import UMASK_ENV
 from maestro.store import open_store
 from maestro.store.schema_revision import SCHEMA_REVISION
 
@@ -406,6 +407,8 @@ class LocalStack:
         except CredentialsError as err:
             raise StackError(str(err)) from None
         # Identities are per kind of service: every scheduler of a stack is `scheduler`.
+        # What the services write in the data directory is for this user alone.
+        env[UMASK_ENV] = "077"
         env[SERVICE_TOKEN_ENV] = credentials.service_token(_module(name))
         env[SERVICE_CALLERS_ENV] = credentials.callers_of(_module(name))
         if name == GATEWAY:

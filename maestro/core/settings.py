@@ -36,14 +36,30 @@ class ServiceSettings(BaseSettings):
 
 S = TypeVar("S", bound=BaseSettings)
 
+UMASK_ENV = "MAESTRO_UMASK"
+
+
+def _apply_umask(raw: str) -> None:
+    if not raw.strip():
+        return
+    try:
+        mask = int(raw, 8)
+    except ValueError:
+        mask = -1
+    if not 0 <= mask <= 0o777:
+        print(f"invalid configuration: {UMASK_ENV}={raw!r} is not an octal mask", file=sys.stderr)
+        raise SystemExit(2)
+    os.umask(mask)
+
 
 def load_settings(cls: type[S]) -> S:
     """Reads settings from the environment, or exits with every problem listed.
 
-    Called first by every service: it also makes whatever the service creates (its
-    SQLite file, port file) readable by its own user only (umask 077).
+    Called first by every service. With MAESTRO_UMASK set (an octal mask; a local
+    stack sets 077 for every service but the sandbox, whose unprivileged jail must
+    read its scratch files), it also applies that mask to whatever the service creates.
     """
-    os.umask(0o077)
+    _apply_umask(os.environ.get(UMASK_ENV, ""))
     try:
         return cls()
     except ValidationError as err:

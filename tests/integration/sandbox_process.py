@@ -60,6 +60,9 @@ def sandbox_process(
         **TEST_LIMITS,
         "MAESTRO_SANDBOX_PORT_FILE": str(port_file),
         "MAESTRO_SANDBOX_SCRATCH_DIR": str(scratch),
+        # These tests call the sandbox directly; who may call it is tested in
+        # tests/e2e/test_auth.py.
+        "MAESTRO_SERVICE_AUTH": "disabled",
         **(env or {}),
     }
     log_path = directory / "sandbox.log"
