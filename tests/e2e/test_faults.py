@@ -213,7 +213,8 @@ async def test_a_stored_run_that_no_longer_loads_fails_at_once(
     try:
         await store.create_run(
             NewRun(
-                run_id="stale0000000001",
+                # Run ids are 16 lowercase hex digits (the gateway's names are strict).
+                run_id="57a1e00000000001",
                 workflow_name="old",
                 spec_json='{"name": "old", "steps": [{"id": "a", "persona": "renamed_persona"}]}',
                 requirement="x",
@@ -230,12 +231,12 @@ async def test_a_stored_run_that_no_longer_loads_fails_at_once(
     await stack.start_service(GATEWAY)
     async with _gateway(stack) as gateway:
         await _eventually(
-            lambda: _state_is(gateway, "runs/stale0000000001", gateway_pb2.RUN_STATE_FAILED),
+            lambda: _state_is(gateway, "runs/57a1e00000000001", gateway_pb2.RUN_STATE_FAILED),
             within=5,
             what="the stale run fails",
         )
-        run = await gateway.GetRun(gateway_pb2.GetRunRequest(name="runs/stale0000000001"))
-        events = await collect_events(gateway, "runs/stale0000000001", timeout=5)
+        run = await gateway.GetRun(gateway_pb2.GetRunRequest(name="runs/57a1e00000000001"))
+        events = await collect_events(gateway, "runs/57a1e00000000001", timeout=5)
     # Failed while the scheduler started (before it even said it was serving).
     assert time.monotonic() - started < 10
     assert "no longer loads" in run.error and "renamed_persona" in run.error
