@@ -406,9 +406,9 @@ class LocalStack:
             credentials = ensure_local_credentials(self.data_dir)
         except CredentialsError as err:
             raise StackError(str(err)) from None
-        # Identities are per kind of service: every scheduler of a stack is `scheduler`.
         # What the services write in the data directory is for this user alone.
         env[UMASK_ENV] = "077"
+        # Identities are per kind of service: every scheduler of a stack is `scheduler`.
         env[SERVICE_TOKEN_ENV] = credentials.service_token(_module(name))
         env[SERVICE_CALLERS_ENV] = credentials.callers_of(_module(name))
         if name == GATEWAY:

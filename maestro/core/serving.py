@@ -92,9 +92,15 @@ async def probe_readiness(
 
 
 def write_port_file(path: Path, port: int) -> None:
-    """Writes the port atomically, so a reader never sees a half-written number."""
+    """Writes the port atomically, so a reader never sees a half-written number.
+
+    Mode 0600 whatever the umask: it sits in a data directory that is private.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(str(port))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(str(port))
+    os.chmod(tmp, 0o600)  # an older file of the same name keeps its mode otherwise
     os.replace(tmp, path)
 
 
