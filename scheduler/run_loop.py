@@ -226,6 +226,7 @@ class RunDriver:
         self._drain = asyncio.Event()
         self._wake = asyncio.Event()
         self._started = record.state is RunState.RUNNING
+        self._queued = record.state is RunState.QUEUED
         self.states = {step.step_id: step.state for step in record.steps}
         self._errors = {step.step_id: step.error for step in record.steps}
         self._due = {
@@ -299,12 +300,10 @@ class RunDriver:
             for step_id in recovered:
                 self._set_state(step_id, StepState.PENDING)
                 self._due[step_id] = None
-        if self._started or self._admission_free():
+        if note and self._started:
             await self._mark_started(note)
-        else:
-            await persist(
-                "queueing the run", self._store.queue_run, self.lease, self._admission.why_full("*")
-            )
+        # A new run starts (RUN_STARTED) when its first step is admitted; until then it
+        # is QUEUED if capacity holds it back (see _run_step).
 
         running: dict[asyncio.Task[StepOutcome], str] = {}
         try:
@@ -362,11 +361,6 @@ class RunDriver:
     def _all_finished(self) -> bool:
         return all(state.finished for state in self.states.values())
 
-    def _admission_free(self) -> bool:
-        return self._admission.in_flight < self._settings.max_steps_in_flight and (
-            self._admission.waiting == 0
-        )
-
     async def _mark_started(self, note: str) -> None:
         if self._started and not note:
             return
@@ -402,6 +396,9 @@ class RunDriver:
         try:
             if not self._admission.try_acquire(self.run_id, pool):
                 reason = self._admission.why_full(pool)
+                if not self._started and not self._queued:
+                    self._queued = True
+                    await persist("queueing the run", self._store.queue_run, self.lease, reason)
                 await persist("queueing", self._store.queue_step, self.lease, step_id, reason)
                 await self._admission.acquire(self.run_id, pool, self._order)
         except AdmissionClosed:
