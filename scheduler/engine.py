@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from datetime import timedelta
 
 from pydantic import ValidationError
 
@@ -26,6 +27,7 @@ from maestro.core.errors import (
 )
 from maestro.store import Claim, Lease, LeaseLost, NewRun, RunFinished, RunRecord, RunState, Store
 from maestro.store.listen import PostgresListener
+from maestro.store.retention import expire_runs
 from maestro.workflow import (
     VALIDATION_TIME_LIMIT_SECONDS,
     WorkflowSpec,
@@ -44,6 +46,7 @@ PROVIDERS = ("", "anthropic", "offline", "bench")
 MAX_REQUIREMENT_CHARS = 20_000
 MAX_WORKFLOW_YAML_BYTES = 256 * 1024
 CANCEL_WAIT_SECONDS = 5.0
+RETENTION_BATCH = 100
 
 
 def _problems(err: ValidationError, most: int = 3) -> str:
@@ -94,6 +97,13 @@ class Engine:
             asyncio.create_task(self._renew_loop(), name="renew-leases"),
             asyncio.create_task(self._claim_loop(), name="claim-runs"),
         ]
+        if self._settings.run_retention_days is not None:
+            self._background.append(
+                asyncio.create_task(
+                    self._retention_loop(timedelta(days=self._settings.run_retention_days)),
+                    name="expire-runs",
+                )
+            )
 
     async def readiness(self) -> None:
         """A real write: NOT_SERVING while the store cannot take one."""
@@ -418,6 +428,22 @@ class Engine:
                         task.cancel()
                 elif held[run_id]:
                     driver.cancel()
+
+    async def _retention_loop(self, retention: timedelta) -> None:
+        """Deletes finished runs older than the retention period, a batch at a time.
+
+        Any scheduler may sweep (deleting a run twice is harmless), so every one does.
+        """
+        while True:
+            try:
+                while (
+                    await expire_runs(self._store, retention=retention, batch=RETENTION_BATCH)
+                    == RETENTION_BATCH
+                ):
+                    pass
+            except MaestroError as err:
+                log.warning("could not expire old runs: %s", err)
+            await asyncio.sleep(self._settings.retention_sweep_seconds)
 
     async def _claim_loop(self) -> None:
         while True:

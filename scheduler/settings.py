@@ -65,6 +65,14 @@ class SchedulerSettings(ServiceSettings):
     overload_retry_max_seconds: float = Field(
         default=120.0, gt=0, description="longest wait between retries of an overloaded model"
     )
+    run_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="finished runs older than this are deleted (unset: kept until deleted)",
+    )
+    retention_sweep_seconds: float = Field(
+        default=600.0, gt=0, description="how often finished runs are checked for expiry"
+    )
     drain_seconds: float = Field(
         default=10.0, ge=0, description="on SIGTERM, how long attempts in flight may finish"
     )

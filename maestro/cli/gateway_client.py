@@ -20,7 +20,7 @@ from maestro.api.gateway.v1 import gateway_pb2_grpc
 from maestro.cli.convert import artifact_from_proto, event_from_proto, run_from_proto
 from maestro.cli.models import ArtifactView, EventView, RunView, run_name
 from maestro.core.client import insecure_channel, mapped_rpc_errors, secure_channel
-from maestro.core.errors import Unavailable
+from maestro.core.errors import DeadlineExceeded, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_RECONNECTS = 8
 _BACKOFF_FIRST_SECONDS = 0.25
 _BACKOFF_MAX_SECONDS = 4.0
+# CreateRun is retried with its request_id this many times when the gateway or the
+# scheduler cannot answer (about 15 s in all with the backoff).
+CREATE_RETRIES = 5
 
 
 class StreamEnded(Unavailable):
@@ -98,9 +101,21 @@ class GatewayClient:
             request.workflow_yaml = workflow_yaml
         elif workflow_name is not None:
             request.workflow_name = workflow_name
-        with mapped_rpc_errors():
-            run: pb.Run = await self._stub.CreateRun(request, timeout=self.timeout)
-        return run_from_proto(run)
+        delay = _BACKOFF_FIRST_SECONDS
+        for tries_left in range(CREATE_RETRIES, -1, -1):
+            try:
+                with mapped_rpc_errors():
+                    run: pb.Run = await self._stub.CreateRun(request, timeout=self.timeout)
+                return run_from_proto(run)
+            except (Unavailable, DeadlineExceeded) as err:
+                # The same request_id again: a run created after we stopped waiting is
+                # found and returned, never made twice (and never left behind unknown).
+                if not request_id or tries_left == 0:
+                    raise
+                log.info("CreateRun: %s; trying again in %.2fs", err.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_SECONDS)
+        raise AssertionError("unreachable")
 
     async def get_run(self, run: str) -> RunView:
         """Gets a run by id or name."""

@@ -25,6 +25,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.cli.credentials import read_local_token
+from maestro.cli.gateway_client import GatewayClient
 from maestro.cli.stack import GATEWAY, SCHEDULER, WORKER, LocalStack
 from maestro.core.client import insecure_channel
 from maestro.store import NewRun, open_store
@@ -549,3 +551,26 @@ async def _is(status: Awaitable[int], value: int) -> bool:
         return await status == value
     except grpc.aio.AioRpcError:
         return False
+
+
+async def test_the_cli_s_create_run_is_retried_until_the_scheduler_is_back(
+    stack: LocalStack,
+) -> None:
+    await stack.stop_service(SCHEDULER)
+    request_id = _rid()
+    token = read_local_token(stack.data_dir)
+    async with GatewayClient(stack.gateway_address, token=token, timeout=3) as client:
+        create = asyncio.create_task(
+            client.create_run(
+                requirement="a todo list API", workflow_yaml=CHAIN, request_id=request_id
+            )
+        )
+        await asyncio.sleep(1.5)  # the first tries are answered UNAVAILABLE
+        assert not create.done()
+        await stack.start_service(SCHEDULER)
+        run = await create
+        # Retried with the same request_id: one run, the one the client was given.
+        again = await client.create_run(
+            requirement="a todo list API", workflow_yaml=CHAIN, request_id=request_id
+        )
+    assert again.name == run.name
