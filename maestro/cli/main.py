@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from maestro.cli import commands
+from maestro.cli import commands, db_cmd
 from maestro.cli.credentials import CredentialsError
 from maestro.cli.download import Mode, UnusableOutput, check_output
 from maestro.cli.options import (
@@ -224,6 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     personas = sub.add_parser("personas", help="list the personas workflows can use")
     personas.set_defaults(handler=_personas)
+
+    db = sub.add_parser("db", help="a database's schema (upgrade it, wait for it)")
+    db.set_defaults(handler=lambda _args: _usage(db))
+    db_sub = db.add_subparsers(title="commands", metavar="COMMAND")
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DB or sqlite:///PATH (default: $MAESTRO_DATABASE_URL, "
+        "or the file MAESTRO_DATABASE_URL in $MAESTRO_SECRETS_DIR)",
+    )
+    db_upgrade = db_sub.add_parser(
+        "upgrade", parents=[url], help="bring the database to this Maestro's schema"
+    )
+    db_upgrade.set_defaults(handler=_db_upgrade)
+    db_wait = db_sub.add_parser(
+        "wait",
+        parents=[url],
+        help="wait until the database is reachable and at this Maestro's schema",
+    )
+    db_wait.add_argument(
+        "--timeout", type=float, default=300.0, metavar="SECONDS", help="default 300"
+    )
+    db_wait.set_defaults(handler=_db_wait)
     return parser
 
 
@@ -360,6 +384,15 @@ def _validate(args: argparse.Namespace) -> int:
 def _personas(args: argparse.Namespace) -> int:
     print(terminal_safe(format_personas(PERSONAS.values())))
     return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    return db_cmd.upgrade_command(db_cmd.database_url(args.database_url))
+
+
+def _db_wait(args: argparse.Namespace) -> int:
+    url = db_cmd.database_url(args.database_url)
+    return asyncio.run(db_cmd.wait_command(url, timeout=args.timeout))
 
 
 def _report(err: BaseException, args: argparse.Namespace) -> int:
