@@ -2,6 +2,11 @@
 
 Each service subclasses ServiceSettings with its own env prefix (MAESTRO_WORKER_,
 MAESTRO_SCHEDULER_, MAESTRO_GATEWAY_). Bad config fails at start with a clear message.
+
+Secrets can also come from files: with MAESTRO_SECRETS_DIR set, a file in that directory
+named like a setting's environment variable (`ANTHROPIC_API_KEY`, `MAESTRO_DATABASE_URL`)
+is read as that setting, so a Kubernetes Secret can be mounted as a volume instead of
+being put in the environment. A variable in the environment wins over a file.
 """
 
 from __future__ import annotations
@@ -52,16 +57,37 @@ def _apply_umask(raw: str) -> None:
     os.umask(mask)
 
 
+SECRETS_DIR_ENV = "MAESTRO_SECRETS_DIR"
+
+
+def secrets_dir() -> Path | None:
+    """The directory of secret files (MAESTRO_SECRETS_DIR), or None when unset.
+
+    Raises:
+        SystemExit: it is set but is not a directory (a missing volume, say).
+    """
+    raw = os.environ.get(SECRETS_DIR_ENV, "")
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_dir():
+        print(f"{SECRETS_DIR_ENV}={raw} is not a directory", file=sys.stderr)
+        raise SystemExit(2)
+    return path
+
+
 def load_settings(cls: type[S]) -> S:
-    """Reads settings from the environment, or exits with every problem listed.
+    """Reads settings from the environment (and MAESTRO_SECRETS_DIR's files), or exits
+    with every problem listed.
 
     Called first by every service. With MAESTRO_UMASK set (an octal mask; a local
     stack sets 077 for every service but the sandbox, whose unprivileged jail must
     read its scratch files), it also applies that mask to whatever the service creates.
     """
     _apply_umask(os.environ.get(UMASK_ENV, ""))
+    directory = secrets_dir()
     try:
-        return cls()
+        return cls(_secrets_dir=directory) if directory is not None else cls()
     except ValidationError as err:
         prefix = cls.model_config.get("env_prefix", "")
         lines = [f"invalid configuration for {cls.__name__}:"]
