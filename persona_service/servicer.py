@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,9 +17,12 @@ from persona_service.convert import (
     request_from_proto,
     usage_to_proto,
 )
+from persona_service.models import StepRequest
 from persona_service.runner import Failure, Heartbeat, Note, StepRunner
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+log = logging.getLogger(__name__)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
@@ -33,6 +38,29 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         step_id_var.set(step.step_id)
         remaining = context.time_remaining()
         budget = self._max_step_seconds if remaining is None else remaining
+        # One line at each end of an attempt (run and step ids ride in the log context):
+        # with several worker pods, their logs say which pod did which attempt.
+        log.info("attempt %d of step %s started (%s)", step.attempt, step.step_id, step.persona)
+        outcome = "ended without a result"
+        try:
+            async for response in self._responses(step, budget):
+                kind = response.WhichOneof("kind")
+                if kind == "result":
+                    outcome = "succeeded"
+                elif kind == "failure":
+                    failure = response.failure
+                    name = worker_pb2.FailureKind.Name(failure.kind)
+                    outcome = f"failed ({name}, {failure.reason or 'no reason code'})"
+                yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "was cancelled"
+            raise
+        finally:
+            log.info("attempt %d of step %s %s", step.attempt, step.step_id, outcome)
+
+    async def _responses(
+        self, step: StepRequest, budget: float
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
         async for item in self._runner.run(step, time_remaining=budget):
             if isinstance(item, Heartbeat):
                 yield worker_pb2.ExecuteStepResponse(
