@@ -1,4 +1,4 @@
-"""`maestro db upgrade` and `maestro db wait`: a Maestro database's schema.
+"""`maestro db wait`, and where `maestro db` finds its database.
 
 A PostgreSQL database is upgraded on purpose, once per release (on Kubernetes, the
 migration Job runs `maestro db upgrade`); services check the revision at start and
@@ -21,44 +21,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maestro.core.settings import load_settings
 from maestro.store import SchemaMismatch, StoreUnavailable, open_store, redact_url
-from maestro.store.migrate import upgrade
 from maestro.store.schema_revision import SCHEMA_REVISION
 
 WAIT_INTERVAL_SECONDS = 2.0
 
 
 class DatabaseSettings(BaseSettings):
-    """Where the database is, when the command line does not say."""
+    """What `maestro db` and `maestro up` read when --database-url is not given."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    database_url: str = Field(validation_alias="MAESTRO_DATABASE_URL", min_length=1)
+    database_url: str | None = Field(default=None, validation_alias="MAESTRO_DATABASE_URL")
 
 
-def database_url(given: str | None) -> str:
-    """The URL from the command line, else from the settings (exits 2 when neither)."""
-    if given:
-        return given
+def configured_database_url() -> str | None:
+    """MAESTRO_DATABASE_URL from the environment, else from its file in the secrets
+    directory (a mounted Secret), else None."""
     return load_settings(DatabaseSettings).database_url
 
 
 def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def upgrade_command(url: str) -> int:
-    """Brings the database to this Maestro's schema revision (blocking; a CLI command)."""
-    from sqlalchemy.exc import OperationalError
-
-    _note(f"upgrading {redact_url(url)} to schema revision {SCHEMA_REVISION}")
-    try:
-        upgrade(url)
-    except OperationalError as err:
-        # The driver's message names the host and the reason, never the password.
-        _note(f"cannot upgrade {redact_url(url)}: {err.orig or err}")
-        return 1
-    _note(f"{redact_url(url)} is at schema revision {SCHEMA_REVISION}")
-    return 0
 
 
 async def wait_command(url: str, *, timeout: float) -> int:

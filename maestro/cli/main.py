@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bring a database to this Maestro's schema (creating it if empty)",
     )
     upgrade.set_defaults(handler=_db_upgrade)
+    wait = db_sub.add_parser(
+        "wait",
+        parents=[database],
+        help="wait until a database is reachable and at this Maestro's schema",
+    )
+    wait.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="default 300")
+    wait.set_defaults(handler=_db_wait)
 
     runs = sub.add_parser("runs", help="list, inspect, cancel and follow runs")
     runs.set_defaults(handler=lambda _args: _usage(runs))
@@ -225,29 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     personas = sub.add_parser("personas", help="list the personas workflows can use")
     personas.set_defaults(handler=_personas)
 
-    db = sub.add_parser("db", help="a database's schema (upgrade it, wait for it)")
-    db.set_defaults(handler=lambda _args: _usage(db))
-    db_sub = db.add_subparsers(title="commands", metavar="COMMAND")
-    url = argparse.ArgumentParser(add_help=False)
-    url.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="postgresql://USER@HOST:PORT/DB or sqlite:///PATH (default: $MAESTRO_DATABASE_URL, "
-        "or the file MAESTRO_DATABASE_URL in $MAESTRO_SECRETS_DIR)",
-    )
-    db_upgrade = db_sub.add_parser(
-        "upgrade", parents=[url], help="bring the database to this Maestro's schema"
-    )
-    db_upgrade.set_defaults(handler=_db_upgrade)
-    db_wait = db_sub.add_parser(
-        "wait",
-        parents=[url],
-        help="wait until the database is reachable and at this Maestro's schema",
-    )
-    db_wait.add_argument(
-        "--timeout", type=float, default=300.0, metavar="SECONDS", help="default 300"
-    )
-    db_wait.set_defaults(handler=_db_wait)
     return parser
 
 
@@ -309,8 +293,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _database_url(args: argparse.Namespace) -> str | None:
-    """--database-url, else $MAESTRO_DATABASE_URL, else None (the local SQLite file)."""
-    url: str | None = args.database_url or os.environ.get("MAESTRO_DATABASE_URL") or None
+    """--database-url, else $MAESTRO_DATABASE_URL (or its file in $MAESTRO_SECRETS_DIR),
+    else None (the local SQLite file)."""
+    url: str | None = args.database_url or db_cmd.configured_database_url() or None
     if url is not None and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise UsageError(
             f"--database-url {redact_url(url)!r}: use sqlite:///PATH or "
@@ -343,6 +328,11 @@ def _up(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     url = _database_url(args) or f"sqlite:///{(LOCAL_DATA_DIR / 'maestro.db').resolve()}"
     return commands.db_upgrade(url)
+
+
+def _db_wait(args: argparse.Namespace) -> int:
+    url = _database_url(args) or f"sqlite:///{(LOCAL_DATA_DIR / 'maestro.db').resolve()}"
+    return asyncio.run(db_cmd.wait_command(url, timeout=args.timeout))
 
 
 def _runs_list(args: argparse.Namespace) -> int:
@@ -384,15 +374,6 @@ def _validate(args: argparse.Namespace) -> int:
 def _personas(args: argparse.Namespace) -> int:
     print(terminal_safe(format_personas(PERSONAS.values())))
     return 0
-
-
-def _db_upgrade(args: argparse.Namespace) -> int:
-    return db_cmd.upgrade_command(db_cmd.database_url(args.database_url))
-
-
-def _db_wait(args: argparse.Namespace) -> int:
-    url = db_cmd.database_url(args.database_url)
-    return asyncio.run(db_cmd.wait_command(url, timeout=args.timeout))
 
 
 def _report(err: BaseException, args: argparse.Namespace) -> int:

@@ -20,13 +20,15 @@ def test_wait_gives_up_until_upgrade_brings_the_schema(
     assert "has no Maestro schema" in capsys.readouterr().err
 
     assert main(["db", "upgrade", "--database-url", url]) == 0
-    assert f"at schema revision {SCHEMA_REVISION}" in capsys.readouterr().err
+    assert f"is at schema {SCHEMA_REVISION}" in capsys.readouterr().out
 
     assert main(["db", "wait", "--database-url", url, "--timeout", "5"]) == 0
+    assert f"is at schema revision {SCHEMA_REVISION}" in capsys.readouterr().err
     # Upgrading again changes nothing and succeeds (the Job may run twice).
     assert main(["db", "upgrade", "--database-url", url]) == 0
 
 
 def test_db_without_a_command_prints_its_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db"]) == 2
-    assert "upgrade" in capsys.readouterr().err
+    usage = capsys.readouterr().err
+    assert "upgrade" in usage and "wait" in usage

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro.cli.db_cmd import DatabaseSettings, database_url
+from maestro.cli.db_cmd import configured_database_url
 from maestro.core.settings import load_settings
 from persona_service.settings import WorkerSettings
 
@@ -40,10 +40,9 @@ def test_a_setting_is_read_from_its_file(tmp_path: Path, monkeypatch: pytest.Mon
 def test_the_environment_wins_over_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secrets = _mounted_secret(tmp_path / "s", {"MAESTRO_DATABASE_URL": "postgresql://file/db"})
     monkeypatch.setenv("MAESTRO_SECRETS_DIR", str(secrets))
-    assert database_url(None) == "postgresql://file/db"
+    assert configured_database_url() == "postgresql://file/db"
     monkeypatch.setenv("MAESTRO_DATABASE_URL", "postgresql://env/db")
-    assert load_settings(DatabaseSettings).database_url == "postgresql://env/db"
-    assert database_url("sqlite:///given.db") == "sqlite:///given.db"
+    assert configured_database_url() == "postgresql://env/db"
 
 
 def test_a_secrets_dir_that_is_not_a_directory_stops_the_start(
@@ -56,8 +55,5 @@ def test_a_secrets_dir_that_is_not_a_directory_stops_the_start(
     assert "is not a directory" in capsys.readouterr().err
 
 
-def test_no_database_url_anywhere_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        database_url(None)
-    assert stopped.value.code == 2
-    assert "MAESTRO_DATABASE_URL" in capsys.readouterr().err
+def test_no_database_url_anywhere_leaves_the_choice_to_the_command() -> None:
+    assert configured_database_url() is None
