@@ -19,8 +19,9 @@ from pydantic_settings import BaseSettings
 
 from gateway.settings import GatewaySettings
 from maestro.cli.db_cmd import DatabaseSettings
+from maestro.core.auth import SERVICE_AUTH_ENV, SERVICE_CALLERS_ENV, SERVICE_TOKEN_ENV
 from maestro.core.client import KEEPALIVE_ENV
-from maestro.core.settings import SECRETS_DIR_ENV
+from maestro.core.settings import SECRETS_DIR_ENV, UMASK_ENV
 from persona_service.settings import WorkerSettings
 from sandbox_service.settings import SandboxSettings
 from scheduler.settings import SchedulerSettings
@@ -41,7 +42,15 @@ SETTINGS_OF: dict[tuple[str, ...], type[BaseSettings]] = {
     ("maestro", "db", "wait"): DatabaseSettings,
 }
 # Read by every Maestro process outside its settings class.
-PROCESS_WIDE_ENV = {KEEPALIVE_ENV, SECRETS_DIR_ENV}
+PROCESS_WIDE_ENV = {KEEPALIVE_ENV, SECRETS_DIR_ENV, UMASK_ENV}
+# Service authentication (maestro/core/auth.py), by what a service does: the gateway
+# calls (its users' tokens are a setting); the sandbox is called; the others both.
+AUTH_ENV: dict[tuple[str, ...], set[str]] = {
+    ("python", "-m", "gateway"): {SERVICE_TOKEN_ENV},
+    ("python", "-m", "scheduler"): {SERVICE_TOKEN_ENV, SERVICE_CALLERS_ENV, SERVICE_AUTH_ENV},
+    ("python", "-m", "persona_service"): {SERVICE_TOKEN_ENV, SERVICE_CALLERS_ENV, SERVICE_AUTH_ENV},
+    ("python", "-m", "sandbox_service"): {SERVICE_CALLERS_ENV, SERVICE_AUTH_ENV},
+}
 
 
 def kubectl() -> str:
@@ -65,6 +74,11 @@ def settings_class(command: list[str]) -> type[BaseSettings]:
         if tuple(command[: len(prefix)]) == prefix:
             return cls
     raise AssertionError(f"no Maestro service runs {command}")
+
+
+def known_env(command: list[str]) -> set[str]:
+    """Every environment variable the process a container command starts reads."""
+    return env_names(settings_class(command)) | AUTH_ENV.get(tuple(command[:3]), set())
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:

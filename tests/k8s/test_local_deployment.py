@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.core.auth import SERVICE_TOKEN_ENV
 from maestro.core.client import insecure_channel
 from maestro.sandbox.client import SandboxClient
 from maestro.sandbox.models import CheckName, CheckOutcome, CheckRequest, Isolation, SandboxFile
@@ -45,6 +46,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 WORKERS = ("maestro-worker-code", "maestro-worker-docs")
 CODE_POOL_SCALE = 3
 REQUIREMENTS_HOLD_SECONDS = 5.0
+DEV_USER_TOKEN = "mst_dev-only-user"
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +164,16 @@ async def test_the_dev_overlay_runs_a_workflow_drains_and_scales(
     sandbox_address = cluster.pods["maestro-worker-code-0"].main.env[
         "MAESTRO_WORKER_SANDBOX_ADDRESS"
     ]
-    await the_sandbox_runs_isolated_checks(sandbox_address)
+    # Called as a worker is: with the worker's token from the dev Secret.
+    worker_token = dev.secret("maestro-service-auth")["worker-token"]  # type: ignore[index]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(SERVICE_TOKEN_ENV, worker_token)
+        await the_sandbox_runs_isolated_checks(sandbox_address)
 
     gateway = dev.get("Service", "maestro-gateway")
     address = cluster.localize(f"maestro-gateway:{gateway['spec']['ports'][0]['port']}", "", {})
-    channel = insecure_channel(address)
+    # The dev overlay's user (README): its token's hash is in maestro-gateway-tokens.
+    channel = insecure_channel(address, token=DEV_USER_TOKEN)
     stub = gateway_pb2_grpc.MaestroServiceStub(channel)
     try:
         await a_rollout_of_the_docs_pool_finishes_the_attempt_in_flight(

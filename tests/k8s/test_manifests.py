@@ -24,8 +24,17 @@ from maestro.api.gateway.v1 import gateway_pb2
 from maestro.api.sandbox.v1 import sandbox_pb2
 from maestro.api.scheduler.v1 import scheduler_pb2
 from maestro.api.worker.v1 import worker_pb2
+from maestro.core.auth import (
+    SERVICE_CALLERS_ENV,
+    hash_token,
+    new_token,
+    parse_callers,
+    service_authenticator,
+    service_token,
+)
 from maestro.workflow import builtin_workflow
 from maestro.workflow.loader import builtin_workflow_names
+from scripts.k8s_secrets import service_auth
 from tests.k8s.manifests import (
     K8S,
     OVERLAYS,
@@ -35,6 +44,7 @@ from tests.k8s.manifests import (
     env_names,
     generator_name,
     grpc_port,
+    known_env,
     pod_spec,
     render,
     settings_class,
@@ -49,6 +59,13 @@ SERVICE_NAMES = {
     "scheduler": scheduler_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name,
     "persona_service": worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     "sandbox_service": sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name,
+}
+# The Secrets an operator creates for production (README), made as scripts/k8s_secrets.py
+# makes them.
+OPERATOR_SECRETS = {
+    "maestro-service-auth": service_auth(
+        {identity: new_token() for identity in ("gateway", "scheduler", "persona_service")}
+    ),
 }
 SANDBOX_CAPABILITIES = {
     "SYS_ADMIN",
@@ -167,13 +184,13 @@ def test_every_setting_a_container_gets_is_one_its_service_reads(
     for workload, container in maestro_containers(manifests):
         where = f"{workload['metadata']['name']}/{container['name']}"
         cls = settings_class(container["command"])
-        known = env_names(cls)
+        known = known_env(container["command"])
         fields = {
             "metadata.name": "pod-0",
             "metadata.namespace": "maestro",
             "status.podIP": "10.0.0.9",
         }
-        env = container_env(manifests, container, fields).values
+        env = container_env(manifests, container, fields, OPERATOR_SECRETS).values
         unknown = set(env) - known
         assert not unknown, f"{where}: {sorted(unknown)} are not settings of {cls.__name__}"
         # Files in the secrets directory are settings too, named like their variables.
@@ -195,8 +212,40 @@ def test_every_setting_a_container_gets_is_one_its_service_reads(
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         cls()
+        module = module_of(container)
+        if SERVICE_CALLERS_ENV in env:
+            service_authenticator(module, env)  # raises on callers it cannot use
+        if module in ("gateway", "scheduler", "persona_service"):
+            assert service_token(env), f"{where} calls other services without a token"
         checked += 1
     assert checked >= 7
+
+
+def test_dev_credentials_let_each_service_answer_exactly_its_callers(
+    rendered: dict[str, Manifests],
+) -> None:
+    auth = rendered["dev"].secret("maestro-service-auth")
+    assert auth is not None
+    tokens = {
+        "gateway": auth["gateway-token"],
+        "scheduler": auth["scheduler-token"],
+        "persona_service": auth["worker-token"],
+    }
+    expected = {
+        "scheduler-callers": {"gateway"},
+        "worker-callers": {"scheduler"},
+        "sandbox-callers": {"scheduler", "persona_service"},
+    }
+    for key, callers in expected.items():
+        table = parse_callers(auth[key])
+        assert {i.name for i in table.identities} == callers, key
+        for identity, token in tokens.items():
+            assert (table.identify(token) is not None) == (identity in callers), (key, identity)
+    users = rendered["dev"].secret("maestro-gateway-tokens")
+    assert users is not None and f"dev {hash_token('mst_dev-only-user')}" in users["tokens"]
+    # Production ships no credentials: they are made per installation.
+    assert rendered["production"].secret("maestro-service-auth") is None
+    assert rendered["production"].secret("maestro-gateway-tokens") is None
 
 
 def test_an_unknown_setting_is_caught() -> None:
@@ -219,7 +268,7 @@ def test_probes_ask_each_service_for_its_own_health_on_its_port(
         if module == "maestro":
             continue  # init containers and the Job run to completion
         where = f"{workload['metadata']['name']}/{container['name']}"
-        env = container_env(manifests, container, {"metadata.name": "p"}).values
+        env = container_env(manifests, container, {"metadata.name": "p"}, OPERATOR_SECRETS).values
         prefix = settings_class(container["command"]).model_config["env_prefix"]
         port = grpc_port(container)
         assert int(env[f"{prefix}PORT"]) == port, where
@@ -248,7 +297,7 @@ def test_termination_grace_covers_each_drain(rendered: dict[str, Manifests], ove
             continue
         spec = pod_spec(workload)
         grace = spec["terminationGracePeriodSeconds"]
-        env = container_env(manifests, container, {"metadata.name": "p"}).values
+        env = container_env(manifests, container, {"metadata.name": "p"}, OPERATOR_SECRETS).values
         prefix = settings_class(container["command"]).model_config["env_prefix"]
         needed = float(env[f"{prefix}SHUTDOWN_GRACE_SECONDS"])
         needed += float(env.get(f"{prefix}DRAIN_SECONDS", 0))

@@ -1,0 +1,1 @@
+"""Maintenance scripts; k8s_secrets is also imported by tests."""
