@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from maestro.core.errors import Unauthenticated
+from maestro.core.settings import SECRETS_DIR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,12 @@ def service_authenticator(
 
 
 def service_token(env: Mapping[str, str] | None = None) -> str | None:
-    """The token this process presents to other Maestro services, if it has one."""
+    """The token this process presents to other Maestro services, if it has one: the
+    environment's, else a file of that name in MAESTRO_SECRETS_DIR (a mounted Secret)."""
     env = os.environ if env is None else env
     token = env.get(SERVICE_TOKEN_ENV, "").strip()
+    if not token and (directory := env.get(SECRETS_DIR_ENV, "")):
+        path = Path(directory) / SERVICE_TOKEN_ENV
+        if path.is_file():
+            token = path.read_text(encoding="utf-8").strip()
     return token or None

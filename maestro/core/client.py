@@ -56,6 +56,9 @@ def channel_options() -> list[tuple[str, int | str]]:
     ]
 
 
+MAX_CONNECTION_AGE_MS = 120_000
+
+
 def server_options(max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
     """Options of every server: message limits, and permission for our clients' pings.
 
@@ -70,6 +73,10 @@ def server_options(max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str
         # Accept pings at half the clients' interval, so jitter never counts as abuse.
         ("grpc.http2.min_ping_interval_without_data_ms", interval_ms // 2),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Clients reconnect now and then, and so look the service's name up again: new
+        # pods of a scaled-up pool get calls. Calls in flight finish on the old
+        # connection (no grace limit is set), however long a step takes.
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
     ]
 
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 ErrorInterceptor = ServingInterceptor
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+LIVENESS = "maestro.liveness"
+"""The health service name a liveness probe asks (SERVING until the service stops)."""
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -190,6 +192,9 @@ async def _serve_until_signalled(
     await server.start()
     for name in ("", *service_names):
         await health.set(name, SERVING)
+    # Liveness says only that the process serves: a database outage makes a service
+    # NOT_SERVING (not ready), and restarting it would not bring the database back.
+    await health.set(LIVENESS, SERVING)
     if settings.port_file is not None:
         write_port_file(settings.port_file, port)
     log.info(

@@ -163,7 +163,10 @@ class GroupWriter:
         try:
             self._conn.execute("ROLLBACK")
         except self._errors:
-            self._drop_connection()  # broken: the next group connects afresh
+            log.debug("rollback after a failed group failed too", exc_info=True)
+        # After an I/O error a connection may keep failing (SQLite's view of its WAL,
+        # a PostgreSQL session in an unknown state): the next group connects afresh.
+        self._drop_connection()
         failure = map_error(err)
         settled = {id(job) for job, _, _ in outcomes}
         rest: list[Outcome] = [(job, None, failure) for job in group if id(job) not in settled]

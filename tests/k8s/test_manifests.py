@@ -32,6 +32,7 @@ from maestro.core.auth import (
     service_authenticator,
     service_token,
 )
+from maestro.core.serving import LIVENESS
 from maestro.workflow import builtin_workflow
 from maestro.workflow.loader import builtin_workflow_names
 from scripts.k8s_secrets import service_auth
@@ -276,7 +277,7 @@ def test_probes_ask_each_service_for_its_own_health_on_its_port(
         for kind in ("startup", "readiness", "liveness"):
             probe = container[f"{kind}Probe"]
             assert probe["grpc"]["port"] == port, f"{where} {kind}"
-            expected = SERVICE_NAMES[module] if kind == "readiness" else ""
+            expected = {"readiness": SERVICE_NAMES[module], "liveness": LIVENESS}.get(kind, "")
             assert probe["grpc"].get("service", "") == expected, f"{where} {kind}"
         # Services reach the pods on that port by name.
         labels = workload["spec"]["template"]["metadata"]["labels"]
