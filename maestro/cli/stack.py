@@ -78,6 +78,7 @@ class _Service:
     process: asyncio.subprocess.Process
     log_file: IO[bytes]
     port: int = 0
+    metrics_port: int = 0
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -269,8 +270,28 @@ class LocalStack:
         return self.data_dir / f"{name}.port"
 
     def log_path(self, name: str) -> Path:
-        """Where a service's stderr (and stdout) goes."""
+        """A service's log (JSON lines), rotated by size (MAESTRO_LOG_MAX_BYTES)."""
         return self.log_dir / f"{name}.log"
+
+    def output_path(self, name: str) -> Path:
+        """Where a service's stdout and stderr go: what bypasses its log, such as a
+        crash's traceback, a refusal to start, or gRPC's own warnings."""
+        return self.log_dir / f"{name}.out"
+
+    def _metrics_port_file(self, name: str) -> Path:
+        return self.data_dir / f"{name}.metrics-port"
+
+    def metrics_url(self, name: str) -> str:
+        """`http://127.0.0.1:PORT/metrics` of a running service's Prometheus metrics."""
+        service = self._running.get(name)
+        if service is None or not service.metrics_port:
+            raise StackError(f"{name} is not running")
+        return f"http://{LOOPBACK}:{service.metrics_port}/metrics"
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """The metrics endpoint of every running service, by service name."""
+        return {name: self.metrics_url(name) for name in self.services if name in self._running}
 
     def pid(self, name: str) -> int | None:
         """The process id of a running service, or None."""
@@ -421,6 +442,10 @@ class LocalStack:
                 # the chain was configured with that address.
                 f"{prefix}PORT": str(self._ports.get(name, 0)),
                 f"{prefix}PORT_FILE": str(port_file),
+                # Every local service serves its metrics on a free loopback port.
+                f"{prefix}METRICS_PORT": "0",
+                f"{prefix}METRICS_PORT_FILE": str(self._metrics_port_file(name)),
+                f"{prefix}LOG_FILE": str(self.log_path(name)),
                 # The services live in their own session (so a terminal's Ctrl-C
                 # reaches only us); this makes them exit if we die without stopping them.
                 PARENT_PID_ENV: str(os.getpid()),
@@ -466,7 +491,8 @@ class LocalStack:
         port_file = self._port_file(name)
         await asyncio.to_thread(port_file.unlink, missing_ok=True)
         log_path = self.log_path(name)
-        log_file: IO[bytes] = await asyncio.to_thread(log_path.open, "ab")
+        await asyncio.to_thread(self._metrics_port_file(name).unlink, missing_ok=True)
+        log_file: IO[bytes] = await asyncio.to_thread(self.output_path(name).open, "ab")
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -493,6 +519,9 @@ class LocalStack:
             await self.stop_service(name)
             raise
         self._ports[name] = service.port
+        # Written before the gRPC port file, so it is there once the service serves.
+        metrics_port = await asyncio.to_thread(_read_port, self._metrics_port_file(name))
+        service.metrics_port = metrics_port or 0
 
     async def _wait_until_serving(
         self, name: str, process: asyncio.subprocess.Process, port_file: Path
@@ -536,8 +565,12 @@ class LocalStack:
         return ""
 
     async def _start_error(self, name: str, what: str) -> StackError:
+        output = await asyncio.to_thread(_tail, self.output_path(name))
         tail = await asyncio.to_thread(_tail, self.log_path(name))
-        return StackError(f"{name} {what}; its log is {self.log_path(name)}. Last lines:\n{tail}")
+        return StackError(
+            f"{name} {what}; its log is {self.log_path(name)}. Last lines:\n{tail}\n"
+            f"Its output ({self.output_path(name)}):\n{output}"
+        )
 
     async def stop_service(self, name: str) -> int | None:
         """Stops one service: SIGTERM, up to `stop_timeout` seconds, then SIGKILL.

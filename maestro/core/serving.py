@@ -26,6 +26,7 @@ from maestro.core.client import MAX_MESSAGE_BYTES, server_options
 from maestro.core.interceptor import ServingInterceptor
 from maestro.core.lifecycle import exit_with_parent
 from maestro.core.limits import ClientLimits
+from maestro.core.observability import server_interceptors
 from maestro.core.reflection import enable_reflection
 from maestro.core.settings import ServiceSettings
 
@@ -146,7 +147,7 @@ async def serve(
         except AuthConfigError as err:
             raise SystemExit(f"cannot start: {err}") from None
     server = grpc.aio.server(
-        interceptors=[ServingInterceptor(authenticator, limits)],
+        interceptors=[*server_interceptors(), ServingInterceptor(authenticator, limits)],
         options=server_options(max_receive_bytes),
     )
     try:
