@@ -277,8 +277,9 @@ class Claude:
                 await asyncio.sleep(wait)
                 continue
             silent = loop.time() - activity[0]
+            shown = f"{silent:.1f}" if silent < 10 else f"{silent:.0f}"
             progress(
-                f"no output from {model} for {silent:.0f}s (the call is given up after "
+                f"no output from {model} for {shown}s (the call is given up after "
                 f"{self.idle_timeout:g}s without output)"
             )
             await asyncio.sleep(self.quiet_note_every)

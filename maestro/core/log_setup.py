@@ -25,7 +25,9 @@ run_id_var: ContextVar[str] = ContextVar("run_id", default="")
 step_id_var: ContextVar[str] = ContextVar("step_id", default="")
 
 DEFAULT_MAX_VALUE_CHARS = 2000
-# A traceback says where things went wrong; its length is worth more than a message's.
+# A message may hold several values, each cut to the limit; the whole is cut at this
+# many times the limit. A traceback says where things went wrong: it gets more still.
+_MESSAGE_FACTOR = 4
 _EXCEPTION_FACTOR = 10
 
 
@@ -60,7 +62,7 @@ class JsonFormatter(logging.Formatter):
                 text = record.getMessage()
         else:
             text = record.getMessage()
-        return truncate(text, self._limit)
+        return truncate(text, self._limit * _MESSAGE_FACTOR)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {

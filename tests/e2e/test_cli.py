@@ -195,5 +195,9 @@ async def test_maestro_run_says_when_it_resumes_runs_left_unfinished(
     fake_anthropic.set_default_delay(0)
     code, _, err = await _maestro("run", "sdlc-linear", "--requirement", "y", cwd=tmp_path)
     assert code == 0, err
-    assert f"resuming 1 unfinished run(s) from an earlier session in {tmp_path / '.maestro'}" in err
+    assert f"resuming 1 unfinished run from an earlier session in {tmp_path / '.maestro'}" in err
     assert left.name.removeprefix("runs/") in err
+    # Before the stack stops, the resumed run is reported: how it ended, or that it stops
+    # again with the stack.
+    outcome = re.search(rf"resumed run {left.name} (SUCCEEDED|is still RUNNING)", err)
+    assert outcome is not None, err
