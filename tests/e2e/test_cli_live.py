@@ -254,3 +254,32 @@ def test_bash_completion_offers_commands_subcommands_and_flags(tmp_path: Path) -
     fish = _maestro("completion", "fish", cwd=tmp_path, timeout=30).stdout
     assert "complete -c maestro -n '__fish_use_subcommand' -a run" in fish
     assert "-l provider -x -a 'anthropic offline'" in fish
+
+
+def test_run_and_runs_use_a_maestro_up_running_in_the_directory(tmp_path: Path) -> None:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "maestro.cli", "up"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        line = up.stdout.readline()
+        address = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+        assert address is not None, line
+        run = _maestro("run", "sdlc-linear", "-r", "x", "--json", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert f"using the local stack running in .maestro (gateway {address.group(1)})" in (
+            run.stderr
+        )
+        name = json.loads(run.stdout.splitlines()[-1])["run"]["name"]
+        listed = _maestro("runs", "list", "--json", cwd=tmp_path, timeout=60)
+        assert [r["name"] for r in json.loads(listed.stdout)["runs"]] == [name]
+    finally:
+        up.send_signal(2)  # Ctrl-C
+        _, err = up.communicate(timeout=60)
+    assert up.returncode == 0, err
+    assert "metrics on " in err and "/metrics" in err
