@@ -212,7 +212,7 @@ async def test_runs_cancel_without_a_gateway_cancels_an_unfinished_local_run(
         "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
     }
     async with LocalStack(tmp_path / ".maestro", provider="anthropic", extra_env=env) as stack:
-        channel = insecure_channel(stack.gateway_address)
+        channel = gateway_channel(stack)
         stub = gateway_pb2_grpc.MaestroServiceStub(channel)
         left = await stub.CreateRun(
             gateway_pb2.CreateRunRequest(workflow_name="sdlc-linear", requirement="x"), timeout=10

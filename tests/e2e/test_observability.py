@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.stack import GATEWAY, SANDBOX, SCHEDULER, WORKER, LocalStack
-from maestro.core.client import insecure_channel
+from tests.e2e.channels import gateway_channel
 from tests.e2e.conftest import FAST_RETRIES
 from tests.e2e.events import collect_events
 
@@ -52,7 +52,7 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 
 
 async def _offline_run(stack: LocalStack, workflow: str = "sdlc-parallel") -> gateway_pb2.Run:
-    channel = insecure_channel(stack.gateway_address)
+    channel = gateway_channel(stack)
     try:
         gateway = gateway_pb2_grpc.MaestroServiceStub(channel)
         run = await gateway.CreateRun(
@@ -144,7 +144,7 @@ async def test_each_service_serves_run_step_and_rpc_metrics_after_an_offline_run
 
 async def test_errors_are_counted_with_their_status_code(tmp_path: Path) -> None:
     async with LocalStack(tmp_path / "stack", provider="offline") as stack:
-        channel = insecure_channel(stack.gateway_address)
+        channel = gateway_channel(stack)
         try:
             gateway = gateway_pb2_grpc.MaestroServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as missing:
