@@ -28,7 +28,6 @@ from maestro.cli.render import (
 from maestro.cli.run_cmd import (
     client_for,
     local_target,
-    metrics_line,
     note_resumed_runs,
     report_resumed,
     resumed_outcome,
@@ -88,7 +87,9 @@ async def up_command(
                 interrupts.armed = True
                 address = stack.gateway_address
                 _out(f"Maestro gateway listening on {address}")
-                _note(metrics_line(stack))
+                _note("Prometheus metrics:")
+                for name, url in stack.metrics_urls.items():
+                    _note(f"  {name:<16} {url}")
                 _note(
                     f"its token is in {stack.data_dir / 'token'}: `maestro` commands run in "
                     "this directory use it; elsewhere pass --token or set MAESTRO_TOKEN"

@@ -236,11 +236,9 @@ class RunTracker:
             row.usage = row.usage + usage_of(attrs)
             row.model = attrs.get("model", "") or row.model
             files = _int(attrs.get("files")) if "files" in attrs else row.files
-            row.note = plural(files, "file")
-            if row.provider:
-                row.note += f" · {row.provider}"
-                if row.model and row.model != row.provider:
-                    row.note += f" ({row.model})"
+            # The model says more than the provider (the header names the provider).
+            made_by = row.model or row.provider
+            row.note = plural(files, "file") + (f" · {made_by}" if made_by else "")
         elif kind in ("STEP_RETRY_SCHEDULED", "ATTEMPT_LOST"):
             row.state = "RETRYING"
             row.usage = row.usage + usage_of(attrs)

@@ -39,7 +39,7 @@ from maestro.cli.render import (
     plural,
     run_to_dict,
 )
-from maestro.cli.stack import LocalStack
+from maestro.cli.stack import LOOPBACK, LocalStack
 from maestro.cli.terminal import ViewKind, choose_view, make_console, printable, use_color
 from maestro.core.errors import FailedPrecondition, MaestroError
 from maestro.paths import BadPath
@@ -88,7 +88,8 @@ async def run_command(opts: RunOptions) -> int:
             _note(f"starting a local Maestro stack in {stack.data_dir} (logs in {stack.log_dir})")
             resumed = await note_resumed_runs(stack)
             async with stack:
-                _note(f"gateway listening on {stack.gateway_address}; {metrics_line(stack)}")
+                _note(f"gateway listening on {stack.gateway_address}")
+                _note(metrics_line(stack))
                 target = await local_target(stack)
                 code = await _submit_and_follow(opts, target, interrupts, stack)
                 if resumed:
@@ -119,11 +120,12 @@ def client_for(target: GatewayTarget) -> GatewayClient:
 
 
 def metrics_line(stack: LocalStack) -> str:
-    """`metrics: gateway http://127.0.0.1:P/metrics, ...`, one short line."""
+    """`metrics at http://127.0.0.1:PORT/metrics: gateway 4101, scheduler 4102, ...`."""
     urls = stack.metrics_urls
     if not urls:
         return "no metrics endpoints"
-    return "metrics on " + ", ".join(f"{name} {url}" for name, url in urls.items())
+    ports = ", ".join(f"{name} {url.split(':')[-1].split('/')[0]}" for name, url in urls.items())
+    return f"metrics at http://{LOOPBACK}:PORT/metrics: {ports}"
 
 
 def _view(opts: RunOptions, tracker: RunTracker) -> View:

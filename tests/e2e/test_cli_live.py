@@ -275,6 +275,7 @@ def test_run_and_runs_use_a_maestro_up_running_in_the_directory(tmp_path: Path) 
         assert f"using the local stack running in .maestro (gateway {address.group(1)})" in (
             run.stderr
         )
+        assert "starting a local Maestro stack" not in run.stderr
         name = json.loads(run.stdout.splitlines()[-1])["run"]["name"]
         listed = _maestro("runs", "list", "--json", cwd=tmp_path, timeout=60)
         assert [r["name"] for r in json.loads(listed.stdout)["runs"]] == [name]
@@ -282,4 +283,5 @@ def test_run_and_runs_use_a_maestro_up_running_in_the_directory(tmp_path: Path) 
         up.send_signal(2)  # Ctrl-C
         _, err = up.communicate(timeout=60)
     assert up.returncode == 0, err
-    assert "metrics on " in err and "/metrics" in err
+    for service in ("gateway", "scheduler", "persona_service", "sandbox_service"):
+        assert re.search(rf"  {service} +http://127\.0\.0\.1:\d+/metrics", err), err

@@ -85,7 +85,7 @@ def test_events_give_each_step_its_state_attempt_times_and_spend():
     assert (first.state, first.attempt, first.files) == ("SUCCEEDED", 1, 1)
     assert first.elapsed(T0 + timedelta(hours=1)) == timedelta(seconds=5)
     assert first.spent.total_tokens == 1500 and first.spent.cost_usd == 0.0125
-    assert first.note == "1 file · anthropic (claude-x)"
+    assert first.note == "1 file · claude-x"
     assert (backend.state, backend.attempt) == ("RUNNING", 2)
     assert backend.elapsed(T0 + timedelta(seconds=20)) == timedelta(seconds=14)  # since try 1
     assert (review.state, review.attempt, review.started) == ("PENDING", 0, None)
