@@ -182,17 +182,18 @@ def build_parser() -> _Parser:
         choices=PROVIDERS,
         help="LLM provider (default: anthropic if ANTHROPIC_API_KEY is set, else offline)",
     )
-    display = argparse.ArgumentParser(add_help=False)
-    display.add_argument(
-        "--plain",
-        action="store_true",
-        help="one line per event instead of the live table (the default when not a terminal)",
-    )
-    display.add_argument(
+    colors = argparse.ArgumentParser(add_help=False)
+    colors.add_argument(
         "--color",
         choices=COLOR_MODES,
         default="auto",
         help="colour output: auto (a terminal without NO_COLOR), always or never",
+    )
+    display = argparse.ArgumentParser(add_help=False, parents=[colors])
+    display.add_argument(
+        "--plain",
+        action="store_true",
+        help="one line per event instead of the live table (the default when not a terminal)",
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
@@ -300,8 +301,9 @@ def build_parser() -> _Parser:
         runs_sub,
         "events",
         "follow a run's events until it ends",
-        "Print a run's events (from the start, or after --after N) until the run ends.",
-        [gateway, as_json, display],
+        "Print a run's events, one line each (from the start, or after --after N), "
+        "until the run ends.",
+        [gateway, as_json, colors],
     )
     events.add_argument("run", metavar="RUN", help="run id or runs/<id>")
     events.add_argument(
@@ -545,7 +547,7 @@ def _runs_events(args: argparse.Namespace) -> int:
             args.run,
             after=args.after,
             as_json=args.json,
-            # Events read back are a log: plain lines unless asked otherwise.
+            # Events read back are a log: one line each, even on a terminal.
             plain=True,
             color=args.color,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -87,6 +88,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotates by size; every file it creates is 0600 whatever the process's umask
+    (logs name runs and steps, and the sandbox runs with the user's umask)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an earlier run keeps its mode otherwise
+        return os.fdopen(fd, "a", encoding=self.encoding)
+
+
 def configure_logging(
     service: str,
     level: str = "INFO",
@@ -113,7 +124,7 @@ def configure_logging(
         handler = logging.StreamHandler(sys.stderr)
     else:
         file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
+        handler = PrivateRotatingFileHandler(
             file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
     handler.setFormatter(JsonFormatter(service, max_value_chars))

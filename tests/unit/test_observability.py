@@ -56,6 +56,7 @@ def test_a_log_file_rotates_by_size_and_keeps_the_backups_asked_for(tmp_path, re
     files = sorted(p.name for p in path.parent.iterdir())
     assert files == ["scheduler.log", "scheduler.log.1", "scheduler.log.2"]
     assert all(p.stat().st_size <= 2000 for p in path.parent.iterdir())
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in path.parent.iterdir())
     last = json.loads(path.read_text().splitlines()[-1])
     assert last["message"].startswith("line 199 ") and last["service"] == "scheduler"
 
