@@ -41,8 +41,10 @@ async def main(settings: SchedulerSettings) -> None:
     feed = ChangeFeed()
     store.on_change(feed.publish)
     meter = EventMeter(store)
-    store.on_change(meter.publish)
-    meter.start()
+    if settings.metrics_port is not None:
+        # Only with an endpoint to read them from: counting reads committed events back.
+        store.on_change(meter.publish)
+        meter.start()
     workers = WorkerPools(pools, heartbeat_timeout=settings.heartbeat_timeout_seconds)
     engine = Engine(store, workers, settings)
     observe_engine(
