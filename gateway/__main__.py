@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import Gauge
+
 from gateway.events import EventHub
 from gateway.scheduler_client import SchedulerClient
 from gateway.servicer import MaestroServicer
@@ -12,13 +14,17 @@ from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.core.auth import AuthConfigError, BearerAuthenticator, load_tokens_file
 from maestro.core.errors import MaestroError
 from maestro.core.limits import ClientLimits, LimitSettings
-from maestro.core.log_setup import configure_logging
+from maestro.core.log_setup import configure_service_logging
+from maestro.core.metrics import in_flight
+from maestro.core.observability import start_observability
 from maestro.core.serving import TlsFiles, serve
 from maestro.core.settings import load_settings
 from maestro.store import open_store
 
 
 async def main(settings: GatewaySettings) -> None:
+    observed = start_observability("gateway", settings)
+    _gauges()
     try:
         tokens = load_tokens_file(settings.tokens_file, admins=settings.admins)
     except AuthConfigError as err:
@@ -37,6 +43,7 @@ async def main(settings: GatewaySettings) -> None:
         await hub.close()
         await scheduler.close()
         await store.close()
+        observed.close()
 
     tls = (
         TlsFiles(settings.tls_cert_file, settings.tls_key_file)
@@ -64,7 +71,14 @@ async def main(settings: GatewaySettings) -> None:
     )
 
 
+def _gauges() -> None:
+    followers = Gauge(
+        "maestro_event_stream_followers", "Event streams (StreamRunEvents) open on this gateway."
+    )
+    followers.set_function(lambda: in_flight("StreamRunEvents"))
+
+
 if __name__ == "__main__":
     settings = load_settings(GatewaySettings)
-    configure_logging("gateway", settings.log_level)
+    configure_service_logging("gateway", settings)
     asyncio.run(main(settings))

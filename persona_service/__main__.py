@@ -6,15 +6,16 @@ import asyncio
 import logging
 
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
-from maestro.core.log_setup import configure_logging
+from maestro.core.log_setup import configure_service_logging
+from maestro.core.observability import start_observability
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from persona_service.catalog import PriceTable
 from persona_service.checks import CheckRunner, sandbox_check_runner
 from persona_service.lazy_provider import LazyProvider
 from persona_service.models import Provider
+from persona_service.observe import MeteredStepRunner
 from persona_service.providers import make_provider
-from persona_service.runner import StepRunner
 from persona_service.servicer import WorkerServicer
 from persona_service.settings import WorkerSettings
 
@@ -32,6 +33,7 @@ def build_providers(
 
 
 async def main(settings: WorkerSettings) -> None:
+    observed = start_observability("persona_service", settings)
     checks = sandbox_check_runner(settings.sandbox_address) if settings.sandbox_address else None
     providers = build_providers(settings, checks)
     default = settings.default_provider
@@ -53,7 +55,7 @@ async def main(settings: WorkerSettings) -> None:
             settings.idle_timeout_seconds,
             "on" if settings.sandbox_address else "off (no MAESTRO_WORKER_SANDBOX_ADDRESS)",
         )
-    runner = StepRunner(
+    runner = MeteredStepRunner(
         providers,
         default_provider=default,
         heartbeat_interval=settings.heartbeat_interval_seconds,
@@ -65,6 +67,7 @@ async def main(settings: WorkerSettings) -> None:
             await provider.aclose()
         if checks is not None:
             await checks.aclose()
+        observed.close()
 
     await serve(
         settings,
@@ -86,5 +89,5 @@ def warm_up(providers: dict[str, Provider]) -> None:
 
 if __name__ == "__main__":
     settings = load_settings(WorkerSettings)
-    configure_logging("persona_service", settings.log_level)
+    configure_service_logging("persona_service", settings)
     asyncio.run(main(settings))

@@ -24,6 +24,7 @@ from typing import Any, cast
 import anthropic
 from anthropic.types import Message, MessageParam, TextBlockParam, ToolParam
 
+from maestro.core.tracing import span
 from persona_service.api_errors import classify
 from persona_service.catalog import is_known, supports_adaptive_thinking, supports_effort
 from persona_service.models import FailureKind, ProgressCallback, StepFailed
@@ -46,6 +47,9 @@ class Claude:
         idle_timeout: Seconds a stream may send nothing before the call is given up.
         overload_retry_after: The retry hint for overload when the API gives none.
         progress_every: Seconds between "writing" notes while an answer streams in.
+        quiet_note_every: While the stream sends nothing, a note says so this often
+            ("no output from MODEL for 60s"), so a watcher can tell a quiet model from
+            a stuck worker.
         max_retries: Retries inside the SDK. 0: the scheduler owns retries, with
             backoff and a view of the whole run.
     """
@@ -58,6 +62,7 @@ class Claude:
         idle_timeout: float = 90.0,
         overload_retry_after: float = 30.0,
         progress_every: float = 5.0,
+        quiet_note_every: float = 60.0,
         max_retries: int = 0,
     ) -> None:
         self._client = anthropic.AsyncAnthropic(
@@ -69,6 +74,7 @@ class Claude:
         self.idle_timeout = idle_timeout
         self.overload_retry_after = overload_retry_after
         self.progress_every = progress_every
+        self.quiet_note_every = quiet_note_every
 
     @property
     def url(self) -> str:
@@ -108,7 +114,7 @@ class Claude:
         tools: Sequence[ToolParam] = (),
         output_schema: dict[str, Any] | None = None,
     ) -> Message:
-        """Makes one streamed call and returns the whole answer.
+        """Makes one streamed call and returns the whole answer (in its own span).
 
         Args:
             model: The model to call.
@@ -125,6 +131,44 @@ class Claude:
         Raises:
             StepFailed: the call failed (the kind says whether another attempt may help).
         """
+        with span(
+            "anthropic.messages", {"gen_ai.system": "anthropic", "gen_ai.request.model": model}
+        ) as current:
+            message = await self._stream_call(
+                model=model,
+                effort=effort,
+                system=system,
+                messages=messages,
+                max_tokens=max_tokens,
+                meter=meter,
+                progress=progress,
+                timeout=timeout,
+                tools=tools,
+                output_schema=output_schema,
+            )
+            current.set_attributes(
+                {
+                    "gen_ai.response.model": message.model or model,
+                    "gen_ai.usage.input_tokens": message.usage.input_tokens,
+                    "gen_ai.usage.output_tokens": message.usage.output_tokens,
+                }
+            )
+            return message
+
+    async def _stream_call(
+        self,
+        *,
+        model: str,
+        effort: str,
+        system: Sequence[TextBlockParam],
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int,
+        meter: UsageMeter,
+        progress: ProgressCallback,
+        timeout: float,
+        tools: Sequence[ToolParam],
+        output_schema: dict[str, Any] | None,
+    ) -> Message:
         kwargs = self.options(model, effort)
         if output_schema is not None:
             config = dict(kwargs.get("output_config", {}))
@@ -134,6 +178,9 @@ class Claude:
             kwargs["tools"] = list(tools)
         meter.start_call()
         reported: dict[str, int] = {}
+        loop = asyncio.get_running_loop()
+        activity = [loop.time()]  # when the stream last sent something
+        quiet = asyncio.create_task(self._quiet_notes(model, activity, progress))
         try:
             # The SDK's timeout bounds each network phase (a read: the idle timeout);
             # asyncio.timeout bounds the whole call.
@@ -148,7 +195,7 @@ class Claude:
                     **kwargs,
                 ) as stream,
             ):
-                await self._consume(stream, model, reported, progress)
+                await self._consume(stream, model, reported, progress, activity)
                 message = await stream.get_final_message()
         except TimeoutError:
             self._record(meter, model, reported)
@@ -171,6 +218,8 @@ class Claude:
                 raise
             failure.model = model
             raise failure from err
+        finally:
+            quiet.cancel()
         usage = message.usage
         creation = usage.cache_creation
         written = usage.cache_creation_input_tokens or 0
@@ -191,12 +240,14 @@ class Claude:
         model: str,
         reported: dict[str, int],
         progress: ProgressCallback,
+        activity: list[float],
     ) -> None:
         """Reads the stream to its end, keeping the usage it reports as it goes."""
         loop = asyncio.get_running_loop()
         written = 0
         last_note = loop.time()
         async for event in stream:
+            activity[0] = loop.time()
             if event.type == "message_start":
                 usage = event.message.usage
                 reported["input"] = usage.input_tokens
@@ -214,6 +265,24 @@ class Claude:
             if loop.time() - last_note >= self.progress_every:
                 last_note = loop.time()
                 progress(f"{model} writing: {written / 1024:.1f} KiB so far")
+
+    async def _quiet_notes(
+        self, model: str, activity: list[float], progress: ProgressCallback
+    ) -> None:
+        """Says so every `quiet_note_every` seconds while the stream sends nothing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = activity[0] + self.quiet_note_every - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            silent = loop.time() - activity[0]
+            shown = f"{silent:.1f}" if silent < 10 else f"{silent:.0f}"
+            progress(
+                f"no output from {model} for {shown}s (the call is given up after "
+                f"{self.idle_timeout:g}s without output)"
+            )
+            await asyncio.sleep(self.quiet_note_every)
 
     @staticmethod
     def _record(meter: UsageMeter, model: str, reported: dict[str, int]) -> None:

@@ -50,6 +50,7 @@ class AnthropicProvider:
         progress_every: Seconds between "writing" notes while an answer streams in.
         effort: The effort level when the request names none ("": the model's default).
         idle_timeout: Seconds a stream may stay silent before the attempt is given up.
+        quiet_note_every: While a stream is silent, a progress note says so this often.
         overload_retry_after: The retry hint for overload when the API gives none.
         max_turns: The most calls one agent-loop attempt may make.
         context_budget_bytes: The most file content a prompt shows.
@@ -70,6 +71,7 @@ class AnthropicProvider:
         progress_every: float = 5.0,
         effort: str = "",
         idle_timeout: float = 90.0,
+        quiet_note_every: float = 60.0,
         overload_retry_after: float = 30.0,
         max_turns: int = 40,
         context_budget_bytes: int = 128 * 1024,
@@ -89,6 +91,7 @@ class AnthropicProvider:
             idle_timeout=idle_timeout,
             overload_retry_after=overload_retry_after,
             progress_every=progress_every,
+            quiet_note_every=quiet_note_every,
             max_retries=max_retries,
         )
 

@@ -236,7 +236,7 @@ class OfflineProvider:
         written, summary = writer(ctx)
         files = _checked(written)
         log.debug("offline step %s wrote %s", request.step_id, [f.path for f in files])
-        progress(f"offline provider wrote {len(files)} files")
+        progress(f"offline provider wrote {len(files)} file{'' if len(files) == 1 else 's'}")
         return StepOutput(
             summary=f"Produced offline by templates (no model was called). {summary}",
             files=files,

@@ -46,6 +46,7 @@ def make_provider(
                 max_retries=settings.anthropic_max_retries,
                 effort=settings.anthropic_effort,
                 idle_timeout=settings.idle_timeout_seconds,
+                quiet_note_every=settings.quiet_note_seconds,
                 overload_retry_after=settings.overload_retry_after_seconds,
                 max_turns=settings.max_turns,
                 context_budget_bytes=settings.context_budget_bytes,

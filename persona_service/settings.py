@@ -39,6 +39,11 @@ class WorkerSettings(ServiceSettings):
     idle_timeout_seconds: float = Field(
         default=90.0, gt=0, description="a model stream silent this long ends the attempt"
     )
+    quiet_note_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="while a model stream sends nothing, a progress note says so this often",
+    )
     overload_retry_after_seconds: float = Field(
         default=30.0,
         ge=0,

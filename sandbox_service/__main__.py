@@ -6,7 +6,8 @@ import asyncio
 import logging
 
 from maestro.api.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
-from maestro.core.log_setup import configure_logging
+from maestro.core.log_setup import configure_service_logging
+from maestro.core.observability import start_observability
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from maestro.sandbox.models import Isolation
@@ -14,7 +15,7 @@ from sandbox_service.checks import ReportBounds
 from sandbox_service.convert import RequestLimits
 from sandbox_service.isolation import Jail
 from sandbox_service.jail_spec import Limits
-from sandbox_service.runner import SandboxRunner
+from sandbox_service.observe import MeteredSandboxRunner
 from sandbox_service.servicer import SandboxServicer
 from sandbox_service.settings import SandboxSettings
 from sandbox_service.toolchain import ToolchainError, host_view
@@ -47,7 +48,7 @@ async def main(settings: SandboxSettings) -> None:
             "MAESTRO_SANDBOX_ISOLATION=none: generated code runs WITHOUT isolation, as this "
             "service's user; every result says isolation=none"
         )
-    runner = SandboxRunner(
+    runner = MeteredSandboxRunner(
         Jail(isolation, view, limits_from(settings)),
         scratch_root=settings.scratch_dir,
         max_concurrent=settings.max_concurrent_runs,
@@ -62,6 +63,12 @@ async def main(settings: SandboxSettings) -> None:
         ruff_select=settings.ruff_select,
     )
     await runner.start()
+    observed = start_observability("sandbox_service", settings)
+
+    async def on_stop() -> None:
+        await runner.close()
+        observed.close()
+
     limits = RequestLimits(
         max_files=settings.max_files,
         max_file_bytes=settings.max_file_bytes,
@@ -73,12 +80,12 @@ async def main(settings: SandboxSettings) -> None:
         register=lambda server: sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(
             SandboxServicer(runner, limits), server
         ),
-        on_stop=runner.close,
+        on_stop=on_stop,
         readiness=runner.readiness,
     )
 
 
 if __name__ == "__main__":
     settings = load_settings(SandboxSettings)
-    configure_logging("sandbox_service", settings.log_level)
+    configure_service_logging("sandbox_service", settings)
     asyncio.run(main(settings))

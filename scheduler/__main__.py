@@ -7,11 +7,13 @@ import logging
 
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from maestro.core.errors import MaestroError
-from maestro.core.log_setup import configure_logging
+from maestro.core.log_setup import configure_service_logging
+from maestro.core.observability import start_observability
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from maestro.store import open_store, redact_url
 from scheduler.engine import Engine
+from scheduler.observe import EventMeter, observe_engine
 from scheduler.servicer import SchedulerServicer
 from scheduler.settings import SchedulerSettings
 from scheduler.watch import ChangeFeed
@@ -21,6 +23,7 @@ log = logging.getLogger("scheduler")
 
 
 async def main(settings: SchedulerSettings) -> None:
+    observed = start_observability("scheduler", settings)
     try:
         pools = parse_pools(settings.worker_pools, settings.worker_address)
     except ValueError as err:
@@ -37,15 +40,27 @@ async def main(settings: SchedulerSettings) -> None:
     )
     feed = ChangeFeed()
     store.on_change(feed.publish)
+    meter = EventMeter(store)
+    if settings.metrics_port is not None:
+        # Only with an endpoint to read them from: counting reads committed events back.
+        store.on_change(meter.publish)
+        meter.start()
     workers = WorkerPools(pools, heartbeat_timeout=settings.heartbeat_timeout_seconds)
     engine = Engine(store, workers, settings)
+    observe_engine(
+        lambda: engine.admission.in_flight,
+        lambda: engine.admission.waiting,
+        lambda: len(engine.driven_run_ids),
+    )
     try:
         await engine.start()
     except BaseException as err:
         # Release the store's threads and lock, or the failed start would hang here.
         await engine.shutdown()
         await workers.close()
+        await meter.close()
         await store.close()
+        observed.close()
         if isinstance(err, MaestroError):
             raise SystemExit(f"cannot start: {err.message}") from None
         raise
@@ -58,7 +73,9 @@ async def main(settings: SchedulerSettings) -> None:
         feed.close()
         await engine.shutdown()
         await workers.close()
+        await meter.close()
         await store.close()
+        observed.close()
 
     await serve(
         settings,
@@ -74,5 +91,5 @@ async def main(settings: SchedulerSettings) -> None:
 
 if __name__ == "__main__":
     settings = load_settings(SchedulerSettings)
-    configure_logging("scheduler", settings.log_level)
+    configure_service_logging("scheduler", settings)
     asyncio.run(main(settings))

@@ -12,42 +12,43 @@ from contextlib import aclosing
 from pathlib import Path
 
 from maestro.cli.download import Mode, download_artifacts
-from maestro.cli.gateway_client import GatewayClient
 from maestro.cli.interrupts import Interrupts
+from maestro.cli.live import JsonLines, LiveTable, PlainLines, RunTracker, View
+from maestro.cli.local import Endpoint, NoLocalData, connect
 from maestro.cli.models import run_name
-from maestro.cli.options import GatewayTarget
+from maestro.cli.options import LOCAL_DATA_DIR, GatewayTarget
 from maestro.cli.render import (
-    EventFormatter,
-    event_to_dict,
     format_run,
     format_run_list,
     format_size,
     json_line,
+    plural,
     run_to_dict,
-    terminal_safe,
 )
-from maestro.cli.run_cmd import note_resumed_runs
+from maestro.cli.run_cmd import (
+    client_for,
+    local_target,
+    note_resumed_runs,
+    report_resumed,
+    resumed_outcome,
+)
 from maestro.cli.stack import LocalStack
+from maestro.cli.terminal import ViewKind, choose_view, make_console, printable, use_color
+from maestro.core.errors import MaestroError
 from maestro.store import redact_url
 from maestro.store.schema_revision import SCHEMA_REVISION
 
+# Reading a gateway started alone, an unfinished run's stored events have all arrived
+# once the stream has been quiet this long (nothing is driving the run).
+STORED_EVENTS_IDLE_SECONDS = 1.0
+
 
 def _out(text: str) -> None:
-    print(terminal_safe(text), flush=True)
+    print(printable(text), flush=True)
 
 
 def _note(text: str) -> None:
-    print(terminal_safe(text), file=sys.stderr, flush=True)
-
-
-def client_for(target: GatewayTarget) -> GatewayClient:
-    """A client of the gateway with the target's token and TLS settings."""
-    return GatewayClient(
-        target.address,
-        token=target.token,
-        tls=target.tls,
-        root_certificates=target.root_certificates,
-    )
+    print(printable(text), file=sys.stderr, flush=True)
 
 
 def db_upgrade(url: str) -> int:
@@ -81,16 +82,27 @@ async def up_command(
         )
         _note(f"starting a local Maestro stack in {stack.data_dir} (logs in {stack.log_dir})")
         try:
-            await note_resumed_runs(stack)
+            resumed = await note_resumed_runs(stack)
             async with stack:
                 interrupts.armed = True
                 address = stack.gateway_address
-                _out(f"Maestro gateway listening on {address}; export MAESTRO_GATEWAY={address}")
+                _out(f"Maestro gateway listening on {address}")
+                _note("Prometheus metrics:")
+                for name, url in stack.metrics_urls.items():
+                    _note(f"  {name:<16} {url}")
                 _note(
                     f"its token is in {stack.data_dir / 'token'}: `maestro` commands run in "
                     "this directory use it; elsewhere pass --token or set MAESTRO_TOKEN"
                 )
+                _note(
+                    "`maestro run` and `maestro runs ...` in this directory use this stack; "
+                    f"from elsewhere, pass --gateway {address}"
+                )
                 _note("press Ctrl-C to stop")
+                target = await local_target(stack)
+                watchers = [
+                    asyncio.create_task(_report_when_done(target, run_id)) for run_id in resumed
+                ]
                 stop = asyncio.create_task(interrupts.event.wait())
                 crash = asyncio.create_task(stack.wait_for_exit())
                 try:
@@ -98,11 +110,26 @@ async def up_command(
                 finally:
                     stop.cancel()
                     crash.cancel()
+                    # A resumed run that ended was reported as it ended; say how the
+                    # others stand before the stack stops.
+                    pending = [
+                        run_id
+                        for run_id, watcher in zip(resumed, watchers, strict=True)
+                        if not watcher.done()
+                    ]
+                    for watcher in watchers:
+                        watcher.cancel()
+                    await asyncio.gather(*watchers, return_exceptions=True)
                 if crash.done() and not crash.cancelled():
                     name, code = crash.result()
-                    _note(f"error: {name} exited with code {code}; see {stack.log_path(name)}")
+                    _note(
+                        f"error: {name} exited with code {code}; see {stack.log_path(name)} "
+                        f"and {stack.output_path(name)}"
+                    )
                     _note("stopping the other services")
                     return 1
+                if pending:
+                    await report_resumed(stack, pending)
                 _note("stopping the local stack")
         except asyncio.CancelledError:
             if not interrupts.absorb_cancel():
@@ -112,12 +139,34 @@ async def up_command(
     return 0
 
 
+async def _report_when_done(target: GatewayTarget, run_id: str) -> None:
+    """Says how a resumed run ended, when it ends."""
+    try:
+        async with client_for(target) as client:
+            async with aclosing(client.follow_events(run_id)) as events:
+                async for _ in events:
+                    pass
+            _note(resumed_outcome(await client.get_run(run_id)))
+    except MaestroError as err:
+        _note(f"resumed run runs/{run_id}: lost track of it ({err.message})")
+
+
 async def runs_list(
-    target: GatewayTarget, *, page_size: int, page_token: str, as_json: bool
+    endpoint: Endpoint | None,
+    *,
+    page_size: int,
+    page_token: str,
+    as_json: bool,
+    data_dir: Path = LOCAL_DATA_DIR,
 ) -> int:
     """`maestro runs list`."""
-    async with client_for(target) as client:
-        runs, next_token = await client.list_runs(page_size=page_size, page_token=page_token)
+    try:
+        async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
+            runs, next_token = await client.list_runs(page_size=page_size, page_token=page_token)
+    except NoLocalData as err:
+        runs, next_token = [], ""
+        if not as_json:
+            _note(str(err))
     if as_json:
         _out(json_line({"runs": [run_to_dict(r) for r in runs], "next_page_token": next_token}))
         return 0
@@ -127,57 +176,137 @@ async def runs_list(
     return 0
 
 
-async def runs_get(target: GatewayTarget, run: str, *, as_json: bool) -> int:
+async def runs_get(
+    endpoint: Endpoint | None, run: str, *, as_json: bool, data_dir: Path = LOCAL_DATA_DIR
+) -> int:
     """`maestro runs get RUN`."""
-    async with client_for(target) as client:
+    async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
         result = await client.get_run(run)
     _out(json_line(run_to_dict(result)) if as_json else format_run(result))
     return 0
 
 
-async def runs_cancel(target: GatewayTarget, run: str) -> int:
+async def runs_cancel(
+    endpoint: Endpoint | None, run: str, *, as_json: bool = False, data_dir: Path = LOCAL_DATA_DIR
+) -> int:
     """`maestro runs cancel RUN`: asks for the cancel and reports the state right after."""
-    async with client_for(target) as client:
-        result = await client.cancel_run(run)
-    _out(f"cancel requested: {result.name} is {result.state}")
+    name = run_name(run)
+    async with (
+        connect(endpoint, data_dir, writes=True) as where,
+        client_for(where.target) as client,
+    ):
+        result = await client.cancel_run(name)
+    if as_json:
+        _out(json_line(run_to_dict(result)))
+    else:
+        _out(f"cancel requested: {result.name} is {result.state}")
     return 0
 
 
-async def runs_delete(target: GatewayTarget, run: str) -> int:
+async def runs_delete(
+    endpoint: Endpoint | None, run: str, *, as_json: bool = False, data_dir: Path = LOCAL_DATA_DIR
+) -> int:
     """`maestro runs delete RUN`: deletes a finished run with its events and artifacts."""
-    async with client_for(target) as client:
-        await client.delete_run(run)
-    _out(f"deleted {run_name(run)}")
+    name = run_name(run)
+    async with (
+        connect(endpoint, data_dir, writes=True) as where,
+        client_for(where.target) as client,
+    ):
+        await client.delete_run(name)
+    _out(json_line({"deleted": name}) if as_json else f"deleted {name}")
     return 0
 
 
-async def runs_events(target: GatewayTarget, run: str, *, after: int, as_json: bool) -> int:
-    """`maestro runs events RUN`: prints events until the run's terminal event."""
-    async with client_for(target) as client:
+async def runs_events(
+    endpoint: Endpoint | None,
+    run: str,
+    *,
+    after: int,
+    as_json: bool,
+    plain: bool = True,
+    color: str = "auto",
+    data_dir: Path = LOCAL_DATA_DIR,
+) -> int:
+    """`maestro runs events RUN`: prints events until the run's terminal event.
+
+    Read from a gateway started alone (no local stack running), a run that is not
+    finished is not going anywhere: its stored events are printed, and a note says so.
+    """
+    async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
         # A unary call first: a wrong address or run id fails at once with a clear
         # error instead of going through the stream's reconnect attempts.
-        await client.get_run(run)
-        formatter = EventFormatter()
-        async with aclosing(client.follow_events(run, after_sequence=after)) as events:
-            async for event in events:
-                _out(json_line(event_to_dict(event)) if as_json else formatter.format(event))
+        current = await client.get_run(run)
+        idle: float | None = None
+        if where.read_only and not current.is_final:
+            idle = STORED_EVENTS_IDLE_SECONDS
+            _note(
+                f"{current.name} is {current.state} but no local stack is driving it; "
+                "these are its events so far (`maestro up` here resumes it)"
+            )
+        kind = choose_view(as_json=as_json, plain=plain, is_terminal=sys.stdout.isatty())
+        view: View
+        if kind is ViewKind.JSON:
+            view = JsonLines(RunTracker(current))
+        else:
+            color_on = use_color(color, is_terminal=sys.stdout.isatty())
+            console = make_console(sys.stdout, color=color_on, live=kind is ViewKind.LIVE)
+            view = (
+                LiveTable(RunTracker(current), console)
+                if kind is ViewKind.LIVE
+                else PlainLines(RunTracker(current), console)
+            )
+        async with view, aclosing(client.follow_events(run, after_sequence=after)) as events:
+            while True:
+                try:
+                    async with asyncio.timeout(idle):
+                        event = await anext(events)
+                except (StopAsyncIteration, TimeoutError):
+                    break
+                view.event(event)
     return 0
 
 
 async def artifacts_command(
-    target: GatewayTarget, run: str, *, out: Path | None, mode: Mode = Mode.NEW
+    endpoint: Endpoint | None,
+    run: str,
+    *,
+    out: Path | None,
+    mode: Mode = Mode.NEW,
+    as_json: bool = False,
+    data_dir: Path = LOCAL_DATA_DIR,
 ) -> int:
     """`maestro artifacts RUN [--out DIR] [--force | --overwrite]`: downloads a run's
     artifacts into a new or empty directory (see maestro.cli.download)."""
     name = run_name(run)
-    async with client_for(target) as client:
+    async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
         # The default directory is named after the run id, so ask the run first.
-        directory = out or Path("maestro-out") / (await client.get_run(name)).id
-        result = await download_artifacts(client, name, directory, mode=mode)
-    for saved in result.saved:
+        target = out or Path("maestro-out") / (await client.get_run(name)).id
+        result = await download_artifacts(client, name, target, mode=mode)
+    written = result.saved
+    if as_json:
+        _out(
+            json_line(
+                {
+                    "run": name,
+                    "directory": str(target),
+                    "files": [
+                        {
+                            "path": str(saved.path),
+                            "artifact_path": saved.artifact_path,
+                            "step": saved.step_id,
+                            "size_bytes": saved.size_bytes,
+                        }
+                        for saved in written
+                    ],
+                    "kept": list(result.kept),
+                }
+            )
+        )
+        return report_kept(result.kept, target)
+    for saved in written:
         _out(f"wrote {saved.path} ({format_size(saved.size_bytes)}, from step {saved.step_id})")
-    _note(f"{len(result.saved)} artifacts of {name} in {directory}")
-    return report_kept(result.kept, directory)
+    _note(f"{plural(len(written), 'artifact')} of {name} in {target}")
+    return report_kept(result.kept, target)
 
 
 def report_kept(kept: list[str], directory: Path) -> int:
@@ -185,7 +314,7 @@ def report_kept(kept: list[str], directory: Path) -> int:
     if not kept:
         return 0
     _note(
-        f"warning: {len(kept)} artifacts were not written because something is already "
+        f"warning: {plural(len(kept), 'artifact')} not written because something is already "
         f"there in {directory} (kept as it was; --overwrite replaces files): "
         + ", ".join(kept[:20])
         + (" ..." if len(kept) > 20 else "")

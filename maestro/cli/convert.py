@@ -54,7 +54,13 @@ def _time(message: Message, field: str) -> datetime | None:
 
 def usage_from_proto(usage: pb.TokenUsage) -> TokenUsageView:
     """Converts token usage."""
-    return TokenUsageView(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+    return TokenUsageView(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_input_tokens,
+        cache_write_tokens=usage.cache_creation_input_tokens,
+        cost_usd=usage.cost_usd,
+    )
 
 
 def step_from_proto(step: pb.Step) -> StepView:

@@ -26,6 +26,10 @@ CA_FILE_ENV = "MAESTRO_CA_FILE"
 TLS_ENV = "MAESTRO_TLS"
 LOCAL_DATA_DIR = Path(".maestro")
 API_KEY_ENV = "ANTHROPIC_API_KEY"
+ANTHROPIC_MODEL_ENV = "MAESTRO_WORKER_ANTHROPIC_MODEL"
+# The persona worker's default model (persona_service/settings.py; a test keeps the two
+# equal), named up front when a local run uses the anthropic provider.
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-5-5"
 OFFLINE_NOTICE = f"{API_KEY_ENV} is not set: using the offline provider (deterministic, no network)"
 NO_GATEWAY_MESSAGE = (
     f"no gateway address: pass --gateway HOST:PORT or set {GATEWAY_ENV} "
@@ -148,6 +152,10 @@ def gateway_address(flag: str | None, env: Mapping[str, str]) -> str | None:
 
 
 __all__ = [
+    "ANTHROPIC_MODEL_ENV",
+    "API_KEY_ENV",
+    "DEFAULT_ANTHROPIC_MODEL",
+    "GATEWAY_ENV",
     "CA_FILE_ENV",
     "DEFAULT_WORKFLOW",
     "LOCAL_DATA_DIR",

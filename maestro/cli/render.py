@@ -1,7 +1,8 @@
 """Text and JSON output of the command line, from plain models only.
 
 JSON times are RFC 3339 in UTC with microseconds (`2026-11-24T18:42:12.123456Z`);
-text output shows local wall-clock times, sizes and durations for people.
+text output shows local times with seconds (`2026-11-24 19:42:12`), sizes and
+durations for people, and counts with the right plural ("1 file", "2 files").
 
 Everything printed passes through `terminal_safe` (text) or `json_line` (JSON), which
 escape control, bidi and other invisible characters: names, messages and paths come
@@ -59,10 +60,46 @@ def format_size(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 file`, `2 files`, `0 files` (`many` for irregular plurals)."""
+    return f"{count:,} {noun if count == 1 else (many or noun + 's')}"
+
+
+def local_time(value: datetime | None) -> str:
+    """`2026-11-24 19:42:12` in this machine's time zone; `-` when unknown."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_cost(usd: float) -> str:
+    """`$0.0123` (four decimals below a dollar, two above)."""
+    return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
+
+
+def format_count(tokens: int) -> str:
+    """`812`, `12.3k`, `1.2M`: a token count that fits a table cell."""
+    if tokens < 1000:
+        return str(tokens)
+    if tokens < 1_000_000:
+        return f"{tokens / 1000:.1f}k"
+    return f"{tokens / 1_000_000:.1f}M"
+
+
 def format_tokens(usage: TokenUsageView) -> str:
-    """`1,234 in + 567 out = 1,801 tokens`."""
+    """`1,234 in + 567 out = 1,801 tokens`, with cache tokens and the cost when any."""
     total = usage.input_tokens + usage.output_tokens
-    return f"{usage.input_tokens:,} in + {usage.output_tokens:,} out = {total:,} tokens"
+    text = f"{usage.input_tokens:,} in + {usage.output_tokens:,} out = {total:,} tokens"
+    if usage.cache_read_tokens or usage.cache_write_tokens:
+        text += (
+            f" (+ {usage.cache_read_tokens:,} cache reads, "
+            f"{usage.cache_write_tokens:,} cache writes)"
+        )
+    if usage.cost_usd:
+        text += f", {format_cost(usage.cost_usd)}"
+    return text
 
 
 def terminal_safe(text: str) -> str:
@@ -89,8 +126,14 @@ def _seconds(value: timedelta | None) -> float | None:
 
 
 def usage_to_dict(usage: TokenUsageView) -> JsonDict:
-    """Token usage as JSON."""
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    """Token usage and its cost as JSON."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cost_usd": round(usage.cost_usd, 6),
+    }
 
 
 def step_to_dict(step: StepView) -> JsonDict:
@@ -280,15 +323,37 @@ def format_run(run: RunView, *, artifacts_dir: str | None = None, artifacts: int
         lines += _table(header, rows, indent="  ")
         lines += [f"  {s.step_id}: {s.error}" for s in run.steps if s.error]
     if run.error:
-        lines.append(f"Error: {run.error}")
+        # "Failed:", "Cancelled:": the run's own reason, not an error of this command.
+        lines.append(f"{run.state.capitalize()}: {run.error}")
     if artifacts_dir is not None:
-        lines.append(f"Artifacts: {artifacts_dir} ({artifacts} files)")
+        lines.append(f"Artifacts: {artifacts_dir} ({plural(artifacts, 'file')})")
     lines.append(f"Tokens: {format_tokens(run.total_usage)}")
     return "\n".join(lines)
 
 
-def format_run_list(runs: Sequence[RunView]) -> str:
-    """One line per run: id, state, workflow, created, duration."""
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def format_outcome(run: RunView, *, artifacts_dir: str | None = None, artifacts: int = 0) -> str:
+    """The lines under a live table: how the run ended, why, where its files are, spend."""
+    took = f" in {format_duration(run.duration)}" if run.duration else ""
+    done = sum(s.state == "SUCCEEDED" for s in run.steps)
+    lines = [
+        f"Run {run.name}: {run.state}{took} ({done} of {plural(len(run.steps), 'step')} succeeded)"
+    ]
+    lines += [f"  {s.step_id}: {s.error}" for s in run.steps if s.error]
+    if run.error:
+        lines.append(f"{run.state.capitalize()}: {run.error}")
+    if artifacts_dir is not None:
+        lines.append(f"Artifacts: {artifacts_dir} ({plural(artifacts, 'file')})")
+    lines.append(f"Tokens: {format_tokens(run.total_usage)}")
+    return "\n".join(lines)
+
+
+def format_run_list(runs: Sequence[RunView], requirement_width: int = 40) -> str:
+    """One line per run: id, state, workflow, created (local time), duration, requirement."""
     if not runs:
         return "no runs"
     rows = [
@@ -296,12 +361,14 @@ def format_run_list(runs: Sequence[RunView]) -> str:
             r.id,
             r.state,
             r.workflow,
-            rfc3339(r.create_time) or "-",
+            local_time(r.create_time),
             format_duration(r.duration),
+            _one_line(r.requirement, requirement_width),
         )
         for r in runs
     ]
-    return "\n".join(_table(("RUN", "STATE", "WORKFLOW", "CREATED", "DURATION"), rows))
+    header = ("RUN", "STATE", "WORKFLOW", "CREATED", "DURATION", "REQUIREMENT")
+    return "\n".join(_table(header, rows))
 
 
 def format_personas(personas: Iterable[Persona]) -> str:
@@ -312,6 +379,19 @@ def format_personas(personas: Iterable[Persona]) -> str:
         for d in persona.deliverables:
             lines.append(f"    {d.path:<24} {d.kind.value:<9} {d.description}")
     return "\n".join(lines)
+
+
+def persona_to_dict(persona: Persona) -> JsonDict:
+    """A persona as JSON: name, role, mode and deliverables (not its prompt)."""
+    return {
+        "name": persona.name,
+        "role": persona.role,
+        "mode": str(persona.mode.value),
+        "deliverables": [
+            {"path": d.path, "kind": d.kind.value, "description": d.description}
+            for d in persona.deliverables
+        ],
+    }
 
 
 class StepLike(Protocol):
@@ -337,7 +417,7 @@ class WorkflowLike(Protocol):
 def format_workflow(spec: WorkflowLike) -> str:
     """`ok: <name>: N steps` and the step graph, one step per line with its inputs."""
     steps = list(spec.steps)
-    lines = [f"ok: {spec.name}: {len(steps)} steps"]
+    lines = [f"ok: {spec.name}: {plural(len(steps), 'step')}"]
     width = max((len(s.id) for s in steps), default=0)
     for step in steps:
         after = f"  <- {', '.join(step.depends_on)}" if step.depends_on else ""

@@ -78,6 +78,7 @@ class _Service:
     process: asyncio.subprocess.Process
     log_file: IO[bytes]
     port: int = 0
+    metrics_port: int = 0
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -88,7 +89,8 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
 
 
-def _read_port(path: Path) -> int | None:
+def read_port(path: Path) -> int | None:
+    """The port a service wrote to its port file, or None."""
     # The service writes the file atomically, but guard against an odd value anyway.
     try:
         text = path.read_text(encoding="ascii").strip()
@@ -193,6 +195,7 @@ class LocalStack:
         stop_timeout: float = 20.0,
         database_url: str | None = None,
         schedulers: int = 1,
+        read_only: bool = False,
     ) -> None:
         """Prepares the stack; nothing starts before `__aenter__` (or `start`).
 
@@ -209,6 +212,9 @@ class LocalStack:
                 `DATA_DIR/maestro.db`. A PostgreSQL database must be upgraded first
                 (`maestro db upgrade`); the stack upgrades SQLite files itself.
             schedulers: How many schedulers to run; more than one needs PostgreSQL.
+            read_only: Start the gateway alone, to read the database (runs, events,
+                artifacts) without driving anything: no scheduler, no worker, and
+                neither the data directory's lock nor a migration is taken.
 
         Raises:
             StackError: several schedulers on SQLite.
@@ -227,6 +233,9 @@ class LocalStack:
             )
         self.scheduler_names = tuple(scheduler_name(i) for i in range(schedulers))
         self.services = (SANDBOX, WORKER, *self.scheduler_names, GATEWAY)
+        self.read_only = read_only
+        if read_only:
+            self.services = (GATEWAY,)
         self.provider = provider
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
@@ -256,6 +265,10 @@ class LocalStack:
 
     def scheduler_target(self) -> str:
         """The gRPC target of every scheduler (round-robin over them when several)."""
+        if self.read_only:
+            # Nothing listens there: the gateway answers reads from the database, and
+            # calls that need a scheduler fail fast with UNAVAILABLE.
+            return f"{LOOPBACK}:1"
         if len(self.scheduler_names) == 1:
             return self.address(SCHEDULER)
         return "ipv4:" + ",".join(self.address(name) for name in self.scheduler_names)
@@ -265,12 +278,37 @@ class LocalStack:
         """`127.0.0.1:PORT` of the gateway."""
         return self.address(GATEWAY)
 
+    def _stem(self, name: str) -> str:
+        # A read-only gateway shares the directory with any stack that starts meanwhile:
+        # its files must never be taken for (or remove) that stack's.
+        return f"{name}-reader-{os.getpid()}" if self.read_only else name
+
     def _port_file(self, name: str) -> Path:
-        return self.data_dir / f"{name}.port"
+        return self.data_dir / f"{self._stem(name)}.port"
 
     def log_path(self, name: str) -> Path:
-        """Where a service's stderr (and stdout) goes."""
-        return self.log_dir / f"{name}.log"
+        """A service's log (JSON lines), rotated by size (MAESTRO_LOG_MAX_BYTES)."""
+        return self.log_dir / (f"{name}-reader.log" if self.read_only else f"{name}.log")
+
+    def output_path(self, name: str) -> Path:
+        """Where a service's stdout and stderr go: what bypasses its log, such as a
+        crash's traceback, a refusal to start, or gRPC's own warnings."""
+        return self.log_dir / (f"{name}-reader.out" if self.read_only else f"{name}.out")
+
+    def _metrics_port_file(self, name: str) -> Path:
+        return self.data_dir / f"{self._stem(name)}.metrics-port"
+
+    def metrics_url(self, name: str) -> str:
+        """`http://127.0.0.1:PORT/metrics` of a running service's Prometheus metrics."""
+        service = self._running.get(name)
+        if service is None or not service.metrics_port:
+            raise StackError(f"{name} is not running")
+        return f"http://{LOOPBACK}:{service.metrics_port}/metrics"
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """The metrics endpoint of every running service, by service name."""
+        return {name: self.metrics_url(name) for name in self.services if name in self._running}
 
     def pid(self, name: str) -> int | None:
         """The process id of a running service, or None."""
@@ -292,6 +330,7 @@ class LocalStack:
         finally:
             service.log_file.close()
         await asyncio.to_thread(self._port_file(name).unlink, missing_ok=True)
+        await asyncio.to_thread(self._metrics_port_file(name).unlink, missing_ok=True)
         return service.process.returncode
 
     def is_running(self, name: str) -> bool:
@@ -359,10 +398,11 @@ class LocalStack:
                 to start.
         """
         await asyncio.to_thread(self.log_dir.mkdir, parents=True, exist_ok=True)
-        if self._lock is None:
+        if self._lock is None and not self.read_only:
             self._lock = await asyncio.to_thread(_lock_data_dir, self.data_dir)
         try:
-            await self.prepare_database()
+            if not self.read_only:
+                await self.prepare_database()
             # Every address is known before anything starts, so the services start side
             # by side instead of each waiting for the one before it to be healthy.
             for name in self.services:
@@ -421,6 +461,10 @@ class LocalStack:
                 # the chain was configured with that address.
                 f"{prefix}PORT": str(self._ports.get(name, 0)),
                 f"{prefix}PORT_FILE": str(port_file),
+                # Every local service serves its metrics on a free loopback port.
+                f"{prefix}METRICS_PORT": "0",
+                f"{prefix}METRICS_PORT_FILE": str(self._metrics_port_file(name)),
+                f"{prefix}LOG_FILE": str(self.log_path(name)),
                 # The services live in their own session (so a terminal's Ctrl-C
                 # reaches only us); this makes them exit if we die without stopping them.
                 PARENT_PID_ENV: str(os.getpid()),
@@ -466,7 +510,8 @@ class LocalStack:
         port_file = self._port_file(name)
         await asyncio.to_thread(port_file.unlink, missing_ok=True)
         log_path = self.log_path(name)
-        log_file: IO[bytes] = await asyncio.to_thread(log_path.open, "ab")
+        await asyncio.to_thread(self._metrics_port_file(name).unlink, missing_ok=True)
+        log_file: IO[bytes] = await asyncio.to_thread(self.output_path(name).open, "ab")
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -493,6 +538,9 @@ class LocalStack:
             await self.stop_service(name)
             raise
         self._ports[name] = service.port
+        # Written before the gRPC port file, so it is there once the service serves.
+        metrics_port = await asyncio.to_thread(read_port, self._metrics_port_file(name))
+        service.metrics_port = metrics_port or 0
 
     async def _wait_until_serving(
         self, name: str, process: asyncio.subprocess.Process, port_file: Path
@@ -507,7 +555,7 @@ class LocalStack:
                     name, f"exited with code {process.returncode} while starting"
                 )
             if port is None:
-                port = await asyncio.to_thread(_read_port, port_file)
+                port = await asyncio.to_thread(read_port, port_file)
             if port is not None:
                 last_problem = await self._health_problem(port)
                 if not last_problem:
@@ -536,8 +584,12 @@ class LocalStack:
         return ""
 
     async def _start_error(self, name: str, what: str) -> StackError:
+        output = await asyncio.to_thread(_tail, self.output_path(name))
         tail = await asyncio.to_thread(_tail, self.log_path(name))
-        return StackError(f"{name} {what}; its log is {self.log_path(name)}. Last lines:\n{tail}")
+        return StackError(
+            f"{name} {what}; its log is {self.log_path(name)}. Last lines:\n{tail}\n"
+            f"Its output ({self.output_path(name)}):\n{output}"
+        )
 
     async def stop_service(self, name: str) -> int | None:
         """Stops one service: SIGTERM, up to `stop_timeout` seconds, then SIGKILL.
@@ -568,6 +620,7 @@ class LocalStack:
             service.log_file.close()
         # A stale port file would let the next start believe the service is up.
         await asyncio.to_thread(self._port_file(name).unlink, missing_ok=True)
+        await asyncio.to_thread(self._metrics_port_file(name).unlink, missing_ok=True)
         code = process.returncode
         if code != 0:
             log.warning("%s exited with code %s; see %s", name, code, self.log_path(name))

@@ -26,6 +26,7 @@ from maestro.core.client import MAX_MESSAGE_BYTES, server_options
 from maestro.core.interceptor import ServingInterceptor
 from maestro.core.lifecycle import exit_with_parent
 from maestro.core.limits import ClientLimits
+from maestro.core.observability import server_interceptors
 from maestro.core.reflection import enable_reflection
 from maestro.core.settings import ServiceSettings
 
@@ -148,7 +149,7 @@ async def serve(
         except AuthConfigError as err:
             raise SystemExit(f"cannot start: {err}") from None
     server = grpc.aio.server(
-        interceptors=[ServingInterceptor(authenticator, limits)],
+        interceptors=[*server_interceptors(), ServingInterceptor(authenticator, limits)],
         options=server_options(max_receive_bytes),
     )
     try:
@@ -178,6 +179,9 @@ async def _serve_until_signalled(
     health = HealthServicer()
     # Not ready until every registration finished and the port is bound.
     await health.set("", NOT_SERVING)
+    # Liveness says only that the process answers: a database outage makes a service
+    # NOT_SERVING (not ready), and restarting it would not bring the database back.
+    await health.set(LIVENESS, SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     register(server)
     enable_reflection(server, service_names)
@@ -192,9 +196,6 @@ async def _serve_until_signalled(
     await server.start()
     for name in ("", *service_names):
         await health.set(name, SERVING)
-    # Liveness says only that the process serves: a database outage makes a service
-    # NOT_SERVING (not ready), and restarting it would not bring the database back.
-    await health.set(LIVENESS, SERVING)
     if settings.port_file is not None:
         write_port_file(settings.port_file, port)
     log.info(

@@ -31,6 +31,38 @@ class ServiceSettings(BaseSettings):
         default=None, description="written with the bound port once the service is serving"
     )
     log_level: str = Field(default="INFO", validation_alias="MAESTRO_LOG_LEVEL")
+    log_file: Path | None = Field(
+        default=None,
+        description="log here (rotated by size) instead of stderr; a local stack sets it",
+    )
+    log_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        validation_alias="MAESTRO_LOG_MAX_BYTES",
+        description="a log file is rotated when it reaches this size",
+    )
+    log_backups: int = Field(
+        default=3,
+        ge=0,
+        validation_alias="MAESTRO_LOG_BACKUPS",
+        description="rotated log files kept (NAME.log.1 ...)",
+    )
+    log_max_value_chars: int = Field(
+        default=2000,
+        ge=80,
+        validation_alias="MAESTRO_LOG_MAX_VALUE_CHARS",
+        description="longer log messages and values are cut, saying how much was left out",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve Prometheus metrics over HTTP on this port (0: a free one); "
+        "unset: no metrics endpoint",
+    )
+    metrics_port_file: Path | None = Field(
+        default=None, description="written with the metrics endpoint's bound port"
+    )
     shutdown_grace_seconds: float = Field(
         default=5.0, gt=0, description="how long calls in flight may finish after SIGTERM"
     )

@@ -195,5 +195,49 @@ async def test_maestro_run_says_when_it_resumes_runs_left_unfinished(
     fake_anthropic.set_default_delay(0)
     code, _, err = await _maestro("run", "sdlc-linear", "--requirement", "y", cwd=tmp_path)
     assert code == 0, err
-    assert f"resuming 1 unfinished run(s) from an earlier session in {tmp_path / '.maestro'}" in err
+    assert f"resuming 1 unfinished run from an earlier session in {tmp_path / '.maestro'}" in err
     assert left.name.removeprefix("runs/") in err
+    # Before the stack stops, the resumed run is reported: how it ended, or that it stops
+    # again with the stack.
+    outcome = re.search(rf"resumed run {left.name} (SUCCEEDED|is still RUNNING)", err)
+    assert outcome is not None, err
+
+
+async def test_runs_cancel_without_a_gateway_cancels_an_unfinished_local_run(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.set_default_delay(60)  # the run stays unfinished
+    env = {
+        "ANTHROPIC_API_KEY": "test-key",
+        "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+    }
+    async with LocalStack(tmp_path / ".maestro", provider="anthropic", extra_env=env) as stack:
+        channel = gateway_channel(stack)
+        stub = gateway_pb2_grpc.MaestroServiceStub(channel)
+        left = await stub.CreateRun(
+            gateway_pb2.CreateRunRequest(workflow_name="sdlc-linear", requirement="x"), timeout=10
+        )
+        assert await fake_anthropic.wait_for_requests_async(1, within=30)
+        await channel.close(None)
+    # No stack runs now: the cancel starts one for itself, which resumes the run first
+    # (with the same model, still thinking, so the cancel finds it running).
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "maestro.cli",
+        "runs",
+        "cancel",
+        left.name,
+        "--json",
+        cwd=tmp_path,
+        env={**{k: v for k, v in os.environ.items() if k != "MAESTRO_GATEWAY"}, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 120)
+    out, err = raw_out.decode(), raw_err.decode()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["state"] == "CANCELLED"
+    assert "resuming 1 unfinished run" in err
+    code, out, _ = await _maestro("runs", "get", left.name, "--json", cwd=tmp_path)
+    assert (code, json.loads(out)["state"]) == (0, "CANCELLED")

@@ -1,7 +1,8 @@
 """A rendered overlay run as local processes, one per pod, the way a kubelet would.
 
-Each pod gets an address of its own on the loopback network (127.77.W.R: workload W,
-replica R), so every container listens on exactly the port its manifest gives, and
+Each pod gets an address of its own on the loopback network (127.N.W.R: a network N
+drawn for this cluster, so two test runs on one machine never share addresses; workload
+W, replica R), so every container listens on exactly the port its manifest gives, and
 "0.0.0.0" (all the pod's addresses) becomes that address. A container runs its
 command with the environment the kubelet would build (the image's ENV from the
 Dockerfile, then envFrom, then env; ConfigMap and Secret values resolved; fieldRefs
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import shutil
 import signal
@@ -106,12 +108,13 @@ class LocalCluster:
         self._index = {
             w["metadata"]["name"]: i + 1 for i, w in enumerate(self.manifests.workloads())
         }
+        self._network = random.randint(2, 254)
         self._image_env = dockerfile_env()
 
     # -- addresses ---------------------------------------------------------------------------
 
     def pod_ip(self, workload: str, replica: int) -> str:
-        return f"127.77.{self._index[workload]}.{replica + 1}"
+        return f"127.{self._network}.{self._index[workload]}.{replica + 1}"
 
     def _reserved(self, workload: Obj) -> int:
         name = workload["metadata"]["name"]

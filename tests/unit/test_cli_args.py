@@ -3,13 +3,13 @@
 Every case here stops before any service is contacted (bad input exits 2 first).
 """
 
+import json
 import textwrap
 
 import pytest
 
 from maestro.cli.main import build_parser, main
 from maestro.cli.options import (
-    NO_GATEWAY_MESSAGE,
     OFFLINE_NOTICE,
     choose_provider,
     gateway_address,
@@ -149,10 +149,11 @@ def test_invalid_workflow_file_lists_every_problem(tmp_path):
 def test_run_with_an_invalid_workflow_exits_2_before_contacting_anything(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text(BAD_YAML, encoding="utf-8")
-    # An unroutable gateway: reaching it would fail with exit 1, not 2.
+    # An unroutable gateway: reaching it would fail with exit 3, not 2.
     assert main(["run", str(path), "-r", "x", "--gateway", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
-    assert f"error: invalid workflow {str(path)!r}:" in err
+    assert "error: cannot start the run: 2 problems:" in err
+    assert f"  workflow {str(path)!r}: " in err
     assert "wizard" in err
     assert "nowhere" in err
 
@@ -197,19 +198,30 @@ def test_gateway_flag_wins_over_the_environment():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["runs", "list"],
         ["runs", "get", "r1"],
-        ["runs", "cancel", "r1"],
         ["runs", "events", "r1"],
         ["artifacts", "r1", "--out", "x"],
     ],
 )
-def test_gateway_commands_without_an_address_exit_2(argv, capsys):
-    assert main(argv) == 2
+def test_reads_without_a_gateway_use_the_local_directory_and_say_when_it_is_empty(
+    argv, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
     err = capsys.readouterr().err
-    assert NO_GATEWAY_MESSAGE in err
+    assert "no local runs" in err
     assert "--gateway" in err
-    assert "MAESTRO_GATEWAY" in err
+    assert not (tmp_path / ".maestro").exists()  # a read creates nothing
+
+
+def test_runs_list_without_a_gateway_or_local_runs_lists_none(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["runs", "list"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "no runs"
+    assert "no local runs" in captured.err
+    assert main(["runs", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"runs": [], "next_page_token": ""}
 
 
 def test_a_malformed_run_id_exits_2(capsys):

@@ -61,7 +61,9 @@ def failed_run() -> pb.Run:
         attempts=1,
         start_time=ts(T0),
         end_time=ts(T0 + timedelta(seconds=1.5)),
-        usage=pb.TokenUsage(input_tokens=1200, output_tokens=300),
+        usage=pb.TokenUsage(
+            input_tokens=1200, output_tokens=300, cache_read_input_tokens=7, cost_usd=0.0125
+        ),
         provider="anthropic",
         model="claude-x",
     )
@@ -140,7 +142,13 @@ def test_run_json_has_states_without_prefix_times_steps_and_usage():
     assert out["create_time"] == "2026-11-24T18:42:12.123456Z"
     assert out["end_time"] == "2026-11-24T18:42:17.123456Z"
     assert out["duration_seconds"] == 5.0
-    assert out["usage"] == {"input_tokens": 1210, "output_tokens": 305}
+    assert out["usage"] == {
+        "input_tokens": 1210,
+        "output_tokens": 305,
+        "cache_read_tokens": 7,
+        "cache_write_tokens": 0,
+        "cost_usd": 0.0125,
+    }
     first, second = out["steps"]
     assert first["step_id"] == "requirements"
     assert first["state"] == "SUCCEEDED"
@@ -149,7 +157,13 @@ def test_run_json_has_states_without_prefix_times_steps_and_usage():
     assert first["end_time"] == "2026-11-24T18:42:13.623456Z"
     assert first["duration_seconds"] == 1.5
     assert (first["provider"], first["model"]) == ("anthropic", "claude-x")
-    assert first["usage"] == {"input_tokens": 1200, "output_tokens": 300}
+    assert first["usage"] == {
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "cache_read_tokens": 7,
+        "cache_write_tokens": 0,
+        "cost_usd": 0.0125,
+    }
     assert second["state"] == "FAILED"
     assert second["depends_on"] == ["requirements"]
     assert second["error"] == "model returned no files"
@@ -188,16 +202,24 @@ def test_run_summary_text_shows_state_steps_error_artifacts_and_tokens():
     ]
     assert lines[3].split()[:5] == ["architecture", "solution_architect", "FAILED", "2", "3.0s"]
     assert "  architecture: model returned no files" in lines
-    assert "Error: step 'architecture' failed: model returned no files" in lines
+    # One error prefix on the command line ("error:"); the run's own reason says its state.
+    assert "Failed: step 'architecture' failed: model returned no files" in lines
     assert "Artifacts: out/r1 (3 files)" in lines
-    assert lines[-1] == "Tokens: 1,210 in + 305 out = 1,515 tokens"
+    assert (
+        lines[-1]
+        == "Tokens: 1,210 in + 305 out = 1,515 tokens (+ 7 cache reads, 0 cache writes), $0.0125"
+    )
+    one = format_run(run_from_proto(failed_run()), artifacts_dir="out/r1", artifacts=1)
+    assert "Artifacts: out/r1 (1 file)" in one.splitlines()
 
 
 def test_run_list_text_has_one_row_per_run():
     text = format_run_list([run_from_proto(failed_run())])
     header, row = text.splitlines()
-    assert header.split() == ["RUN", "STATE", "WORKFLOW", "CREATED", "DURATION"]
-    assert row.split() == ["r1", "FAILED", "sdlc-linear", "2026-11-24T18:42:12.123456Z", "5.0s"]
+    assert header.split() == ["RUN", "STATE", "WORKFLOW", "CREATED", "DURATION", "REQUIREMENT"]
+    local = T0.astimezone()  # the machine's zone, with seconds
+    created = [local.strftime("%Y-%m-%d"), local.strftime("%H:%M:%S")]
+    assert row.split() == ["r1", "FAILED", "sdlc-linear", *created, "5.0s", "a", "todo", "app"]
     assert format_run_list([]) == "no runs"
 
 
