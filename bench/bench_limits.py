@@ -30,7 +30,10 @@ from maestro.cli.credentials import read_local_token
 from maestro.cli.stack import GATEWAY, SCHEDULER, LocalStack
 from maestro.core.client import insecure_channel
 from maestro.workflow import WorkflowError, parse_workflow_yaml
-from maestro.workflow.limits import MAX_DEPENDENCIES, MAX_STEPS, MAX_YAML_NODES
+from maestro.workflow.limits import MAX_DEPENDENCIES, MAX_YAML_NODES
+
+# As many steps with MAX_DEPENDENCIES long unknown names each as fit in the byte limit.
+WORST_STEPS = 100
 
 
 def _ids(rnd: random.Random, count: int, length: int) -> list[str]:
@@ -42,16 +45,16 @@ def worst_cases() -> dict[str, str]:
     unknown = "".join(
         f"  - {{id: {step}, persona: qa_engineer, depends_on: [{', '.join(deps)}]}}\n"
         for step, deps in zip(
-            _ids(rnd, MAX_STEPS, 30),
-            (_ids(rnd, MAX_DEPENDENCIES, 30) for _ in range(MAX_STEPS)),
+            _ids(rnd, WORST_STEPS, 30),
+            (_ids(rnd, MAX_DEPENDENCIES, 30) for _ in range(WORST_STEPS)),
             strict=True,
         )
     )
-    ids = [f"s{i}" for i in range(MAX_STEPS)]
+    ids = [f"s{i}" for i in range(WORST_STEPS)]
     cyclic = "".join(
         f"  - {{id: {ids[i]}, persona: qa_engineer, depends_on: "
-        f"[{', '.join(ids[(i + k) % MAX_STEPS] for k in range(1, MAX_DEPENDENCIES + 1))}]}}\n"
-        for i in range(MAX_STEPS)
+        f"[{', '.join(ids[(i + k) % WORST_STEPS] for k in range(1, MAX_DEPENDENCIES + 1))}]}}\n"
+        for i in range(WORST_STEPS)
     )
     fields = ", ".join(f"{name}: 1" for name in _ids(rnd, MAX_YAML_NODES // 2 - 10, 6))
     return {

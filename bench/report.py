@@ -409,16 +409,6 @@ def parse_table(results: Results) -> Table:
     return table
 
 
-def pending_table() -> Table:
-    table = Table("Not measurable on this commit", ("figure", "status"))
-    table.add(
-        "takeover time after kill -9 of a scheduler",
-        "PLACEHOLDER: needs leases (issue 5); to be measured once several schedulers "
-        "share a PostgreSQL store",
-    )
-    return table
-
-
 def _median_ratio(results: Results, key: str, backend: str) -> float:
     mine = results.seconds.get((key, maestro_name(backend)), [])
     floor = results.seconds.get((key, GRPC), [])
@@ -529,5 +519,4 @@ def all_tables(results: Results) -> list[Table]:
         startup_table(results),
         create_table(results),
         parse_table(results),
-        pending_table(),
     ]

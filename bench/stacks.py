@@ -147,8 +147,9 @@ def make_stack(
     *,
     provider: str = "offline",
     extra_env: Mapping[str, str] | None = None,
+    schedulers: int = 1,
 ) -> TimedStack:
-    """A bench stack on the database `url`; nothing starts yet."""
+    """A bench stack on the database `url` (with `schedulers` schedulers); nothing starts yet."""
     env = {
         **BENCH_ENV,
         "MAESTRO_DATABASE_URL": url,
@@ -157,7 +158,9 @@ def make_stack(
         **(extra_env or {}),
     }
     # A LocalStack that learns to take the URL itself (issue 5) gets it that way too.
-    options = {"database_url": url} if _takes_database_url() else {}
+    options: dict[str, Any] = {"database_url": url} if _takes_database_url() else {}
+    if schedulers != 1:
+        options["schedulers"] = schedulers
     return TimedStack(data_dir, provider=provider, env=env, **options)
 
 
@@ -172,13 +175,14 @@ async def open_stack(
     *,
     provider: str = "offline",
     extra_env: Mapping[str, str] | None = None,
+    schedulers: int = 1,
 ) -> AsyncIterator[tuple[TimedStack, Stub]]:
     """Starts a stack and a gateway client; stops both on the way out.
 
     Raises:
         RuntimeError: a PostgreSQL stack left a SQLite file behind (it ignored the URL).
     """
-    stack = make_stack(data_dir, url, provider=provider, extra_env=extra_env)
+    stack = make_stack(data_dir, url, provider=provider, extra_env=extra_env, schedulers=schedulers)
     async with stack:
         # The gateway needs a token: the stack's own, as the CLI uses it.
         channel = insecure_channel(stack.gateway_address, token=read_local_token(stack.data_dir))

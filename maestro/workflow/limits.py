@@ -15,7 +15,9 @@ MAX_WORKFLOW_BYTES = 128 * 1024
 # Values in the document with aliases expanded, and how deeply they may nest.
 MAX_YAML_NODES = 10_000
 MAX_YAML_DEPTH = 32
-MAX_STEPS = 100
+# Big enough for the DAGs orchestrators are compared on (bench/: 1,000 steps); the
+# workflow's byte limit bounds what so many steps can carry.
+MAX_STEPS = 1_000
 MAX_DEPENDENCIES = 32
 MAX_STEP_ID_CHARS = 63
 MAX_NAME_CHARS = 100
@@ -38,7 +40,8 @@ MAX_PROBLEMS_LISTED = 20
 # "did you mean" suggestions per validation; each compares one word with every choice.
 MAX_HINTS = 5
 MAX_HINT_WORD_CHARS = 64
-MAX_HINT_CHOICES = MAX_STEPS
+# Past this many candidates no hint is computed (the cost is words x choices).
+MAX_HINT_CHOICES = 100
 
 
 def shown(value: object, limit: int = MAX_ECHO_CHARS) -> str:

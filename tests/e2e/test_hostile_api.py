@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from maestro.cli.credentials import ensure_local_credentials
 from maestro.cli.stack import GATEWAY, SANDBOX, SCHEDULER, SERVICES, WORKER, LocalStack
 from maestro.core.client import channel_options
-from maestro.workflow.limits import MAX_DEPENDENCIES, MAX_STEPS
+from maestro.workflow.limits import MAX_DEPENDENCIES, MAX_WORKFLOW_BYTES
 from tests.e2e.hostile import Rpc, Valid, load_services, messages, undecodable, valid_values
 
 EXAMPLES_PER_RPC = 80
@@ -284,14 +284,20 @@ async def test_hostile_requests_get_precise_answers_and_change_nothing_else(
     assert time.monotonic() - started < 110
 
 
+# As many steps with MAX_DEPENDENCIES long unknown names each as fit in MAX_WORKFLOW_BYTES.
+FITTING_STEPS = 100
+
+
 def _worst_workflow(seed: int) -> str:
     """The most work the limits allow: every step, every dependency unknown."""
     deps = ", ".join(f"unknown_{seed}_{i:04d}_{'x' * 20}" for i in range(MAX_DEPENDENCIES))
     steps = "".join(
         f"  - {{id: s{seed}_{i}, persona: qa_engineer, depends_on: [{deps}]}}\n"
-        for i in range(MAX_STEPS)
+        for i in range(FITTING_STEPS)
     )
-    return f"name: worst\nsteps:\n{steps}"
+    text = f"name: worst\nsteps:\n{steps}"
+    assert len(text.encode()) <= MAX_WORKFLOW_BYTES
+    return text
 
 
 async def test_the_scheduler_answers_health_within_a_second_while_validating(

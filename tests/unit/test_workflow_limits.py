@@ -170,10 +170,15 @@ def test_merge_keys_still_work_and_real_duplicates_are_still_refused():
     assert "duplicate key 'name'" in err.message
 
 
+# As many steps with MAX_DEPENDENCIES unknown dependencies as fit in MAX_WORKFLOW_BYTES.
+FITTING_STEPS = 100
+
+
 async def test_validation_runs_off_the_loop_and_the_loop_keeps_turning():
     deps = ", ".join(f"unknown{i}" for i in range(MAX_DEPENDENCIES))
     steps = "".join(
-        f"  - {{id: s{i}, persona: qa_engineer, depends_on: [{deps}]}}\n" for i in range(MAX_STEPS)
+        f"  - {{id: s{i}, persona: qa_engineer, depends_on: [{deps}]}}\n"
+        for i in range(FITTING_STEPS)
     )
     text = "name: x\nsteps:\n" + steps
     ticks = 0
