@@ -40,6 +40,11 @@ BENCH_ENV: dict[str, str] = {
     # The scheduler-wide cap of issue 5's admission (ignored by a scheduler without it).
     "MAESTRO_SCHEDULER_MAX_STEPS_IN_FLIGHT": "100",
     "MAESTRO_LOG_LEVEL": "WARNING",
+    # One bench client is one identity: the per-identity limits of the public API would
+    # refuse its 500 idle streams and its bursts of CreateRun (they are measured apart).
+    "MAESTRO_GATEWAY_MAX_STREAMS_PER_CLIENT": "2000",
+    "MAESTRO_GATEWAY_RATE_LIMIT_PER_SECOND": "100000",
+    "MAESTRO_GATEWAY_RATE_LIMIT_BURST": "100000",
 }
 """Applied to every bench stack. WARNING: the services' INFO lines per step would
 otherwise be a measurable part of the work (the log files go to the work dir)."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.event_details import fill_details
 from gateway.names import RUN_ID_PATTERN, run_name
 from maestro.api.gateway.v1 import gateway_pb2
 from maestro.core.errors import InvalidArgument
@@ -81,7 +82,7 @@ def run_to_proto(run: RunRecord) -> gateway_pb2.Run:
 
 
 def event_to_proto(event: EventRecord) -> gateway_pb2.RunEvent:
-    return gateway_pb2.RunEvent(
+    proto = gateway_pb2.RunEvent(
         run=run_name(event.run_id),
         sequence=event.sequence,
         type=gateway_pb2.EventType.Value(f"EVENT_TYPE_{event.type.value}"),
@@ -90,6 +91,8 @@ def event_to_proto(event: EventRecord) -> gateway_pb2.RunEvent:
         message=event.message,
         attributes=event.attributes,
     )
+    fill_details(proto, event.type.value, event.attributes)
+    return proto
 
 
 def artifact_to_proto(artifact: ArtifactRecord) -> gateway_pb2.Artifact:

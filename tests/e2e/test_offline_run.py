@@ -82,6 +82,19 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
     assert all(a.content == b"" for a in listing.artifacts)  # listing carries no content
     recorded = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_ARTIFACT_RECORDED]
     assert {e.attributes["path"] for e in recorded} == set(paths)
+    # The typed details say what the attributes say, with their types.
+    for event in recorded:
+        details = event.artifact_recorded
+        assert event.WhichOneof("details") == "artifact_recorded"
+        assert (details.path, details.sha256) == (
+            event.attributes["path"],
+            paths[details.path].sha256,
+        )
+        assert details.size_bytes == paths[details.path].size_bytes
+    for event in succeeded:
+        assert event.WhichOneof("details") == "step_succeeded"
+        assert event.step_succeeded.files == int(event.attributes["files"]) > 0
+        assert (event.step_succeeded.attempt, event.step_succeeded.provider) == (1, "offline")
 
     # The artifacts are a real project: download them and run its tests.
     out = tmp_path / "out"

@@ -2,11 +2,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.convert import decode_page_token, encode_page_token, run_to_proto
+from gateway.convert import decode_page_token, encode_page_token, event_to_proto, run_to_proto
+from gateway.event_details import DETAILS_OF_TYPE
 from gateway.names import parse_artifact_name, parse_run_name
 from maestro.api.gateway.v1 import gateway_pb2
 from maestro.core.errors import InvalidArgument
-from maestro.store import RunRecord, RunState, StepRecord, StepState, Usage
+from maestro.store import EventRecord, EventType, RunRecord, RunState, StepRecord, StepState, Usage
 
 NOW = datetime(2026, 11, 24, 18, 0, 0, 123456, tzinfo=UTC)
 # Run ids are 16 lowercase hex digits, as the scheduler makes them.
@@ -98,3 +99,70 @@ def test_names_are_parsed_strictly() -> None:
     for bad_path in (".git/config", "a//b", "./a", "x\u202ey"):
         with pytest.raises(InvalidArgument):
             parse_artifact_name(f"runs/{RUN}/artifacts/{bad_path}")
+
+
+def _event(kind: EventType, attributes: dict[str, str]) -> gateway_pb2.RunEvent:
+    record = EventRecord(
+        run_id="0123456789abcdef",
+        sequence=3,
+        type=kind,
+        step_id="backend",
+        time=datetime(2026, 1, 2, tzinfo=UTC),
+        message="m",
+        attributes=attributes,
+    )
+    return event_to_proto(record)
+
+
+def test_event_details_are_the_attributes_typed_and_the_map_stays() -> None:
+    attributes = {
+        "attempt": "2",
+        "dispatch": "3",
+        "provider": "anthropic",
+        "model": "claude-sonnet-5-5",
+        "files": "4",
+        "input_tokens": "1200",
+        "output_tokens": "300",
+        "cache_read_tokens": "900",
+        "cache_write_tokens": "0",
+        "cost_usd": "0.012300",
+        "extra": "kept in the map only",
+    }
+    event = _event(EventType.STEP_SUCCEEDED, attributes)
+    assert event.WhichOneof("details") == "step_succeeded"
+    details = event.step_succeeded
+    assert (details.attempt, details.dispatch, details.files) == (2, 3, 4)
+    assert (details.input_tokens, details.cache_read_tokens, details.cost_usd) == (
+        1200,
+        900,
+        0.0123,
+    )
+    assert (details.provider, details.model) == ("anthropic", "claude-sonnet-5-5")
+    assert dict(event.attributes) == attributes
+
+    retry = _event(EventType.STEP_RETRY_SCHEDULED, {"attempt": "1", "retry_in_seconds": "2.50"})
+    assert retry.attempt_failed.retry_in_seconds == 2.5
+    started = _event(EventType.RUN_STARTED, {"scheduler": "h:1:a", "redriven": "true"})
+    assert started.run_started.redriven is True
+    ended = _event(EventType.RUN_FAILED, {"error": "step backend failed"})
+    assert ended.run_ended.error == "step backend failed"
+
+
+def test_an_attribute_that_does_not_parse_stays_out_of_the_typed_details() -> None:
+    event = _event(
+        EventType.STEP_STARTED, {"attempt": "x", "dispatch": str(2**40), "persona": "qa"}
+    )
+    assert event.WhichOneof("details") == "step_started"
+    assert (event.step_started.attempt, event.step_started.dispatch) == (0, 0)
+    assert event.step_started.persona == "qa"
+    assert event.attributes["attempt"] == "x"
+
+
+def test_every_details_member_belongs_to_event_types_that_exist() -> None:
+    members = {f.name for f in gateway_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["details"].fields}
+    assert set(DETAILS_OF_TYPE.values()) == members
+    assert set(DETAILS_OF_TYPE) <= {t.value for t in EventType}
+    api_types = set(gateway_pb2.EventType.keys())
+    assert {f"EVENT_TYPE_{t}" for t in DETAILS_OF_TYPE} <= api_types
+    cancelled = _event(EventType.STEP_CANCELLED, {})
+    assert cancelled.WhichOneof("details") is None

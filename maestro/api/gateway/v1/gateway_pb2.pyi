@@ -609,6 +609,16 @@ class RunEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    RUN_CREATED_FIELD_NUMBER: _builtins.int
+    RUN_STARTED_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    STEP_STARTED_FIELD_NUMBER: _builtins.int
+    STEP_PROGRESS_FIELD_NUMBER: _builtins.int
+    STEP_SUCCEEDED_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FAILED_FIELD_NUMBER: _builtins.int
+    ARTIFACT_RECORDED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RUN_ENDED_FIELD_NUMBER: _builtins.int
     run: _builtins.str
     """`runs/{run}`."""
     sequence: _builtins.int
@@ -625,7 +635,49 @@ class RunEvent(_message.Message):
 
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Details, for example `attempt`, `provider`, `path`, `size_bytes`, `sha256`."""
+        """Details, for example `attempt`, `provider`, `path`, `size_bytes`, `sha256`, as
+        strings (kept for compatibility; `details` carries the same facts typed).
+        """
+
+    @_builtins.property
+    def run_created(self) -> Global___RunCreatedDetails:
+        """RUN_CREATED."""
+
+    @_builtins.property
+    def run_started(self) -> Global___RunStartedDetails:
+        """RUN_STARTED."""
+
+    @_builtins.property
+    def queued(self) -> Global___QueuedDetails:
+        """RUN_QUEUED and STEP_QUEUED."""
+
+    @_builtins.property
+    def step_started(self) -> Global___StepStartedDetails:
+        """STEP_STARTED."""
+
+    @_builtins.property
+    def step_progress(self) -> Global___StepProgressDetails:
+        """STEP_PROGRESS."""
+
+    @_builtins.property
+    def step_succeeded(self) -> Global___StepSucceededDetails:
+        """STEP_SUCCEEDED."""
+
+    @_builtins.property
+    def attempt_failed(self) -> Global___AttemptFailedDetails:
+        """STEP_RETRY_SCHEDULED, STEP_FAILED and ATTEMPT_LOST."""
+
+    @_builtins.property
+    def artifact_recorded(self) -> Global___ArtifactRecordedDetails:
+        """ARTIFACT_RECORDED."""
+
+    @_builtins.property
+    def reason(self) -> Global___ReasonDetails:
+        """STEP_BLOCKED."""
+
+    @_builtins.property
+    def run_ended(self) -> Global___RunEndedDetails:
+        """RUN_SUCCEEDED, RUN_FAILED and RUN_CANCELLED."""
 
     def __init__(
         self,
@@ -637,14 +689,346 @@ class RunEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         message: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        run_created: Global___RunCreatedDetails | None = ...,
+        run_started: Global___RunStartedDetails | None = ...,
+        queued: Global___QueuedDetails | None = ...,
+        step_started: Global___StepStartedDetails | None = ...,
+        step_progress: Global___StepProgressDetails | None = ...,
+        step_succeeded: Global___StepSucceededDetails | None = ...,
+        attempt_failed: Global___AttemptFailedDetails | None = ...,
+        artifact_recorded: Global___ArtifactRecordedDetails | None = ...,
+        reason: Global___ReasonDetails | None = ...,
+        run_ended: Global___RunEndedDetails | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact_recorded", b"artifact_recorded", "attempt_failed", b"attempt_failed", "details", b"details", "queued", b"queued", "reason", b"reason", "run_created", b"run_created", "run_ended", b"run_ended", "run_started", b"run_started", "step_progress", b"step_progress", "step_started", b"step_started", "step_succeeded", b"step_succeeded", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "message", b"message", "run", b"run", "sequence", b"sequence", "step_id", b"step_id", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_recorded", b"artifact_recorded", "attempt_failed", b"attempt_failed", "attributes", b"attributes", "details", b"details", "message", b"message", "queued", b"queued", "reason", b"reason", "run", b"run", "run_created", b"run_created", "run_ended", b"run_ended", "run_started", b"run_started", "sequence", b"sequence", "step_id", b"step_id", "step_progress", b"step_progress", "step_started", b"step_started", "step_succeeded", b"step_succeeded", "time", b"time", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["run_created", "run_started", "queued", "step_started", "step_progress", "step_succeeded", "attempt_failed", "artifact_recorded", "reason", "run_ended"]  # noqa: Y015
+    _WhichOneofArgType_details: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_details) -> _WhichOneofReturnType_details | None: ...
+
+Global___RunEvent: _TypeAlias = RunEvent  # noqa: Y015
+
+@_typing.final
+class RunCreatedDetails(_message.Message):
+    """Details of RUN_CREATED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    REQUESTED_PROVIDER_FIELD_NUMBER: _builtins.int
+    workflow: _builtins.str
+    """The workflow's name."""
+    requested_provider: _builtins.str
+    """The provider the run asked for (`worker default` when none)."""
+    def __init__(
+        self,
+        *,
+        workflow: _builtins.str = ...,
+        requested_provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requested_provider", b"requested_provider", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RunEvent: _TypeAlias = RunEvent  # noqa: Y015
+Global___RunCreatedDetails: _TypeAlias = RunCreatedDetails  # noqa: Y015
+
+@_typing.final
+class RunStartedDetails(_message.Message):
+    """Details of RUN_STARTED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULER_FIELD_NUMBER: _builtins.int
+    REDRIVEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    scheduler: _builtins.str
+    """The scheduler that drives the run from here."""
+    redriven: _builtins.bool
+    """Whether the run was re-driven (a restart or a takeover) rather than started."""
+    reason: _builtins.str
+    """Why it was re-driven; empty for a first start."""
+    def __init__(
+        self,
+        *,
+        scheduler: _builtins.str = ...,
+        redriven: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "redriven", b"redriven", "scheduler", b"scheduler"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunStartedDetails: _TypeAlias = RunStartedDetails  # noqa: Y015
+
+@_typing.final
+class QueuedDetails(_message.Message):
+    """Details of RUN_QUEUED and STEP_QUEUED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """The limit that holds it."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueuedDetails: _TypeAlias = QueuedDetails  # noqa: Y015
+
+@_typing.final
+class StepStartedDetails(_message.Message):
+    """Details of STEP_STARTED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    PERSONA_FIELD_NUMBER: _builtins.int
+    SCHEDULER_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt (1 for the first; a lost attempt is sent again under its number)."""
+    dispatch: _builtins.int
+    """Which sending of that attempt this is."""
+    persona: _builtins.str
+    """The step's persona."""
+    scheduler: _builtins.str
+    """The scheduler that sent it."""
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        dispatch: _builtins.int = ...,
+        persona: _builtins.str = ...,
+        scheduler: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch", b"dispatch", "persona", b"persona", "scheduler", b"scheduler"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepStartedDetails: _TypeAlias = StepStartedDetails  # noqa: Y015
+
+@_typing.final
+class StepProgressDetails(_message.Message):
+    """Details of STEP_PROGRESS."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt that reported it."""
+    dispatch: _builtins.int
+    """Which sending of that attempt."""
+    provider: _builtins.str
+    """The provider at work (`anthropic`, `offline`)."""
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        dispatch: _builtins.int = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch", b"dispatch", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepProgressDetails: _TypeAlias = StepProgressDetails  # noqa: Y015
+
+@_typing.final
+class StepSucceededDetails(_message.Message):
+    """Details of STEP_SUCCEEDED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt that succeeded."""
+    dispatch: _builtins.int
+    """Which sending of that attempt."""
+    provider: _builtins.str
+    """The provider that produced the result."""
+    model: _builtins.str
+    """The model that produced the result."""
+    files: _builtins.int
+    """Files the step wrote."""
+    input_tokens: _builtins.int
+    """Input tokens of the step's attempts so far."""
+    output_tokens: _builtins.int
+    """Output tokens."""
+    cache_read_tokens: _builtins.int
+    """Input tokens read from the prompt cache."""
+    cache_write_tokens: _builtins.int
+    """Input tokens written to the prompt cache."""
+    cost_usd: _builtins.float
+    """Cost in US dollars."""
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        dispatch: _builtins.int = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        files: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        cache_read_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "cost_usd", b"cost_usd", "dispatch", b"dispatch", "files", b"files", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepSucceededDetails: _TypeAlias = StepSucceededDetails  # noqa: Y015
+
+@_typing.final
+class AttemptFailedDetails(_message.Message):
+    """Details of STEP_RETRY_SCHEDULED, STEP_FAILED and ATTEMPT_LOST."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RETRY_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt that failed or was lost (0 when the step failed between attempts)."""
+    dispatch: _builtins.int
+    """Which sending of that attempt."""
+    reason: _builtins.str
+    """What went wrong."""
+    retry_in_seconds: _builtins.float
+    """When the step goes again, in seconds; 0 when it does not."""
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        dispatch: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        retry_in_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch", b"dispatch", "reason", b"reason", "retry_in_seconds", b"retry_in_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptFailedDetails: _TypeAlias = AttemptFailedDetails  # noqa: Y015
+
+@_typing.final
+class ArtifactRecordedDetails(_message.Message):
+    """Details of ARTIFACT_RECORDED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REPLACES_STEP_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The file's relative path."""
+    size_bytes: _builtins.int
+    """Its size."""
+    sha256: _builtins.str
+    """Hex sha256 of its content."""
+    provider: _builtins.str
+    """The provider that wrote it."""
+    version: _builtins.int
+    """The version of this path in the run (1 for its first write)."""
+    replaces_step: _builtins.str
+    """The step whose version of the path this one replaces; empty for the first."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        version: _builtins.int = ...,
+        replaces_step: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "provider", b"provider", "replaces_step", b"replaces_step", "sha256", b"sha256", "size_bytes", b"size_bytes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtifactRecordedDetails: _TypeAlias = ArtifactRecordedDetails  # noqa: Y015
+
+@_typing.final
+class ReasonDetails(_message.Message):
+    """Details of events that only name a reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasonDetails: _TypeAlias = ReasonDetails  # noqa: Y015
+
+@_typing.final
+class RunEndedDetails(_message.Message):
+    """Details of a run's terminal event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_FIELD_NUMBER: _builtins.int
+    error: _builtins.str
+    """Why the run failed or was cancelled, naming the step; empty when it succeeded."""
+    def __init__(
+        self,
+        *,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunEndedDetails: _TypeAlias = RunEndedDetails  # noqa: Y015
 
 @_typing.final
 class StreamRunEventsRequest(_message.Message):
