@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.event_details import fill_details
+from gateway.event_details import details_for
 from gateway.names import RUN_ID_PATTERN, run_name
 from maestro.api.gateway.v1 import gateway_pb2
 from maestro.core.errors import InvalidArgument
@@ -82,7 +83,7 @@ def run_to_proto(run: RunRecord) -> gateway_pb2.Run:
 
 
 def event_to_proto(event: EventRecord) -> gateway_pb2.RunEvent:
-    proto = gateway_pb2.RunEvent(
+    return gateway_pb2.RunEvent(
         run=run_name(event.run_id),
         sequence=event.sequence,
         type=gateway_pb2.EventType.Value(f"EVENT_TYPE_{event.type.value}"),
@@ -90,9 +91,30 @@ def event_to_proto(event: EventRecord) -> gateway_pb2.RunEvent:
         time=_timestamp(event.time),
         message=event.message,
         attributes=event.attributes,
+        **details_for(event.type.value, event.attributes),
     )
-    fill_details(proto, event.type.value, event.attributes)
-    return proto
+
+
+class EventProtoCache:
+    """Converts each stored event once for all the streams that send it.
+
+    A stored event never changes, so (run, sequence) names its answer for good; a
+    hundred followers of one run then cost one conversion per event, not a hundred.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._protos: OrderedDict[tuple[str, int], gateway_pb2.RunEvent] = OrderedDict()
+
+    def get(self, event: EventRecord) -> gateway_pb2.RunEvent:
+        """The event as the API sends it."""
+        key = (event.run_id, event.sequence)
+        proto = self._protos.get(key)
+        if proto is None:
+            proto = self._protos[key] = event_to_proto(event)
+            if len(self._protos) > self._size:
+                self._protos.popitem(last=False)
+        return proto
 
 
 def artifact_to_proto(artifact: ArtifactRecord) -> gateway_pb2.Artifact:

@@ -14,12 +14,12 @@ import grpc
 from google.protobuf import empty_pb2
 
 from gateway.convert import (
+    EventProtoCache,
     artifact_to_proto,
     decode_artifact_token,
     decode_page_token,
     encode_artifact_token,
     encode_page_token,
-    event_to_proto,
     persona_to_proto,
     run_to_proto,
     workflow_to_proto,
@@ -80,6 +80,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         self._store = store
         self._scheduler = scheduler
         self._hub = hub
+        self._event_protos = EventProtoCache()
         # Built once: the built-in workflows are package files that never change.
         self._workflows = gateway_pb2.ListWorkflowsResponse(
             workflows=[
@@ -185,7 +186,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
             raise InvalidArgument("after_sequence", "must be between 0 and 2^62")
         await self._run(run_id)
         async for event in self._hub.follow(run_id, request.after_sequence):
-            yield event_to_proto(event)
+            yield self._event_protos.get(event)
 
     async def ListArtifacts(
         self, request: gateway_pb2.ListArtifactsRequest, context: Context

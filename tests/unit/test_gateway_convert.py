@@ -2,7 +2,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.convert import decode_page_token, encode_page_token, event_to_proto, run_to_proto
+from gateway.convert import (
+    EventProtoCache,
+    decode_page_token,
+    encode_page_token,
+    event_to_proto,
+    run_to_proto,
+)
 from gateway.event_details import DETAILS_OF_TYPE
 from gateway.names import parse_artifact_name, parse_run_name
 from maestro.api.gateway.v1 import gateway_pb2
@@ -166,3 +172,23 @@ def test_every_details_member_belongs_to_event_types_that_exist() -> None:
     assert {f"EVENT_TYPE_{t}" for t in DETAILS_OF_TYPE} <= api_types
     cancelled = _event(EventType.STEP_CANCELLED, {})
     assert cancelled.WhichOneof("details") is None
+
+
+def test_each_event_is_converted_once_for_every_stream_and_the_cache_is_bounded() -> None:
+    cache = EventProtoCache(size=2)
+    record = EventRecord(
+        run_id="0123456789abcdef",
+        sequence=1,
+        type=EventType.RUN_CREATED,
+        step_id="",
+        time=datetime(2026, 1, 2, tzinfo=UTC),
+        message="run created",
+        attributes={"workflow": "w", "requested_provider": "offline"},
+    )
+    first = cache.get(record)
+    assert cache.get(record) is first
+    assert first == event_to_proto(record)
+    assert first.run_created.workflow == "w"
+    for sequence in (2, 3):
+        cache.get(record.model_copy(update={"sequence": sequence}))
+    assert cache.get(record) is not first  # evicted, converted again
