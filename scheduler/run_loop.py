@@ -21,6 +21,7 @@ from maestro.core.log_setup import run_id_var, step_id_var
 from maestro.paths import BadPath, check_file_size, normalize_artifact_path
 from maestro.personas import get_persona
 from maestro.store import (
+    NO_USAGE,
     Lease,
     RunRecord,
     RunState,
@@ -31,7 +32,7 @@ from maestro.store import (
     StoreUnavailable,
     Usage,
 )
-from maestro.workflow import WorkflowSpec
+from maestro.workflow import Budget, WorkflowSpec
 from scheduler.admission import Admission, AdmissionClosed
 from scheduler.models import AttemptBudget, AttemptRequest, AttemptResult, DependencyOutput
 from scheduler.retry import Failure, FailureKind, decide
@@ -412,19 +413,34 @@ class RunDriver:
             self._admission.release(self.run_id, pool)
 
     def _budget_left(self, step_id: str) -> AttemptBudget | str:
-        """What the step may still spend, or why it may spend nothing more."""
-        budget = self._spec.budget_for(step_id)
-        if budget is None:
-            return AttemptBudget()
-        spent = self._spent[step_id]
-        if budget.usd is not None and spent.cost_usd >= budget.usd:
-            return f"budget exceeded: spent ${spent.cost_usd:.4f} of ${budget.usd:g}"
-        if budget.tokens is not None and spent.total_tokens >= budget.tokens:
-            return f"budget exceeded: spent {spent.total_tokens} of {budget.tokens} tokens"
-        return AttemptBudget(
-            usd=None if budget.usd is None else budget.usd - spent.cost_usd,
-            tokens=None if budget.tokens is None else budget.tokens - spent.total_tokens,
-        )
+        """What the step may still spend (within its own budget and the run's, whichever
+        has less left), or why it may spend nothing more."""
+        limits: list[tuple[str, Budget, Usage]] = []
+        step_budget = self._spec.step(step_id).budget
+        if step_budget is not None:
+            limits.append((f"step {step_id}", step_budget, self._spent[step_id]))
+        if self._spec.budget is not None:
+            run_spent = sum(self._spent.values(), NO_USAGE)
+            limits.append(("the run", self._spec.budget, run_spent))
+        usd: float | None = None
+        tokens: int | None = None
+        for scope, budget, spent in limits:
+            if budget.usd is not None:
+                if spent.cost_usd >= budget.usd:
+                    return (
+                        f"budget exceeded: {scope} spent ${spent.cost_usd:.4f} of ${budget.usd:g}"
+                    )
+                left = budget.usd - spent.cost_usd
+                usd = left if usd is None else min(usd, left)
+            if budget.tokens is not None:
+                if spent.total_tokens >= budget.tokens:
+                    return (
+                        f"budget exceeded: {scope} spent {spent.total_tokens} of "
+                        f"{budget.tokens} tokens"
+                    )
+                left_tokens = budget.tokens - spent.total_tokens
+                tokens = left_tokens if tokens is None else min(tokens, left_tokens)
+        return AttemptBudget(usd=usd, tokens=tokens)
 
     async def _dispatch(self, step_id: str, persona: str, pool: str) -> StepOutcome:
         store, lease = self._store, self.lease

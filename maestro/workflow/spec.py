@@ -212,7 +212,8 @@ class StepSpec(BaseModel):
         model: The Claude model; None means the workflow's ``model`` (then the
             worker's default). Any name is accepted: the API decides.
         effort: The effort level; None means the workflow's ``effort``.
-        budget: What one attempt may spend; None means the workflow's ``budget``.
+        budget: What the step may spend over all its attempts (None: no limit of its
+            own); the run's ``budget`` holds as well.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -271,7 +272,8 @@ class WorkflowSpec(BaseModel):
         retry: Retry policy of steps that set none.
         model: Model of steps that set none (None: the worker's default).
         effort: Effort level of steps that set none (None: the model's default).
-        budget: Budget of steps that set none (None: unlimited).
+        budget: What the whole run may spend, every step and attempt together (None:
+            unlimited); a step's own ``budget`` narrows it for that step.
         steps: In declaration order, which is also the order runs list them in.
     """
 
@@ -363,10 +365,6 @@ class WorkflowSpec(BaseModel):
     def effort_for(self, step_id: str) -> str | None:
         """The step's effort level, else the workflow's; None means the default."""
         return self.step(step_id).effort or self.effort
-
-    def budget_for(self, step_id: str) -> Budget | None:
-        """The step's budget, else the workflow's; None means unlimited."""
-        return self.step(step_id).budget or self.budget
 
     def ancestors(self, step_id: str) -> list[str]:
         """Returns every step this one transitively depends on, nearest first.

@@ -133,3 +133,41 @@ async def test_overload_inside_a_stream_is_retried_not_fatal(
     assert steps["requirements"].attempts == 2
     # The review step's verdict came back typed; its document was rendered from it.
     assert steps["review"].state == gateway_pb2.STEP_STATE_SUCCEEDED
+
+
+async def test_the_run_budget_stops_the_run_before_a_call_it_cannot_pay_for(
+    anthropic_gateway: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
+) -> None:
+    # One token for the whole run: the first step's one call is allowed (nothing is
+    # spent yet) and spends more than that; the next step is refused before any call.
+    workflow = (
+        "name: frugal\n"
+        "budget: {tokens: 1}\n"
+        "steps:\n"
+        "  - {id: requirements, persona: requirements_analyst}\n"
+        "  - {id: architecture, persona: solution_architect, depends_on: [requirements]}\n"
+        "  - {id: review, persona: code_reviewer, depends_on: [architecture]}\n"
+    )
+    run = await anthropic_gateway.CreateRun(
+        gateway_pb2.CreateRunRequest(
+            workflow_yaml=workflow, requirement="A CLI that adds numbers", request_id="budget-1"
+        ),
+        timeout=10,
+    )
+    events = await collect_events(anthropic_gateway, run.name)
+
+    assert events[-1].type == gateway_pb2.EVENT_TYPE_RUN_FAILED
+    final = await anthropic_gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
+    steps = {s.step_id: s for s in final.steps}
+    assert steps["requirements"].state == gateway_pb2.STEP_STATE_SUCCEEDED
+    spent = steps["requirements"].usage
+    total = spent.input_tokens + spent.output_tokens
+    total += spent.cache_read_input_tokens + spent.cache_creation_input_tokens
+    assert total > 1
+    assert steps["architecture"].state == gateway_pb2.STEP_STATE_FAILED
+    assert steps["architecture"].error == (f"budget exceeded: the run spent {total} of 1 tokens")
+    assert steps["architecture"].attempts == 0
+    assert steps["review"].state == gateway_pb2.STEP_STATE_BLOCKED
+    assert "architecture" in final.error
+    # Only the first step's call reached the API.
+    assert len(fake_anthropic.requests) == 1

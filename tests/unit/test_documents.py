@@ -154,13 +154,14 @@ steps:
 def test_steps_take_model_effort_and_budget_with_workflow_defaults() -> None:
     spec = parse_workflow_yaml(WORKFLOW)
     assert (spec.model_for("a"), spec.effort_for("a")) == ("claude-opus-5-5", "medium")
-    budget_a = spec.budget_for("a")
-    assert budget_a is not None and (budget_a.usd, budget_a.tokens) == (5.0, 2_000_000)
+    # The workflow's budget is the run's; a step's narrows it for that step.
+    assert spec.budget is not None and (spec.budget.usd, spec.budget.tokens) == (5.0, 2_000_000)
+    assert spec.step("a").budget is None
     assert (spec.model_for("b"), spec.effort_for("b")) == ("claude-someday-9", "xhigh")
-    budget_b = spec.budget_for("b")
+    budget_b = spec.step("b").budget
     assert budget_b is not None and (budget_b.usd, budget_b.tokens) == (0.5, None)
     bare = parse_workflow_yaml("name: t\nsteps:\n  - {id: a, persona: qa_engineer}\n")
-    assert (bare.model_for("a"), bare.effort_for("a"), bare.budget_for("a")) == (None, None, None)
+    assert (bare.model_for("a"), bare.effort_for("a"), bare.budget) == (None, None, None)
 
 
 @pytest.mark.parametrize(
