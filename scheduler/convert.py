@@ -49,6 +49,7 @@ def attempt_request_to_proto(request: AttemptRequest) -> worker_pb2.ExecuteStepR
             worker_pb2.PathOwner(path=path, step_id=step_id)
             for path, step_id in request.owned_paths
         ],
+        shared_paths=request.shared_paths,
     )
 
 

@@ -40,6 +40,8 @@ class AttemptRequest(_Frozen):
     budget: AttemptBudget = AttemptBudget()
     owned_paths: tuple[tuple[str, str], ...] = ()
     """(path, step id) of the paths other steps of the run wrote."""
+    shared_paths: tuple[str, ...] = ()
+    """Paths (or "dir/") the workflow lets several steps write."""
 
 
 class AttemptResult(_Frozen):

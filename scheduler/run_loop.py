@@ -616,6 +616,7 @@ class RunDriver:
             effort=self._spec.effort_for(step_id) or "",
             budget=budget,
             owned_paths=self._owned_paths_for(step_id, persona),
+            shared_paths=self._spec.shared_paths,
         )
 
     def _note_owner(self, step_id: str, files: tuple[tuple[str, bytes], ...]) -> None:

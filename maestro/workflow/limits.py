@@ -19,6 +19,8 @@ MAX_YAML_DEPTH = 32
 # workflow's byte limit bounds what so many steps can carry.
 MAX_STEPS = 1_000
 MAX_DEPENDENCIES = 32
+# Paths a workflow declares shared between steps.
+MAX_SHARED_PATHS = 100
 MAX_STEP_ID_CHARS = 63
 MAX_NAME_CHARS = 100
 MAX_DESCRIPTION_CHARS = 2_000

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from maestro.core.errors import InvalidArgument
+from maestro.paths import BadPath, normalize_artifact_path
 from maestro.personas import PERSONAS
 from maestro.text import is_printable_char
 from maestro.workflow.durations import format_duration, parse_duration
@@ -44,6 +45,7 @@ from maestro.workflow.limits import (
     MAX_INSTRUCTIONS_CHARS,
     MAX_NAME_CHARS,
     MAX_PROBLEMS_LISTED,
+    MAX_SHARED_PATHS,
     MAX_STEP_DEADLINE,
     MAX_STEP_ID_CHARS,
     MAX_STEP_TIMEOUT,
@@ -68,6 +70,18 @@ def _at_most(limit: timedelta) -> Callable[[timedelta], timedelta]:
 
     return check
 
+
+def _shared_path(value: str) -> str:
+    """A relative artifact path, or a directory of them written with a trailing "/"."""
+    directory = value.endswith("/")
+    try:
+        path = normalize_artifact_path(value.rstrip("/") if directory else value)
+    except BadPath as err:
+        raise ValueError(str(err)) from None
+    return f"{path}/" if directory else path
+
+
+SharedPath = Annotated[str, AfterValidator(_shared_path)]
 
 # A step attempt's timeout becomes a gRPC deadline, so it must stay far from overflow.
 Timeout = Annotated[
@@ -274,6 +288,8 @@ class WorkflowSpec(BaseModel):
         effort: Effort level of steps that set none (None: the model's default).
         budget: What the whole run may spend, every step and attempt together (None:
             unlimited); a step's own ``budget`` narrows it for that step.
+        shared_paths: Paths (or directories, ending in "/") several steps may write;
+            any other path written by two steps is a conflict that fails the attempt.
         steps: In declaration order, which is also the order runs list them in.
     """
 
@@ -287,6 +303,7 @@ class WorkflowSpec(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
     effort: Effort | None = None
     budget: Budget | None = None
+    shared_paths: tuple[SharedPath, ...] = Field(default=(), max_length=MAX_SHARED_PATHS)
     steps: tuple[StepSpec, ...] = Field(min_length=1, max_length=MAX_STEPS)
 
     # Derived from `steps` once; private attributes take no part in dumps.

@@ -9,6 +9,7 @@ from maestro.api.worker.v1 import worker_pb2
 from maestro.core.errors import InvalidArgument
 from maestro.personas import PersonaMode
 from maestro.store import Usage
+from persona_service.contract import owner_of
 from persona_service.convert import failure_to_proto, output_to_proto, request_from_proto
 from persona_service.models import FailureKind, StepOutput, TextFile, TokenUsage, Verdict
 from persona_service.runner import Failure
@@ -163,9 +164,16 @@ def test_the_scheduler_passes_model_effort_and_budget_through() -> None:
         model="claude-opus-5-5",
         effort="low",
         budget=AttemptBudget(usd=1.5),
+        owned_paths=(("docs/decisions.md", "architecture"),),
+        shared_paths=("docs/decisions.md", "notes/"),
     )
     proto = attempt_request_to_proto(request)
     assert (proto.model, proto.effort) == ("claude-opus-5-5", "low")
+    assert list(proto.shared_paths) == ["docs/decisions.md", "notes/"]
+    # The worker reads it back the same: a shared path owned by another step is no clash.
+    step = request_from_proto(proto)
+    assert owner_of("docs/decisions.md", step.owned_paths, step.shared_paths) is None
+    assert owner_of("notes/today.md", {"notes/today.md": "qa"}, step.shared_paths) is None
     assert (proto.budget.max_usd, proto.budget.max_tokens) == (1.5, 0)
     plain = attempt_request_to_proto(request.model_copy(update={"model": "", "effort": ""}))
     assert (plain.model, plain.effort) == ("", "")

@@ -401,7 +401,7 @@ def test_unknown_fields_suggest_the_right_one():
         (
             "timout",
             "unknown field 'timout' (allowed: name, description, default_timeout, "
-            "default_deadline, retry, model, effort, budget, steps)",
+            "default_deadline, retry, model, effort, budget, shared_paths, steps)",
         ),
     ]
 
@@ -555,3 +555,18 @@ def test_specs_are_frozen():
     wf = spec(a=[])
     with pytest.raises(ValidationError, match="frozen"):
         wf.name = "other"  # type: ignore[misc]
+
+
+def test_shared_paths_are_artifact_paths_or_directories() -> None:
+    spec = parse_workflow_yaml(
+        "name: x\nshared_paths: [docs//decisions.md, notes/]\n"
+        "steps:\n  - {id: a, persona: qa_engineer}\n"
+    )
+    assert spec.shared_paths == ("docs/decisions.md", "notes/")
+    for bad, reason in (("../x", "contains '..'"), (".git/config", ".git"), ("/etc/", "absolute")):
+        with pytest.raises(WorkflowError) as err:
+            parse_workflow_yaml(
+                f"name: x\nshared_paths: ['{bad}']\nsteps:\n  - {{id: a, persona: qa_engineer}}\n"
+            )
+        (problem,) = err.value.problems
+        assert problem.field == "shared_paths[0]" and reason in problem.reason

@@ -412,7 +412,12 @@ class CreateRunRequest(_message.Message):
           max_attempts: 2           # 1-10, the first attempt included
           initial_backoff: 1s       # at most 1h, and not above max_backoff
           max_backoff: 30s          # at most 1h
-        steps:                      # 1-100 steps, in the order runs list them
+        default_deadline: 2h        # a step's whole time, every attempt and wait (at most 7d)
+        model: claude-sonnet-5-5    # default model of steps; any name, the API decides
+        effort: medium              # low, medium, high, xhigh or max
+        budget: {usd: 5, tokens: 2000000}   # the whole run's; a step's own narrows it
+        shared_paths: [docs/decisions.md, notes/]  # paths (or dir/) several steps may write
+        steps:                      # 1-1,000 steps, in the order runs list them
           - id: requirements        # unique; [a-z][a-z0-9_-]{0,62}
             persona: requirements_analyst   # a name from ListPersonas
           - id: backend
@@ -420,6 +425,9 @@ class CreateRunRequest(_message.Message):
             depends_on: [requirements]      # at most 32 step ids; no cycles
             timeout: 15m                    # overrides default_timeout
             retry: {max_attempts: 3}        # overrides retry
+            deadline: 1h                    # overrides default_deadline
+            model: claude-opus-5-5          # overrides model; effort likewise
+            budget: {usd: 2}                # this step's, all its attempts
             instructions: Standard library only.  # at most 20,000 characters
 
     Unknown fields, duplicate keys, keys that are not strings, YAML tags other than
