@@ -35,6 +35,7 @@ from maestro.store import (
 from maestro.workflow import Budget, WorkflowSpec
 from scheduler.admission import Admission, AdmissionClosed
 from scheduler.models import AttemptBudget, AttemptRequest, AttemptResult, DependencyOutput
+from scheduler.path_owners import PathOwners
 from scheduler.retry import Failure, FailureKind, decide
 from scheduler.settings import SchedulerSettings
 from scheduler.worker_client import DispatchFailed, WorkerPools
@@ -92,6 +93,24 @@ def validated_files(result: AttemptResult) -> AttemptResult:
         seen.add(clean)
         files.append((clean, content))
     return result.model_copy(update={"files": tuple(files)})
+
+
+def transcript_path(step_id: str) -> str:
+    """Where a step's transcript is kept among the run's artifacts."""
+    return f"transcripts/{step_id}.jsonl"
+
+
+def with_transcript(result: AttemptResult, step_id: str) -> AttemptResult:
+    """The result with the attempt's transcript (the agent loop's calls and tool uses,
+    no file contents) as one more file, so it is kept and downloaded with the run.
+
+    A step that wrote that path itself keeps its own file (the transcript is then only
+    in the logs of the worker).
+    """
+    path = transcript_path(step_id)
+    if not result.transcript or any(name == path for name, _ in result.files):
+        return result
+    return result.model_copy(update={"files": (*result.files, (path, result.transcript))})
 
 
 def result_json(result: AttemptResult) -> str:
@@ -240,7 +259,7 @@ class RunDriver:
         }
         self._spent = {step.step_id: step.usage for step in record.steps}
         # path -> the step that wrote its latest version (read once, then kept current).
-        self._owners: dict[str, str] = {}
+        self._owners = PathOwners()
         self._position = {step.id: i for i, step in enumerate(spec.steps)}
         self._waiting_on = {
             step.id: sum(self.states[d] is not StepState.SUCCEEDED for d in step.depends_on)
@@ -292,7 +311,9 @@ class RunDriver:
             RunFinished: the run ended elsewhere.
         """
         run_id_var.set(self.run_id)
-        self._owners = await persist("reading path owners", self._store.owned_paths, self.run_id)
+        self._owners = PathOwners(
+            await persist("reading path owners", self._store.owned_paths, self.run_id)
+        )
         if any(state is StepState.RUNNING for state in self.states.values()):
             reason = note or "the scheduler that ran it stopped"
             recovered = await persist(
@@ -471,9 +492,10 @@ class RunDriver:
         reports = _Reports(store, lease, step_id, attempt, dispatch)
         try:
             request = self._request(step_id, persona, attempt, budget, context)
-            result = validated_files(
-                await self._pools.client(pool).execute(request, timeout=timeout, report=reports)
+            answer = await self._pools.client(pool).execute(
+                request, timeout=timeout, report=reports
             )
+            result = validated_files(with_transcript(answer, step_id))
         except DispatchFailed as failed:
             failure, usage = failed.failure, failed.usage or reports.last_usage
             if usage is not None:
@@ -502,7 +524,7 @@ class RunDriver:
                 record,
                 notes=notes,
             )
-            self._note_owner(step_id, result.files)
+            self._owners.note(step_id, (path for path, _ in result.files))
             return StepOutcome(Outcome.SUCCEEDED)
         notes = await reports.settle()
         return await self._after_failure(
@@ -619,20 +641,9 @@ class RunDriver:
             shared_paths=self._spec.shared_paths,
         )
 
-    def _note_owner(self, step_id: str, files: tuple[tuple[str, bytes], ...]) -> None:
-        for path, _ in files:
-            self._owners[path] = step_id
-
     def _owned_paths_for(self, step_id: str, persona: str) -> tuple[tuple[str, str], ...]:
         """The paths other steps wrote that this persona is expected to write under (its
         deliverables): where a clash can happen, without sending the whole tree."""
         found = get_persona(persona)
-        targets = tuple(d.path for d in found.deliverables) if found else ()
-        return tuple(
-            sorted(
-                (path, owner)
-                for path, owner in self._owners.items()
-                if owner != step_id
-                and any(path == t or (t.endswith("/") and path.startswith(t)) for t in targets)
-            )
-        )
+        targets = [d.path for d in found.deliverables] if found else []
+        return self._owners.others_under(targets, step_id)

@@ -3,6 +3,7 @@ cancellation mid-flight, provider failures, and a successful tool-use run."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -95,6 +96,17 @@ async def test_an_overloaded_api_is_retried_and_the_run_succeeds(
     assert len(fake_anthropic.requests) == 3 + 1 + 2 * 2
     usage = {s.step_id: s.usage for s in final.steps}
     assert usage["implementation"].output_tokens > 0
+    # The code steps' transcripts are kept with the run: one JSON object per line.
+    transcript = await anthropic_gateway.GetArtifact(
+        gateway_pb2.GetArtifactRequest(
+            name=f"{run.name}/artifacts/transcripts/implementation.jsonl"
+        ),
+        timeout=10,
+    )
+    assert transcript.step_id == "implementation"
+    lines = [json.loads(line) for line in transcript.content.decode().splitlines()]
+    assert lines[0]["event"] == "start"
+    assert any(line["event"] == "tool" for line in lines), lines[:3]
 
 
 async def test_a_rate_limited_step_waits_as_long_as_the_api_asked(

