@@ -55,4 +55,4 @@ async def test_the_smallest_workload_runs_through_the_stack_and_both_floors(
     )
     markdown = "\n".join(render_markdown(table) for table in all_tables(results))
     assert "| tiny: 2 layers × 3 no-op steps | ms/step |" in markdown
-    assert "takeover time after kill -9 of a scheduler" in markdown
+    assert "Maestro/gRPC floor (sqlite)" in markdown  # the paired ratio column
