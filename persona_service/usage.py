@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from persona_service.catalog import PriceTable
 from persona_service.models import Budget, FailureKind, StepFailed, TokenUsage
+from persona_service.rate_limits import RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class UsageMeter:
         self._on_change = on_change
         self._total = TokenUsage()
         self.unpriced: set[str] = set()
+        self.rate_limits: RateLimits | None = None
+        """The rate-limit headers of the latest answer (passed on to the scheduler)."""
 
     @property
     def total(self) -> TokenUsage:
