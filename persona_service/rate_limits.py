@@ -35,6 +35,8 @@ class RateLimits(BaseModel):
     output_tokens_reset: datetime | None = None
     retry_after: float | None = None
     """Seconds, from `retry-after-ms` or `retry-after`."""
+    first_request_time: datetime | None = None
+    """When the attempt's first request was sent (not a header: the worker's clock)."""
 
 
 def _number(raw: str | None) -> float | None:

@@ -198,11 +198,12 @@ class StepRunner:
                     failure,
                     provider=provider.name,
                     usage=meter.total,
-                    rate_limits=meter.rate_limits,
+                    rate_limits=meter.report(),
                 )
                 return
-            if meter.rate_limits is not None:
-                output = output.model_copy(update={"rate_limits": meter.rate_limits})
+            report = meter.report()
+            if report is not None:
+                output = output.model_copy(update={"rate_limits": report})
             yield output
         finally:
             # The caller went away (cancelled run, deadline): stop the waits and the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from persona_service.catalog import PriceTable
 from persona_service.models import Budget, FailureKind, StepFailed, TokenUsage
@@ -40,6 +41,8 @@ class UsageMeter:
         self.unpriced: set[str] = set()
         self.rate_limits: RateLimits | None = None
         """The rate-limit headers of the latest answer (passed on to the scheduler)."""
+        self.first_call_time: datetime | None = None
+        """When the attempt's first call was sent."""
 
     @property
     def total(self) -> TokenUsage:
@@ -49,6 +52,8 @@ class UsageMeter:
     def start_call(self) -> None:
         """Counts a model call about to be made."""
         self._total = self._total + TokenUsage(calls=1)
+        if self.first_call_time is None:
+            self.first_call_time = datetime.now(UTC)
         self._changed()
 
     def record(
@@ -88,6 +93,13 @@ class UsageMeter:
         self._total = self._total + call
         self._changed()
         return call
+
+    def report(self) -> RateLimits | None:
+        """What the scheduler learns about the API's limits from this attempt."""
+        if self.first_call_time is None:
+            return self.rate_limits
+        found = self.rate_limits or RateLimits(model="")
+        return found.model_copy(update={"first_request_time": self.first_call_time})
 
     def check_budget(self, when: str) -> None:
         """Fails the attempt when its budget is spent.

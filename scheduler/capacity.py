@@ -23,6 +23,7 @@ PostgreSQL, shared by every scheduler).
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from dataclasses import dataclass, field
@@ -137,6 +138,10 @@ class Demand:
 
 NOTHING = Demand(0.0, 0.0, 0.0)
 
+# How long after a worker sent a request it may reach the API (the network, and the
+# clocks of two hosts apart): a call counts from then.
+SEND_MARGIN = 0.5
+
 
 def estimate_demand(prompt_bytes: int, output_tokens: int) -> Demand:
     """A call's demand before it is made: about 4 bytes of prompt per input token, and
@@ -158,6 +163,8 @@ class RateLimitReport:
     model: str = ""
     resets: tuple[float | None, float | None, float | None] = (None, None, None)
     """Epoch seconds when requests, input and output tokens are fully replenished."""
+    first_request: float | None = None
+    """Epoch seconds when the attempt's first request was sent (the worker's clock)."""
 
     def by_dimension(self) -> dict[Dimension, tuple[float | None, float | None]]:
         return {
@@ -171,10 +178,10 @@ class RateLimitReport:
 
     @property
     def empty(self) -> bool:
-        return self == RateLimitReport(model=self.model)
+        return self == RateLimitReport(model=self.model, first_request=self.first_request)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Grant:
     """Capacity handed out at `at`, usable until `until`; it counts against every
     window that overlaps [at, until + window]."""
@@ -186,31 +193,70 @@ class Grant:
 
 @dataclass(slots=True)
 class ModelWindow:
-    """One model's account: its grants within the window, its limits and its pause."""
+    """One model's account: its grants within the window, its limits and its pause.
+
+    Admission must stay cheap with thousands of grants in a window (4,000 requests a
+    minute): the sums are kept as grants come and go, and grants leave through a heap
+    ordered by when they stop counting, so a call with room costs O(log n).
+    """
 
     model: str
     limits: Limits
     window: float = 60.0
     """Seconds of a "minute" (shorter in tests)."""
-    grants: list[Grant] = field(default_factory=list)
     paused_until: float = 0.0
     """A 429's retry-after: no call to this model before then, by anyone."""
     api_limits: dict[Dimension, float] = field(default_factory=dict)
     """Limits the API reported that are lower than the configured ones."""
+    _total: Demand = NOTHING
+    _expiring: list[tuple[float, int, Grant]] = field(default_factory=list)
+    """(when it stops counting, tie-breaker, grant); stale entries are skipped."""
+    _live: dict[int, Grant] = field(default_factory=dict)
+    _seq: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        limits: Limits,
+        window: float,
+        grants: list[Grant],
+        paused_until: float = 0.0,
+        api_limits: dict[Dimension, float] | None = None,
+    ) -> ModelWindow:
+        account = cls(model, limits, window, paused_until, dict(api_limits or {}))
+        for grant in grants:
+            account._add(grant)
+        return account
+
+    @property
+    def grants(self) -> list[Grant]:
+        return list(self._live.values())
 
     def limit(self, dimension: Dimension) -> float:
         configured = self.limits.per_minute(dimension)
         return min(configured, self.api_limits.get(dimension, configured))
 
+    def _schedule(self, grant: Grant) -> None:
+        if math.isfinite(grant.until):
+            self._seq += 1
+            heapq.heappush(self._expiring, (grant.until + self.window, self._seq, grant))
+
+    def _add(self, grant: Grant) -> None:
+        self._live[id(grant)] = grant
+        self._total = self._total + grant.amount
+        self._schedule(grant)
+
     def _expire(self, now: float) -> None:
-        self.grants = [g for g in self.grants if g.until + self.window > now]
+        while self._expiring and self._expiring[0][0] <= now:
+            ends, _, grant = heapq.heappop(self._expiring)
+            if id(grant) in self._live and grant.until + self.window == ends:
+                del self._live[id(grant)]
+                self._total = self._total - grant.amount
 
     def used(self, now: float) -> Demand:
         self._expire(now)
-        total = NOTHING
-        for grant in self.grants:
-            total = total + grant.amount
-        return total
+        return self._total
 
     def left(self, now: float) -> Demand:
         used = self.used(now)
@@ -224,25 +270,28 @@ class ModelWindow:
         """
         if self.paused_until > now:
             return self.paused_until - now, f"{self.model}: the API asked us to wait (429)"
-        self._expire(now)
+        total = self.used(now)
         worst, why = 0.0, ""
+        ending: list[tuple[float, int, Grant]] | None = None
         for dimension in Dimension:
             limit = self.limit(dimension)
             need = min(demand.of(dimension), limit)
-            used = sum(g.amount.of(dimension) for g in self.grants)
+            used = total.of(dimension)
             if used + need <= limit:
                 continue
             # Calls still in flight (until = inf) free nothing until they end: their
             # settlement wakes the waiters; until then look again within a window.
             wait = self.window
-            for grant in sorted(self.grants, key=lambda g: g.until):
+            if ending is None:
+                ending = sorted(
+                    entry
+                    for entry in self._expiring
+                    if id(entry[2]) in self._live and entry[2].until + self.window == entry[0]
+                )
+            for ends, _, grant in ending:
                 used -= grant.amount.of(dimension)
                 if used + need <= limit:
-                    wait = (
-                        grant.until + self.window - now
-                        if math.isfinite(grant.until)
-                        else self.window
-                    )
+                    wait = ends - now
                     break
             if wait > worst:
                 worst, why = wait, f"{self.model} {_WORDS[dimension]} ({limit:g})"
@@ -250,8 +299,22 @@ class ModelWindow:
 
     def take(self, demand: Demand, now: float, until: float | None = None) -> Grant:
         grant = Grant(now, now if until is None else until, demand)
-        self.grants.append(grant)
+        self._add(grant)
         return grant
+
+    def settle(self, grant: Grant, actual: Demand, now: float, sent: float | None = None) -> None:
+        """The call `grant` admitted ended at `now` having used `actual`: that replaces
+        the estimate, and the grant counts until a window after the request reached
+        the API: `sent` plus SEND_MARGIN when the worker said when it sent it, else now
+        (the call reached the API before it ended)."""
+        if id(grant) not in self._live:
+            return  # already out of every window: nothing left to correct
+        self._total = self._total + actual - grant.amount
+        grant.amount = actual
+        until = now if sent is None else min(now, max(sent + SEND_MARGIN, grant.at))
+        if not math.isfinite(grant.until) or grant.until < until:
+            grant.until = until
+            self._schedule(grant)
 
     def observe(self, report: RateLimitReport, now: float) -> Grant | None:
         """What the API says wins over our own account where it says less is left:

@@ -37,8 +37,11 @@ class Ledger(Protocol):
         and which limit holds it (None, wait, why)."""
         ...
 
-    async def settle(self, reservation: Reservation, actual: Demand, now: float) -> None:
-        """What the call really used replaces its estimate."""
+    async def settle(
+        self, reservation: Reservation, actual: Demand, now: float, sent: float | None = None
+    ) -> None:
+        """What the call really used replaces its estimate (`sent`: when its first
+        request was sent, if the worker said)."""
         ...
 
     async def observe(
@@ -81,10 +84,11 @@ class LocalLedger:
         # than ours, however long a worker takes to send it.
         return Reservation(model, demand, account.take(demand, now, math.inf)), 0.0, ""
 
-    async def settle(self, reservation: Reservation, actual: Demand, now: float) -> None:
+    async def settle(
+        self, reservation: Reservation, actual: Demand, now: float, sent: float | None = None
+    ) -> None:
         if reservation.grant is not None:
-            reservation.grant.amount = actual
-            reservation.grant.until = now
+            self._models[reservation.model].settle(reservation.grant, actual, now, sent)
 
     async def observe(
         self, model: str, limits: Limits, report: RateLimitReport, now: float

@@ -24,6 +24,7 @@ from maestro.store import Store
 from maestro.store import capacity_sql as sql
 from maestro.store.db import to_us
 from scheduler.capacity import (
+    SEND_MARGIN,
     Demand,
     Dimension,
     Grant,
@@ -79,15 +80,13 @@ class SharedLedger:
         """Leases taken from the database (for the bench)."""
 
     def _account(self, model: str, rows: list[sql.GrantRow], paused_us: int) -> ModelWindow:
-        return ModelWindow(
+        return ModelWindow.of(
             model,
             self._limits[model],
             self._window,
-            grants=[
-                Grant(r.granted_time / _US, r.until_time / _US, _demand(r.amount)) for r in rows
-            ],
+            [Grant(r.granted_time / _US, r.until_time / _US, _demand(r.amount)) for r in rows],
             paused_until=paused_us / _US,
-            api_limits=dict(self._api_limits.get(model, {})),
+            api_limits=self._api_limits.get(model, {}),
         )
 
     async def reserve(
@@ -147,7 +146,9 @@ class SharedLedger:
     def _clock() -> float:
         return time.time()
 
-    async def settle(self, reservation: Reservation, actual: Demand, now: float) -> None:
+    async def settle(
+        self, reservation: Reservation, actual: Demand, now: float, sent: float | None = None
+    ) -> None:
         model = reservation.model
         over = Demand(*(max(0.0, actual.of(d) - reservation.estimate.of(d)) for d in Dimension))
         under = Demand(*(max(0.0, reservation.estimate.of(d) - actual.of(d)) for d in Dimension))
@@ -157,7 +158,10 @@ class SharedLedger:
             current.left = current.left + under
         if reservation.lease_id is not None:
             charged = _amount(over) if any(over.of(d) > 0 for d in Dimension) else None
-            await self._store.db.write(sql.settle, model, reservation.lease_id, charged)
+            reached = now if sent is None else min(now, sent + SEND_MARGIN)
+            await self._store.db.write(
+                sql.settle, model, reservation.lease_id, to_us(reached), charged
+            )
 
     async def observe(
         self, model: str, limits: Limits, report: RateLimitReport, now: float

@@ -123,8 +123,9 @@ class StepCapacity:
             step_id,
             {
                 "fallback": str(route.fallback),
-                "provider": provider or "worker default",
-                "model": model or "worker default",
+                # Only what the fallback sets: an empty value is the worker's default.
+                **({"provider": provider} if provider else {}),
+                **({"model": model} if model else {}),
                 "reason": why,
             },
         )

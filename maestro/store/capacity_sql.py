@@ -104,13 +104,12 @@ def lease(
     return _insert(tx, model, until_time, amount), amount, 0.0, "", paused_until
 
 
-def settle(tx: Tx, model: str, grant_id: int, over: Amount | None) -> None:
-    """A call admitted from lease `grant_id` ended: the lease counts at least until now
-    (the call reached the API before it ended), and usage beyond the estimate (`over`)
-    is charged."""
+def settle(tx: Tx, model: str, grant_id: int, reached: int, over: Amount | None) -> None:
+    """A call admitted from lease `grant_id` ended: the lease counts at least until the
+    call `reached` the API, and usage beyond the estimate (`over`) is charged."""
     tx.execute(
         "UPDATE capacity_grants SET until_time = ? WHERE grant_id = ? AND until_time < ?",
-        (tx.now, grant_id, tx.now),
+        (reached, grant_id, reached),
     )
     if over is not None:
         _insert(tx, model, tx.now, over)

@@ -66,8 +66,13 @@ def test_settling_replaces_the_estimate_with_what_was_used() -> None:
     account = _window(output_tpm=600)
     grant = account.take(Demand(1, 0, 500), T0)
     assert account.wait_for(Demand(1, 0, 200), T0)[0] > 0
-    grant.amount = Demand(1, 0, 100)
+    account.settle(grant, Demand(1, 0, 100), T0)
     assert account.wait_for(Demand(1, 0, 200), T0)[0] == 0.0
+    # A call in flight counts until a window after it ends.
+    flight = account.take(Demand(1, 0, 550), T0, until=float("inf"))
+    assert account.wait_for(Demand(1, 0, 100), T0 + 500)[0] == 60.0  # look again later
+    account.settle(flight, Demand(1, 0, 550), T0 + 500)
+    assert account.wait_for(Demand(1, 0, 100), T0 + 530)[0] == pytest.approx(30.0)
 
 
 def test_a_demand_bigger_than_a_minute_goes_when_the_window_is_empty() -> None:

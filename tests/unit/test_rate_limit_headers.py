@@ -46,3 +46,17 @@ def test_an_answer_without_rate_limit_headers_has_no_report() -> None:
 def test_retry_after_ms_wins_and_a_date_is_not_parsed() -> None:
     assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+
+
+def test_the_first_request_s_time_travels_even_without_headers() -> None:
+    from persona_service.usage import UsageMeter
+
+    meter = UsageMeter()
+    assert meter.report() is None  # no call, nothing to say
+    meter.start_call()
+    meter.start_call()
+    report = meter.report()
+    assert report is not None and report.first_request_time == meter.first_call_time
+    seen = rate_limits_from_proto(rate_limits_to_proto(report))
+    assert seen.first_request == report.first_request_time.timestamp()  # type: ignore[union-attr]
+    assert seen.requests_limit is None and seen.empty
