@@ -196,6 +196,7 @@ class Claude:
                     **kwargs,
                 ) as stream,
             ):
+                meter.answer_began()
                 meter.rate_limits = from_headers(stream.response.headers, model) or (
                     meter.rate_limits
                 )
@@ -212,6 +213,7 @@ class Claude:
         except Exception as err:
             self._record(meter, model, reported)
             if isinstance(err, anthropic.APIStatusError):
+                meter.answer_began()
                 meter.rate_limits = from_headers(err.response.headers, model) or meter.rate_limits
             failure = classify(
                 err,

@@ -139,8 +139,8 @@ def rate_limits_to_proto(report: RateLimits) -> worker_pb2.RateLimitReport:
             getattr(message, f"{dimension}_reset_time").FromDatetime(reset)
     if report.retry_after is not None:
         message.retry_after.FromTimedelta(timedelta(seconds=report.retry_after))
-    if report.first_request_time is not None:
-        message.first_request_time.FromDatetime(report.first_request_time)
+    if report.first_answer_time is not None:
+        message.first_answer_time.FromDatetime(report.first_answer_time)
     return message
 
 

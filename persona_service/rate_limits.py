@@ -35,8 +35,9 @@ class RateLimits(BaseModel):
     output_tokens_reset: datetime | None = None
     retry_after: float | None = None
     """Seconds, from `retry-after-ms` or `retry-after`."""
-    first_request_time: datetime | None = None
-    """When the attempt's first request was sent (not a header: the worker's clock)."""
+    first_answer_time: datetime | None = None
+    """When the answer to the attempt's first request began (not a header: the
+    worker's clock); the API counted the request before then."""
 
 
 def _number(raw: str | None) -> float | None:

@@ -41,8 +41,8 @@ class UsageMeter:
         self.unpriced: set[str] = set()
         self.rate_limits: RateLimits | None = None
         """The rate-limit headers of the latest answer (passed on to the scheduler)."""
-        self.first_call_time: datetime | None = None
-        """When the attempt's first call was sent."""
+        self.first_answer_time: datetime | None = None
+        """When the answer to the attempt's first call began (the API had counted it)."""
 
     @property
     def total(self) -> TokenUsage:
@@ -52,8 +52,6 @@ class UsageMeter:
     def start_call(self) -> None:
         """Counts a model call about to be made."""
         self._total = self._total + TokenUsage(calls=1)
-        if self.first_call_time is None:
-            self.first_call_time = datetime.now(UTC)
         self._changed()
 
     def record(
@@ -94,12 +92,17 @@ class UsageMeter:
         self._changed()
         return call
 
+    def answer_began(self) -> None:
+        """The API answered a call (headers or an error arrived): it counted the call."""
+        if self.first_answer_time is None:
+            self.first_answer_time = datetime.now(UTC)
+
     def report(self) -> RateLimits | None:
         """What the scheduler learns about the API's limits from this attempt."""
-        if self.first_call_time is None:
+        if self.first_answer_time is None:
             return self.rate_limits
         found = self.rate_limits or RateLimits(model="")
-        return found.model_copy(update={"first_request_time": self.first_call_time})
+        return found.model_copy(update={"first_answer_time": self.first_answer_time})
 
     def check_budget(self, when: str) -> None:
         """Fails the attempt when its budget is spent.

@@ -138,9 +138,9 @@ class Demand:
 
 NOTHING = Demand(0.0, 0.0, 0.0)
 
-# How long after a worker sent a request it may reach the API (the network, and the
-# clocks of two hosts apart): a call counts from then.
-SEND_MARGIN = 0.5
+# The API counted a request before its answer began (the worker says when); this
+# covers the clocks of two hosts apart: a call counts until a window after that.
+SEND_MARGIN = 0.25
 
 
 def estimate_demand(prompt_bytes: int, output_tokens: int) -> Demand:
@@ -163,7 +163,7 @@ class RateLimitReport:
     model: str = ""
     resets: tuple[float | None, float | None, float | None] = (None, None, None)
     """Epoch seconds when requests, input and output tokens are fully replenished."""
-    first_request: float | None = None
+    first_answer: float | None = None
     """Epoch seconds when the attempt's first request was sent (the worker's clock)."""
 
     def by_dimension(self) -> dict[Dimension, tuple[float | None, float | None]]:
@@ -178,7 +178,7 @@ class RateLimitReport:
 
     @property
     def empty(self) -> bool:
-        return self == RateLimitReport(model=self.model, first_request=self.first_request)
+        return self == RateLimitReport(model=self.model, first_answer=self.first_answer)
 
 
 @dataclass(slots=True, eq=False)
@@ -305,8 +305,8 @@ class ModelWindow:
     def settle(self, grant: Grant, actual: Demand, now: float, sent: float | None = None) -> None:
         """The call `grant` admitted ended at `now` having used `actual`: that replaces
         the estimate, and the grant counts until a window after the request reached
-        the API: `sent` plus SEND_MARGIN when the worker said when it sent it, else now
-        (the call reached the API before it ended)."""
+        the API: `sent` (when its answer began, as the worker says) plus SEND_MARGIN,
+        else now (the call reached the API before it ended)."""
         if id(grant) not in self._live:
             return  # already out of every window: nothing left to correct
         self._total = self._total + actual - grant.amount

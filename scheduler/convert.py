@@ -89,7 +89,7 @@ def rate_limits_from_proto(report: worker_pb2.RateLimitReport) -> RateLimitRepor
         if report.HasField("retry_after")
         else None,
         model=report.model,
-        first_request=_seconds(report.first_request_time, report.HasField("first_request_time")),
+        first_answer=_seconds(report.first_answer_time, report.HasField("first_answer_time")),
         resets=(
             _seconds(report.requests_reset_time, report.HasField("requests_reset_time")),
             _seconds(report.input_tokens_reset_time, report.HasField("input_tokens_reset_time")),

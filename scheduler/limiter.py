@@ -290,7 +290,7 @@ class CapacityLimiter:
         if self._by_run[ticket.run_id] <= 0:
             del self._by_run[ticket.run_id]
         if actual is not None:
-            sent = report.first_request if report is not None else None
+            sent = report.first_answer if report is not None else None
             await self._ledger.settle(ticket.reservation, actual, now, sent)
         if report is not None and not report.empty:
             await self._ledger.observe(model, self.limits(model), report, now)

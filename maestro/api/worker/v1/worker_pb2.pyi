@@ -627,7 +627,7 @@ class RateLimitReport(_message.Message):
     OUTPUT_TOKENS_REMAINING_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_RESET_TIME_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
-    FIRST_REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    FIRST_ANSWER_TIME_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model the answer was for."""
     requests_limit: _builtins.float
@@ -659,10 +659,11 @@ class RateLimitReport(_message.Message):
         """`retry-after` of a 429: no call to this model before this long has passed."""
 
     @_builtins.property
-    def first_request_time(self) -> _timestamp_pb2.Timestamp:
-        """When the worker sent the attempt's first request (its clock): the API counts a
-        request when it arrives, so the scheduler counts the call from then, not from
-        when the answer ended.
+    def first_answer_time(self) -> _timestamp_pb2.Timestamp:
+        """When the answer to the attempt's first request began (its response headers, or
+        an error, arrived; the worker's clock): the API counted the request before then,
+        so the scheduler counts the call until then plus a window, not until the answer
+        ended. Unset when no answer came.
         """
 
     def __init__(
@@ -679,11 +680,11 @@ class RateLimitReport(_message.Message):
         output_tokens_remaining: _builtins.float | None = ...,
         output_tokens_reset_time: _timestamp_pb2.Timestamp | None = ...,
         retry_after: _duration_pb2.Duration | None = ...,
-        first_request_time: _timestamp_pb2.Timestamp | None = ...,
+        first_answer_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit", "_input_tokens_remaining", b"_input_tokens_remaining", "_output_tokens_limit", b"_output_tokens_limit", "_output_tokens_remaining", b"_output_tokens_remaining", "_requests_limit", b"_requests_limit", "_requests_remaining", b"_requests_remaining", "first_request_time", b"first_request_time", "input_tokens_limit", b"input_tokens_limit", "input_tokens_remaining", b"input_tokens_remaining", "input_tokens_reset_time", b"input_tokens_reset_time", "output_tokens_limit", b"output_tokens_limit", "output_tokens_remaining", b"output_tokens_remaining", "output_tokens_reset_time", b"output_tokens_reset_time", "requests_limit", b"requests_limit", "requests_remaining", b"requests_remaining", "requests_reset_time", b"requests_reset_time", "retry_after", b"retry_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit", "_input_tokens_remaining", b"_input_tokens_remaining", "_output_tokens_limit", b"_output_tokens_limit", "_output_tokens_remaining", b"_output_tokens_remaining", "_requests_limit", b"_requests_limit", "_requests_remaining", b"_requests_remaining", "first_answer_time", b"first_answer_time", "input_tokens_limit", b"input_tokens_limit", "input_tokens_remaining", b"input_tokens_remaining", "input_tokens_reset_time", b"input_tokens_reset_time", "output_tokens_limit", b"output_tokens_limit", "output_tokens_remaining", b"output_tokens_remaining", "output_tokens_reset_time", b"output_tokens_reset_time", "requests_limit", b"requests_limit", "requests_remaining", b"requests_remaining", "requests_reset_time", b"requests_reset_time", "retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit", "_input_tokens_remaining", b"_input_tokens_remaining", "_output_tokens_limit", b"_output_tokens_limit", "_output_tokens_remaining", b"_output_tokens_remaining", "_requests_limit", b"_requests_limit", "_requests_remaining", b"_requests_remaining", "first_request_time", b"first_request_time", "input_tokens_limit", b"input_tokens_limit", "input_tokens_remaining", b"input_tokens_remaining", "input_tokens_reset_time", b"input_tokens_reset_time", "model", b"model", "output_tokens_limit", b"output_tokens_limit", "output_tokens_remaining", b"output_tokens_remaining", "output_tokens_reset_time", b"output_tokens_reset_time", "requests_limit", b"requests_limit", "requests_remaining", b"requests_remaining", "requests_reset_time", b"requests_reset_time", "retry_after", b"retry_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit", "_input_tokens_remaining", b"_input_tokens_remaining", "_output_tokens_limit", b"_output_tokens_limit", "_output_tokens_remaining", b"_output_tokens_remaining", "_requests_limit", b"_requests_limit", "_requests_remaining", b"_requests_remaining", "first_answer_time", b"first_answer_time", "input_tokens_limit", b"input_tokens_limit", "input_tokens_remaining", b"input_tokens_remaining", "input_tokens_reset_time", b"input_tokens_reset_time", "model", b"model", "output_tokens_limit", b"output_tokens_limit", "output_tokens_remaining", b"output_tokens_remaining", "output_tokens_reset_time", b"output_tokens_reset_time", "requests_limit", b"requests_limit", "requests_remaining", b"requests_remaining", "requests_reset_time", b"requests_reset_time", "retry_after", b"retry_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__input_tokens_limit: _TypeAlias = _typing.Literal["input_tokens_limit"]  # noqa: Y015
     _WhichOneofArgType__input_tokens_limit: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit"]  # noqa: Y015
