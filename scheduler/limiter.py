@@ -82,6 +82,7 @@ class _Waiter:
     seq: int
     demand: Demand
     future: asyncio.Future[Ticket] = field(repr=False)
+    has_fallback: bool = False
 
 
 @dataclass(eq=False)
@@ -211,7 +212,12 @@ class CapacityLimiter:
         else:
             why = f"{len(queue.waiters)} calls to {model} wait before it"
         waiter = _Waiter(
-            run_id, run_order, next(self._seq), demand, asyncio.get_running_loop().create_future()
+            run_id,
+            run_order,
+            next(self._seq),
+            demand,
+            asyncio.get_running_loop().create_future(),
+            has_fallback,
         )
         queue.waiters.append(waiter)
         self.waited[model] += 1
@@ -224,7 +230,11 @@ class CapacityLimiter:
         except BaseException as err:
             if waiter in queue.waiters:
                 queue.waiters.remove(waiter)
-            elif waiter.future.done() and not waiter.future.cancelled():
+            elif (
+                waiter.future.done()
+                and not waiter.future.cancelled()
+                and waiter.future.exception() is None
+            ):
                 # Granted as we gave up: give it back.
                 await self.settle(
                     waiter.future.result(),
@@ -246,6 +256,16 @@ class CapacityLimiter:
     async def _pump(self, model: str) -> None:
         queue = self._queue(model)
         while queue.waiters:
+            if self.breaker(model).state is not BreakerState.CLOSED:
+                # The breaker opened while they waited: those with somewhere else to go
+                # go there now rather than wait for the probe.
+                reason = self._open_reason(model)
+                for waiter in [w for w in queue.waiters if w.has_fallback]:
+                    queue.waiters.remove(waiter)
+                    if not waiter.future.done():
+                        waiter.future.set_exception(BreakerOpen(model, reason))
+                if not queue.waiters:
+                    return
             head = min(queue.waiters, key=lambda w: (self._by_run[w.run_id], w.run_order, w.seq))
             if head.future.done():
                 queue.waiters.remove(head)

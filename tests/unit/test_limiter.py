@@ -122,6 +122,18 @@ async def test_an_open_breaker_sends_fallback_steps_away_and_holds_the_others() 
     await _admit(limiter, "d", 4, [], fallback=True)
 
 
+async def test_a_waiter_with_a_fallback_leaves_when_the_breaker_opens() -> None:
+    limiter = _limiter(rpm=1, window=60, policy=BreakerPolicy(threshold=1, cool_down=60))
+    ticket = await _admit(limiter, "a", 1, [])
+    waiting = asyncio.create_task(_admit(limiter, "b", 2, [], fallback=True))
+    await asyncio.sleep(0.05)
+    assert limiter.waiting == 1  # held by the rate limit
+    await limiter.settle(ticket, actual=CALL, report=None, outcome=CallOutcome.OVERLOADED)
+    with pytest.raises(BreakerOpen, match="circuit breaker open"):
+        await asyncio.wait_for(waiting, 5)
+    assert limiter.waiting == 0
+
+
 async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     limiter = _limiter(rpm=1, window=60)
     await _admit(limiter, "a", 1, [])
