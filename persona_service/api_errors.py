@@ -9,12 +9,11 @@ prompt or the model's output (those are logged at DEBUG only).
 
 from __future__ import annotations
 
-import math
-
 import anthropic
 import httpx2
 
 from persona_service.models import FailureKind, StepFailed
+from persona_service.rate_limits import retry_after_seconds
 
 _MAX_API_MESSAGE = 300
 # 429 that retrying cannot fix: the organisation's monthly spend limit.
@@ -22,19 +21,7 @@ _SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached"})
 
 
 def _retry_after(err: anthropic.APIStatusError) -> float | None:
-    headers = err.response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            seconds = float(raw) * scale
-        except ValueError:
-            # An HTTP date, or garbage: not worth parsing; the scheduler backs off anyway.
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    return None
+    return retry_after_seconds(err.response.headers)
 
 
 def _detail(err: anthropic.APIStatusError) -> str:

@@ -28,6 +28,7 @@ from maestro.core.tracing import span
 from persona_service.api_errors import classify
 from persona_service.catalog import is_known, supports_adaptive_thinking, supports_effort
 from persona_service.models import FailureKind, ProgressCallback, StepFailed
+from persona_service.rate_limits import from_headers
 from persona_service.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,10 @@ class Claude:
                     **kwargs,
                 ) as stream,
             ):
+                meter.answer_began()
+                meter.rate_limits = from_headers(stream.response.headers, model) or (
+                    meter.rate_limits
+                )
                 await self._consume(stream, model, reported, progress, activity)
                 message = await stream.get_final_message()
         except TimeoutError:
@@ -207,6 +212,9 @@ class Claude:
             ) from None
         except Exception as err:
             self._record(meter, model, reported)
+            if isinstance(err, anthropic.APIStatusError):
+                meter.answer_began()
+                meter.rate_limits = from_headers(err.response.headers, model) or meter.rate_limits
             failure = classify(
                 err,
                 url=self.url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 from maestro.api.worker.v1 import worker_pb2
 from maestro.core.errors import InvalidArgument
@@ -18,6 +19,7 @@ from persona_service.models import (
     TokenUsage,
     Verdict,
 )
+from persona_service.rate_limits import RateLimits
 from persona_service.runner import Failure
 
 _MODES = {
@@ -125,8 +127,26 @@ def usage_to_proto(usage: TokenUsage) -> worker_pb2.TokenUsage:
     )
 
 
+def rate_limits_to_proto(report: RateLimits) -> worker_pb2.RateLimitReport:
+    message = worker_pb2.RateLimitReport(model=report.model)
+    for dimension in ("requests", "input_tokens", "output_tokens"):
+        for part in ("limit", "remaining"):
+            value = getattr(report, f"{dimension}_{part}")
+            if value is not None:
+                setattr(message, f"{dimension}_{part}", value)
+        reset = getattr(report, f"{dimension}_reset")
+        if reset is not None:
+            getattr(message, f"{dimension}_reset_time").FromDatetime(reset)
+    if report.retry_after is not None:
+        message.retry_after.FromTimedelta(timedelta(seconds=report.retry_after))
+    if report.first_answer_time is not None:
+        message.first_answer_time.FromDatetime(report.first_answer_time)
+    return message
+
+
 def output_to_proto(output: StepOutput) -> worker_pb2.StepResult:
     return worker_pb2.StepResult(
+        rate_limits=rate_limits_to_proto(output.rate_limits) if output.rate_limits else None,
         summary=output.summary,
         files=[worker_pb2.File(path=f.path, content=f.content.encode()) for f in output.files],
         usage=usage_to_proto(output.usage),
@@ -151,4 +171,5 @@ def failure_to_proto(failure: Failure) -> worker_pb2.StepFailure:
         model=failure.model,
         reason=failure.reason,
         transcript=failure.transcript,
+        rate_limits=rate_limits_to_proto(failure.rate_limits) if failure.rate_limits else None,
     )

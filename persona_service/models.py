@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maestro.core.errors import FailedPrecondition, InvalidArgument, MaestroError
 from maestro.personas import Persona, PersonaMode
+from persona_service.rate_limits import RateLimits
 
 if TYPE_CHECKING:
     from persona_service.usage import UsageMeter
@@ -131,6 +132,8 @@ class StepOutput(_Frozen):
     transcript: bytes = b""
     verdict: Verdict | None = None
     findings: str = ""
+    rate_limits: RateLimits | None = None
+    """The API's rate-limit headers of the last call (None: no call answered)."""
 
 
 class FailureKind(StrEnum):

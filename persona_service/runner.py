@@ -31,6 +31,7 @@ from persona_service.models import (
     TokenUsage,
     UnknownPersona,
 )
+from persona_service.rate_limits import RateLimits
 from persona_service.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,17 @@ class Failure:
     provider: str
     model: str
     transcript: bytes = b""
+    rate_limits: RateLimits | None = None
 
     @classmethod
-    def of(cls, err: StepFailed, *, provider: str, usage: TokenUsage) -> Failure:
+    def of(
+        cls,
+        err: StepFailed,
+        *,
+        provider: str,
+        usage: TokenUsage,
+        rate_limits: RateLimits | None = None,
+    ) -> Failure:
         return cls(
             kind=err.kind,
             reason=err.reason,
@@ -79,6 +88,7 @@ class Failure:
             provider=provider,
             model=err.model,
             transcript=err.transcript,
+            rate_limits=rate_limits,
         )
 
 
@@ -184,8 +194,16 @@ class StepRunner:
                     failure.reason,
                     failure.message,
                 )
-                yield Failure.of(failure, provider=provider.name, usage=meter.total)
+                yield Failure.of(
+                    failure,
+                    provider=provider.name,
+                    usage=meter.total,
+                    rate_limits=meter.report(),
+                )
                 return
+            report = meter.report()
+            if report is not None:
+                output = output.model_copy(update={"rate_limits": report})
             yield output
         finally:
             # The caller went away (cancelled run, deadline): stop the waits and the

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from persona_service.catalog import PriceTable
 from persona_service.models import Budget, FailureKind, StepFailed, TokenUsage
+from persona_service.rate_limits import RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ class UsageMeter:
         self._on_change = on_change
         self._total = TokenUsage()
         self.unpriced: set[str] = set()
+        self.rate_limits: RateLimits | None = None
+        """The rate-limit headers of the latest answer (passed on to the scheduler)."""
+        self.first_answer_time: datetime | None = None
+        """When the answer to the attempt's first call began (the API had counted it)."""
 
     @property
     def total(self) -> TokenUsage:
@@ -85,6 +91,18 @@ class UsageMeter:
         self._total = self._total + call
         self._changed()
         return call
+
+    def answer_began(self) -> None:
+        """The API answered a call (headers or an error arrived): it counted the call."""
+        if self.first_answer_time is None:
+            self.first_answer_time = datetime.now(UTC)
+
+    def report(self) -> RateLimits | None:
+        """What the scheduler learns about the API's limits from this attempt."""
+        if self.first_answer_time is None:
+            return self.rate_limits
+        found = self.rate_limits or RateLimits(model="")
+        return found.model_copy(update={"first_answer_time": self.first_answer_time})
 
     def check_budget(self, when: str) -> None:
         """Fails the attempt when its budget is spent.

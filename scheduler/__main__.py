@@ -13,7 +13,7 @@ from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from maestro.store import open_store, redact_url
 from scheduler.engine import Engine
-from scheduler.observe import EventMeter, observe_engine
+from scheduler.observe import EventMeter, observe_capacity, observe_engine
 from scheduler.servicer import SchedulerServicer
 from scheduler.settings import SchedulerSettings
 from scheduler.watch import ChangeFeed
@@ -52,6 +52,7 @@ async def main(settings: SchedulerSettings) -> None:
         lambda: engine.admission.waiting,
         lambda: len(engine.driven_run_ids),
     )
+    observe_capacity(lambda: engine.capacity.waiting)
     try:
         await engine.start()
     except BaseException as err:

@@ -1,35 +1,53 @@
 """Model capacity: the organisation's rate limits, enforced before dispatch.
 
 An Anthropic organisation has, per model, a budget of requests, input tokens and output
-tokens per minute, refilled continuously (a token bucket). Every worker that hits a
-429 on its own only makes the next one hit it too; the scheduler sees every dispatch,
-so it keeps one bucket per model and dimension and admits a call only when all three
-have room for what the call is expected to take. What calls really took is settled
-afterwards; what the API reports (`anthropic-ratelimit-*` headers) corrects the
-buckets; a 429's retry-after pauses the model for everyone.
+tokens per minute. Every worker that hits a 429 on its own only makes the next one hit
+it too; the scheduler sees every dispatch, so it keeps the account per model and admits
+a call only when all three dimensions have room for what the call is expected to take.
+What calls really took is settled afterwards; what the API reports
+(`anthropic-ratelimit-*` headers) corrects the account; a 429's retry-after pauses the
+model for everyone.
 
-This module is the arithmetic, free of time sources and I/O; the store keeps the
-buckets (shared by every scheduler on PostgreSQL) and scheduler/run_loop.py asks.
+The account is a sliding window of grants, not a token bucket that starts full: a
+bucket allows a full minute's burst on top of the minute's refill (twice the limit in
+one minute), while a window keeps every minute, wherever it starts, within the limit.
+A grant counts from when it is given until `window` after its `until`: the end of the
+call it admitted (infinity while the call is in flight), or for a lease of capacity
+handed out in advance, its last possible use. A call reaches the API somewhere between
+its admission and its end, so no window of the API's ever holds more than the limit.
+
+This module is the arithmetic, free of time sources and I/O; scheduler/limiter.py
+queues the callers and scheduler/ledger*.py keep the grants (in the store on
+PostgreSQL, shared by every scheduler).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-# Anthropic's published Tier 1 limits for Claude Sonnet and Opus (per minute): the
-# defaults until a setting or the API's own headers say otherwise.
-DEFAULT_RPM = 50.0
-DEFAULT_INPUT_TPM = 30_000.0
-DEFAULT_OUTPUT_TPM = 8_000.0
+# Anthropic's published Tier 4 limits for Claude Sonnet 4.x (per minute; see
+# https://docs.claude.com/en/api/rate-limits): the defaults for every model that
+# MAESTRO_SCHEDULER_MODEL_LIMITS does not name, until the API's own headers say less.
+DEFAULT_RPM = 4_000.0
+DEFAULT_INPUT_TPM = 2_000_000.0
+DEFAULT_OUTPUT_TPM = 400_000.0
 
 
 class Dimension(StrEnum):
     REQUESTS = "requests"
     INPUT_TOKENS = "input_tokens"
     OUTPUT_TOKENS = "output_tokens"
+
+
+_WORDS = {
+    Dimension.REQUESTS: "requests per minute",
+    Dimension.INPUT_TOKENS: "input tokens per minute",
+    Dimension.OUTPUT_TOKENS: "output tokens per minute",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +68,8 @@ class Limits:
 
 def parse_limits(text: str) -> dict[str, Limits]:
     """`{"claude-sonnet-5-5": {"rpm": 1000, "input_tpm": 450000, "output_tpm": 90000},
-    "*": {...}}` -> limits by model ('*' for every model not named).
+    "*": {...}}` -> limits by model ('*' for every model not named). A dimension left
+    out keeps its default.
 
     Raises:
         ValueError: not that shape, or a limit that is not a positive number.
@@ -68,15 +87,25 @@ def parse_limits(text: str) -> dict[str, Limits]:
         if unknown:
             raise ValueError(f"limits of {model!r}: unknown {sorted(unknown)[0]!r}")
         for name, value in values.items():
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise ValueError(f"limits of {model!r}: {name} must be a positive number")
         found[str(model)] = Limits(**{k: float(v) for k, v in values.items()})
     return found
 
 
+def limits_for(configured: dict[str, Limits], model: str) -> Limits:
+    """The model's own limits, else the '*' entry, else the documented defaults."""
+    return configured.get(model) or configured.get("*") or Limits()
+
+
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """What one model call is expected to take (estimated before, actual after)."""
+    """What model calls take (estimated before, actual after)."""
 
     requests: float = 1.0
     input_tokens: float = 0.0
@@ -89,103 +118,35 @@ class Demand:
             Dimension.OUTPUT_TOKENS: self.output_tokens,
         }[dimension]
 
-
-def estimate_demand(prompt_bytes: int, max_output_tokens: int) -> Demand:
-    """A call's demand before it is made: about 4 bytes of prompt per input token; the
-    output is counted at its cap (the API does the same until the call ends)."""
-    return Demand(1.0, math.ceil(prompt_bytes / 4), float(max_output_tokens))
-
-
-@dataclass(slots=True)
-class Bucket:
-    """A token bucket: holds up to `capacity`, refills `capacity` per minute.
-
-    The level may go below zero: a call that took more than estimated leaves a debt
-    that later calls wait out.
-    """
-
-    capacity: float
-    level: float
-    updated: float
-    """Seconds since the epoch of the last refill."""
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.capacity / 60)
-            self.updated = now
-
-    def wait_for(self, amount: float, now: float) -> float:
-        """Seconds until `amount` fits (0 if it fits now)."""
-        self.refill(now)
-        # A demand bigger than the whole bucket could never fit: let it through when
-        # the bucket is full, rather than wait for ever.
-        amount = min(amount, self.capacity)
-        if self.level >= amount:
-            return 0.0
-        return (amount - self.level) * 60 / self.capacity
-
-
-class BreakerState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-@dataclass(slots=True)
-class ModelCapacity:
-    """One model's buckets, pause and circuit breaker, as stored."""
-
-    model: str
-    buckets: dict[Dimension, Bucket]
-    paused_until: float = 0.0
-    """A 429's retry-after: no call to this model before then, by anyone."""
-    breaker: BreakerState = BreakerState.CLOSED
-    overloads: list[float] = field(default_factory=list)
-    """When recent overloads happened (within the breaker's window)."""
-    opened_at: float = 0.0
-
-    @classmethod
-    def fresh(cls, model: str, limits: Limits, now: float) -> ModelCapacity:
-        return cls(
-            model=model,
-            buckets={d: Bucket(limits.per_minute(d), limits.per_minute(d), now) for d in Dimension},
+    def __add__(self, other: Demand) -> Demand:
+        return Demand(
+            self.requests + other.requests,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
         )
 
-    def wait_for(self, demand: Demand, now: float) -> tuple[float, str]:
-        """Seconds until `demand` fits every bucket, and which limit holds it."""
-        if self.paused_until > now:
-            return self.paused_until - now, "the API asked us to wait (HTTP 429 retry-after)"
-        worst, why = 0.0, ""
-        for dimension, bucket in self.buckets.items():
-            wait = bucket.wait_for(demand.of(dimension), now)
-            if wait > worst:
-                worst = wait
-                why = f"{dimension.value} per minute ({bucket.capacity:g}) of {self.model}"
-        return worst, why
+    def __sub__(self, other: Demand) -> Demand:
+        return Demand(
+            self.requests - other.requests,
+            self.input_tokens - other.input_tokens,
+            self.output_tokens - other.output_tokens,
+        )
 
-    def take(self, demand: Demand, now: float) -> None:
-        for dimension, bucket in self.buckets.items():
-            bucket.refill(now)
-            bucket.level -= demand.of(dimension)
+    def covers(self, other: Demand) -> bool:
+        return all(self.of(d) >= other.of(d) for d in Dimension)
 
-    def settle(self, estimated: Demand, actual: Demand, now: float) -> None:
-        """Gives back (or charges) the difference between what was reserved and used."""
-        for dimension, bucket in self.buckets.items():
-            bucket.refill(now)
-            bucket.level += estimated.of(dimension) - actual.of(dimension)
-            bucket.level = min(bucket.level, bucket.capacity)
 
-    def observe(self, report: RateLimitReport, now: float) -> None:
-        """What the API says: its limits and what is left now win over our estimate."""
-        for dimension, (limit, remaining) in report.by_dimension().items():
-            bucket = self.buckets[dimension]
-            bucket.refill(now)
-            if limit is not None and limit > 0:
-                bucket.capacity = limit
-            if remaining is not None:
-                bucket.level = min(bucket.level, remaining)
-        if report.retry_after:
-            self.paused_until = max(self.paused_until, now + report.retry_after)
+NOTHING = Demand(0.0, 0.0, 0.0)
+
+# The API counted a request before its answer began (the worker says when); this
+# covers the clocks of two hosts apart: a call counts until a window after that.
+SEND_MARGIN = 0.25
+
+
+def estimate_demand(prompt_bytes: int, output_tokens: int) -> Demand:
+    """A call's demand before it is made: about 4 bytes of prompt per input token, and
+    the expected output (settled against what the call really wrote afterwards)."""
+    return Demand(1.0, math.ceil(prompt_bytes / 4), float(output_tokens))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +160,11 @@ class RateLimitReport:
     output_tokens_limit: float | None = None
     output_tokens_remaining: float | None = None
     retry_after: float | None = None
+    model: str = ""
+    resets: tuple[float | None, float | None, float | None] = (None, None, None)
+    """Epoch seconds when requests, input and output tokens are fully replenished."""
+    first_answer: float | None = None
+    """Epoch seconds when the attempt's first request was sent (the worker's clock)."""
 
     def by_dimension(self) -> dict[Dimension, tuple[float | None, float | None]]:
         return {
@@ -207,48 +173,170 @@ class RateLimitReport:
             Dimension.OUTPUT_TOKENS: (self.output_tokens_limit, self.output_tokens_remaining),
         }
 
+    def reset_of(self, dimension: Dimension) -> float | None:
+        return self.resets[list(Dimension).index(dimension)]
+
     @property
     def empty(self) -> bool:
-        return self == RateLimitReport()
+        return self == RateLimitReport(model=self.model, first_answer=self.first_answer)
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerPolicy:
-    """When sustained overload opens a model's breaker, and when to probe it again."""
+@dataclass(slots=True, eq=False)
+class Grant:
+    """Capacity handed out at `at`, usable until `until`; it counts against every
+    window that overlaps [at, until + window]."""
 
-    threshold: int = 3
-    """Overloads (HTTP 529, overloaded_error) within `window` that open the breaker."""
+    at: float
+    until: float
+    amount: Demand
+
+
+@dataclass(slots=True)
+class ModelWindow:
+    """One model's account: its grants within the window, its limits and its pause.
+
+    Admission must stay cheap with thousands of grants in a window (4,000 requests a
+    minute): the sums are kept as grants come and go, and grants leave through a heap
+    ordered by when they stop counting, so a call with room costs O(log n).
+    """
+
+    model: str
+    limits: Limits
     window: float = 60.0
-    cool_down: float = 30.0
-    """How long the breaker stays open before one probe call may go."""
+    """Seconds of a "minute" (shorter in tests)."""
+    paused_until: float = 0.0
+    """A 429's retry-after: no call to this model before then, by anyone."""
+    api_limits: dict[Dimension, float] = field(default_factory=dict)
+    """Limits the API reported that are lower than the configured ones."""
+    _total: Demand = NOTHING
+    _expiring: list[tuple[float, int, Grant]] = field(default_factory=list)
+    """(when it stops counting, tie-breaker, grant); stale entries are skipped."""
+    _live: dict[int, Grant] = field(default_factory=dict)
+    _seq: int = 0
 
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        limits: Limits,
+        window: float,
+        grants: list[Grant],
+        paused_until: float = 0.0,
+        api_limits: dict[Dimension, float] | None = None,
+    ) -> ModelWindow:
+        account = cls(model, limits, window, paused_until, dict(api_limits or {}))
+        for grant in grants:
+            account._add(grant)
+        return account
 
-def record_overload(capacity: ModelCapacity, policy: BreakerPolicy, now: float) -> bool:
-    """Counts an overload; returns True when it opened the breaker."""
-    capacity.overloads = [t for t in capacity.overloads if now - t < policy.window] + [now]
-    if capacity.breaker is BreakerState.HALF_OPEN or (
-        capacity.breaker is BreakerState.CLOSED and len(capacity.overloads) >= policy.threshold
-    ):
-        capacity.breaker = BreakerState.OPEN
-        capacity.opened_at = now
-        return True
-    return False
+    @property
+    def grants(self) -> list[Grant]:
+        return list(self._live.values())
 
+    def limit(self, dimension: Dimension) -> float:
+        configured = self.limits.per_minute(dimension)
+        return min(configured, self.api_limits.get(dimension, configured))
 
-def record_success(capacity: ModelCapacity) -> bool:
-    """A call went through; returns True when that closed the breaker (a good probe)."""
-    was_open = capacity.breaker is not BreakerState.CLOSED
-    capacity.breaker = BreakerState.CLOSED
-    capacity.overloads = []
-    return was_open
+    def _schedule(self, grant: Grant) -> None:
+        if math.isfinite(grant.until):
+            self._seq += 1
+            heapq.heappush(self._expiring, (grant.until + self.window, self._seq, grant))
 
+    def _add(self, grant: Grant) -> None:
+        self._live[id(grant)] = grant
+        self._total = self._total + grant.amount
+        self._schedule(grant)
 
-def breaker_allows(capacity: ModelCapacity, policy: BreakerPolicy, now: float) -> bool:
-    """Whether a call may go to the model now (an open breaker lets one probe through
-    once it has cooled down, and turns half-open until that probe ends)."""
-    if capacity.breaker is BreakerState.CLOSED:
-        return True
-    if capacity.breaker is BreakerState.OPEN and now - capacity.opened_at >= policy.cool_down:
-        capacity.breaker = BreakerState.HALF_OPEN
-        return True
-    return False
+    def _expire(self, now: float) -> None:
+        while self._expiring and self._expiring[0][0] <= now:
+            ends, _, grant = heapq.heappop(self._expiring)
+            if id(grant) in self._live and grant.until + self.window == ends:
+                del self._live[id(grant)]
+                self._total = self._total - grant.amount
+
+    def used(self, now: float) -> Demand:
+        self._expire(now)
+        return self._total
+
+    def left(self, now: float) -> Demand:
+        used = self.used(now)
+        return Demand(*(max(0.0, self.limit(d) - used.of(d)) for d in Dimension))
+
+    def wait_for(self, demand: Demand, now: float) -> tuple[float, str]:
+        """Seconds until `demand` fits every dimension (0: now), and which limit holds it.
+
+        A demand bigger than a whole minute's limit could never fit: it goes when the
+        window is empty rather than wait for ever.
+        """
+        if self.paused_until > now:
+            return self.paused_until - now, f"{self.model}: the API asked us to wait (429)"
+        total = self.used(now)
+        worst, why = 0.0, ""
+        ending: list[tuple[float, int, Grant]] | None = None
+        for dimension in Dimension:
+            limit = self.limit(dimension)
+            need = min(demand.of(dimension), limit)
+            used = total.of(dimension)
+            if used + need <= limit:
+                continue
+            # Calls still in flight (until = inf) free nothing until they end: their
+            # settlement wakes the waiters; until then look again within a window.
+            wait = self.window
+            if ending is None:
+                ending = sorted(
+                    entry
+                    for entry in self._expiring
+                    if id(entry[2]) in self._live and entry[2].until + self.window == entry[0]
+                )
+            for ends, _, grant in ending:
+                used -= grant.amount.of(dimension)
+                if used + need <= limit:
+                    wait = ends - now
+                    break
+            if wait > worst:
+                worst, why = wait, f"{self.model} {_WORDS[dimension]} ({limit:g})"
+        return max(worst, 0.0), why
+
+    def take(self, demand: Demand, now: float, until: float | None = None) -> Grant:
+        grant = Grant(now, now if until is None else until, demand)
+        self._add(grant)
+        return grant
+
+    def settle(self, grant: Grant, actual: Demand, now: float, sent: float | None = None) -> None:
+        """The call `grant` admitted ended at `now` having used `actual`: that replaces
+        the estimate, and the grant counts until a window after the request reached
+        the API: `sent` (when its answer began, as the worker says) plus SEND_MARGIN,
+        else now (the call reached the API before it ended)."""
+        if id(grant) not in self._live:
+            return  # already out of every window: nothing left to correct
+        self._total = self._total + actual - grant.amount
+        grant.amount = actual
+        until = now if sent is None else min(now, max(sent + SEND_MARGIN, grant.at))
+        if not math.isfinite(grant.until) or grant.until < until:
+            grant.until = until
+            self._schedule(grant)
+
+    def observe(self, report: RateLimitReport, now: float) -> Grant | None:
+        """What the API says wins over our own account where it says less is left:
+        usage we did not see (another installation on the same key, calls a loop made
+        beyond its estimate) is charged as a grant lasting until the API's reset.
+        Returns that grant, if any."""
+        external: dict[Dimension, float] = {}
+        until = now
+        for dimension, (limit, remaining) in report.by_dimension().items():
+            if limit is not None and 0 < limit < self.limits.per_minute(dimension):
+                self.api_limits[dimension] = limit
+            if remaining is None:
+                continue
+            ours = self.limit(dimension) - self.used(now).of(dimension)
+            if remaining < ours:
+                external[dimension] = ours - remaining
+                reset = report.reset_of(dimension)
+                if reset is not None and reset > now:
+                    until = max(until, reset - self.window)
+        if report.retry_after:
+            self.paused_until = max(self.paused_until, now + report.retry_after)
+        if not external:
+            return None
+        amount = Demand(*(external.get(d, 0.0) for d in Dimension))
+        return self.take(amount, now, until)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from maestro.api.worker.v1 import worker_pb2
 from maestro.store import Usage
+from scheduler.capacity import RateLimitReport
 from scheduler.models import AttemptRequest, AttemptResult
 from scheduler.retry import Failure, FailureKind
 
@@ -63,8 +68,42 @@ def usage_from_proto(usage: worker_pb2.TokenUsage) -> Usage:
     )
 
 
+def _seconds(stamp: Timestamp, present: bool) -> float | None:
+    return stamp.ToDatetime(tzinfo=UTC).timestamp() if present else None
+
+
+def rate_limits_from_proto(report: worker_pb2.RateLimitReport) -> RateLimitReport:
+    """The API's rate-limit headers as a worker passed them on."""
+
+    def value(name: str) -> float | None:
+        return getattr(report, name) if report.HasField(name) else None  # type: ignore[arg-type]
+
+    return RateLimitReport(
+        requests_limit=value("requests_limit"),
+        requests_remaining=value("requests_remaining"),
+        input_tokens_limit=value("input_tokens_limit"),
+        input_tokens_remaining=value("input_tokens_remaining"),
+        output_tokens_limit=value("output_tokens_limit"),
+        output_tokens_remaining=value("output_tokens_remaining"),
+        retry_after=report.retry_after.ToTimedelta().total_seconds()
+        if report.HasField("retry_after")
+        else None,
+        model=report.model,
+        first_answer=_seconds(report.first_answer_time, report.HasField("first_answer_time")),
+        resets=(
+            _seconds(report.requests_reset_time, report.HasField("requests_reset_time")),
+            _seconds(report.input_tokens_reset_time, report.HasField("input_tokens_reset_time")),
+            _seconds(report.output_tokens_reset_time, report.HasField("output_tokens_reset_time")),
+        ),
+    )
+
+
 def step_result_from_proto(result: worker_pb2.StepResult) -> AttemptResult:
     return AttemptResult(
+        rate_limits=rate_limits_from_proto(result.rate_limits)
+        if result.HasField("rate_limits")
+        else None,
+        calls=result.usage.calls,
         summary=result.summary,
         files=tuple((f.path, f.content) for f in result.files),
         provider=result.provider,
@@ -82,3 +121,14 @@ def failure_from_proto(failure: worker_pb2.StepFailure) -> tuple[Failure, Usage]
     kind = _FAILURE_KINDS.get(failure.kind, FailureKind.RETRYABLE)
     message = failure.message or f"the step failed ({failure.reason or 'no reason given'})"
     return Failure(kind, message, retry_after), usage_from_proto(failure.usage)
+
+
+def failure_capacity_from_proto(
+    failure: worker_pb2.StepFailure,
+) -> tuple[RateLimitReport | None, int]:
+    """What a failed attempt tells the capacity account: the API's headers, and how
+    many calls it made."""
+    report = (
+        rate_limits_from_proto(failure.rate_limits) if failure.HasField("rate_limits") else None
+    )
+    return report, failure.usage.calls

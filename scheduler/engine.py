@@ -36,6 +36,7 @@ from maestro.workflow import (
     parse_workflow_off_loop,
 )
 from scheduler.admission import Admission
+from scheduler.capacity_setup import build_limiter
 from scheduler.run_loop import RunDriver, persist
 from scheduler.settings import SchedulerSettings
 from scheduler.worker_client import WorkerPools
@@ -71,6 +72,7 @@ class Engine:
             max_in_flight=settings.max_steps_in_flight,
             pool_max_in_flight=settings.pool_max_in_flight,
         )
+        self.capacity = build_limiter(store, settings)
         self._drivers: dict[str, RunDriver] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
@@ -136,6 +138,7 @@ class Engine:
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+        await self.capacity.close()
         unfinished = [run_id for run_id in self._drivers]
         self._drivers.clear()
         if unfinished:
@@ -374,6 +377,7 @@ class Engine:
             pools=self._pools,
             admission=self.admission,
             settings=self._settings,
+            capacity=self.capacity,
         )
         run_id = lease.run_id
         self._drivers[run_id] = driver

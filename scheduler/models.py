@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from maestro.store import NO_USAGE, Usage
+from scheduler.capacity import RateLimitReport
 
 
 class _Frozen(BaseModel):
@@ -54,3 +55,7 @@ class AttemptResult(_Frozen):
     verdict: str = ""
     """A reviewer's verdict: "approve" or "changes_requested"; empty for other personas."""
     findings: str = ""
+    rate_limits: RateLimitReport | None = None
+    """The API's rate-limit headers of the attempt's last call."""
+    calls: int = 0
+    """Model calls the attempt made."""

@@ -53,6 +53,33 @@ QUEUE_DEPTH = Gauge(
     "maestro_steps_queued", "Ready steps waiting for a free slot (admission queue depth)."
 )
 RUNS_DRIVEN = Gauge("maestro_runs_driven", "Runs this scheduler is driving now.")
+BREAKER_STATE = Gauge(
+    "maestro_model_breaker_state",
+    "A model's circuit breaker as this scheduler sees it: 0 closed, 1 half-open, 2 open.",
+    ["model"],
+)
+BREAKER_CHANGES = Counter(
+    "maestro_model_breaker_changes_total",
+    "A model's circuit breaker opened or closed (scheduler/breaker.py).",
+    ["model", "state"],
+)
+CAPACITY_WAITING = Gauge(
+    "maestro_capacity_waiting_steps",
+    "Steps whose model call waits for its model's rate limit or breaker.",
+)
+_BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def observe_breaker(model: str, state: str) -> None:
+    """A breaker changed state (called by the limiter)."""
+    BREAKER_STATE.labels(model).set(_BREAKER_VALUES[state])
+    BREAKER_CHANGES.labels(model, state).inc()
+
+
+def observe_capacity(waiting: object) -> None:
+    """Points the capacity gauge at the limiter's live number (read at scrape time)."""
+    CAPACITY_WAITING.set_function(waiting)  # type: ignore[arg-type]
+
 
 _RUN_STATES = {
     EventType.RUN_CREATED: "PENDING",

@@ -34,10 +34,12 @@ from maestro.store import (
 )
 from maestro.workflow import Budget, WorkflowSpec
 from scheduler.admission import Admission, AdmissionClosed
+from scheduler.limiter import CapacityLimiter, CapacityWaitTimeout
 from scheduler.models import AttemptBudget, AttemptRequest, AttemptResult, DependencyOutput
 from scheduler.path_owners import PathOwners
-from scheduler.retry import Failure, FailureKind, decide
+from scheduler.retry import Decision, Failure, FailureKind, decide
 from scheduler.settings import SchedulerSettings
+from scheduler.step_capacity import StepCapacity
 from scheduler.worker_client import DispatchFailed, WorkerPools
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ MAX_CONTEXT_STEPS = 16
 # Progress notes wait this long to be written together (and with the step's end, when
 # it comes first): users do not see the difference; the store sees far fewer writes.
 PROGRESS_COALESCE_SECONDS = 0.1
+# Failures after which a step's declared fallback is worth trying.
+FALLBACK_KINDS = frozenset(
+    {FailureKind.RETRYABLE, FailureKind.OVERLOADED, FailureKind.RATE_LIMITED}
+)
 
 
 async def persist(what: str, write: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -232,6 +238,7 @@ class RunDriver:
         pools: WorkerPools,
         admission: Admission,
         settings: SchedulerSettings,
+        capacity: CapacityLimiter | None = None,
     ) -> None:
         self.lease = lease
         self.run_id = lease.run_id
@@ -273,6 +280,18 @@ class RunDriver:
             for dep in step.depends_on:
                 self._direct_dependents[dep].append(step.id)
         self.in_flight = 0
+        # Model capacity and declared fallbacks (scheduler/step_capacity.py).
+        self._capacity = StepCapacity(
+            limiter=capacity,
+            settings=settings,
+            spec=spec,
+            run_provider=record.provider,
+            store=store,
+            lease=lease,
+            persist=persist,
+        )
+        self._produced: dict[str, int] = {}
+        """Bytes each step produced (this process saw): the next prompts' estimate."""
 
     # -- control from the engine --------------------------------------------------------
 
@@ -411,27 +430,67 @@ class RunDriver:
 
     # -- one step ---------------------------------------------------------------------------
 
+    async def _queue_step(self, step_id: str, reason: str) -> None:
+        """The step waits, visibly (QUEUED), and its run too before its first step."""
+        if not self._started and not self._queued:
+            self._queued = True
+            await persist("queueing the run", self._store.queue_run, self.lease, reason)
+        await persist("queueing", self._store.queue_step, self.lease, step_id, reason)
+
+    def _prompt_bytes(self, step_id: str) -> int:
+        """About what the step's prompt will hold: the requirement, its instructions and
+        its ancestors' output within the context budget (for the capacity estimate)."""
+        context = sum(
+            self._produced.get(a, 0) for a in self._spec.ancestors(step_id)[:MAX_CONTEXT_STEPS]
+        )
+        return (
+            len(self._record.requirement.encode())
+            + len(self._spec.step(step_id).instructions.encode())
+            + min(context, self._settings.context_budget_bytes)
+        )
+
     async def _run_step(self, step_id: str) -> StepOutcome:
         step_id_var.set(step_id)
         persona = self._spec.step(step_id).persona
         pool = self._pools.pool_for(persona)
         try:
-            if not self._admission.try_acquire(self.run_id, pool):
-                reason = self._admission.why_full(pool)
-                if not self._started and not self._queued:
-                    self._queued = True
-                    await persist("queueing the run", self._store.queue_run, self.lease, reason)
-                await persist("queueing", self._store.queue_step, self.lease, step_id, reason)
-                await self._admission.acquire(self.run_id, pool, self._order)
-        except AdmissionClosed:
-            return StepOutcome(Outcome.NOT_DISPATCHED)
-        self.in_flight += 1
-        try:
-            await self._mark_started("")
-            return await self._dispatch(step_id, persona, pool)
+            try:
+                await self._capacity.admit(
+                    step_id,
+                    prompt_bytes=self._prompt_bytes(step_id),
+                    run_order=self._order,
+                    deadline=(self._first_start[step_id] or time.time())
+                    + self._spec.deadline_for(step_id).total_seconds(),
+                    on_wait=lambda reason: self._queue_step(step_id, reason),
+                )
+            except CapacityWaitTimeout as late:
+                error = str(late)
+                block = self._spec.dependents(step_id)
+                await persist(
+                    "recording a capacity timeout",
+                    self._store.fail_step,
+                    self.lease,
+                    step_id,
+                    error,
+                    block,
+                )
+                return StepOutcome(Outcome.FAILED, error)
+            try:
+                if not self._admission.try_acquire(self.run_id, pool):
+                    await self._queue_step(step_id, self._admission.why_full(pool))
+                    await self._admission.acquire(self.run_id, pool, self._order)
+            except AdmissionClosed:
+                return StepOutcome(Outcome.NOT_DISPATCHED)
+            self.in_flight += 1
+            try:
+                await self._mark_started("")
+                return await self._dispatch(step_id, persona, pool)
+            finally:
+                self.in_flight -= 1
+                self._admission.release(self.run_id, pool)
         finally:
-            self.in_flight -= 1
-            self._admission.release(self.run_id, pool)
+            # A call admitted but never made (drained, cancelled) gives its capacity back.
+            await self._capacity.release(step_id)
 
     def _budget_left(self, step_id: str) -> AttemptBudget | str:
         """What the step may still spend (within its own budget and the run's, whichever
@@ -465,7 +524,8 @@ class RunDriver:
 
     async def _dispatch(self, step_id: str, persona: str, pool: str) -> StepOutcome:
         store, lease = self._store, self.lease
-        provider = self._record.provider
+        route = self._capacity.route(step_id)
+        provider = route.provider
         budget = self._budget_left(step_id)
         if isinstance(budget, str):
             block = self._spec.dependents(step_id)
@@ -495,9 +555,23 @@ class RunDriver:
             answer = await self._pools.client(pool).execute(
                 request, timeout=timeout, report=reports
             )
+            await self._capacity.settle(
+                step_id,
+                usage=answer.usage,
+                calls=answer.calls,
+                report=answer.rate_limits,
+                failure=None,
+            )
             result = validated_files(with_transcript(answer, step_id))
         except DispatchFailed as failed:
             failure, usage = failed.failure, failed.usage or reports.last_usage
+            await self._capacity.settle(
+                step_id,
+                usage=usage,
+                calls=failed.calls,
+                report=failed.rate_limits,
+                failure=failure,
+            )
             if usage is not None:
                 self._spent[step_id] = self._spent[step_id] + usage
         except asyncio.CancelledError:
@@ -506,8 +580,11 @@ class RunDriver:
         else:
             notes = await reports.settle()
             self._spent[step_id] = self._spent[step_id] + result.usage
+            self._produced[step_id] = len(result.summary.encode()) + sum(
+                len(content) for _, content in result.files
+            )
             record = StepResultRecord(
-                summary=result.summary,
+                summary=f"{route.label()} {result.summary}" if route.fallback else result.summary,
                 files=result.files,
                 provider=result.provider,
                 model=result.model,
@@ -559,6 +636,15 @@ class RunDriver:
             ),
         )
         reason = f"{decision.reason} [{failure.kind.value}]"
+        if (
+            decision.retry_in is None
+            and failure.kind in FALLBACK_KINDS
+            and deadline > time.time()
+            and await self._capacity.take_fallback(step_id, reason)
+        ):
+            # The primary cannot serve: the next attempt goes to the declared fallback.
+            decision = Decision(0.0, True, decision.reason)
+            reason = f"{reason}; next: fallback {self._capacity.route(step_id).fallback}"
         if decision.retry_in is None:
             log.warning("step %s failed: %s", step_id, reason)
             block = self._spec.dependents(step_id)
@@ -633,8 +719,8 @@ class RunDriver:
                 )
                 for c in context
             ),
-            provider=self._record.provider,
-            model=self._spec.model_for(step_id) or "",
+            provider=self._capacity.route(step_id).provider,
+            model=self._capacity.route(step_id).model,
             effort=self._spec.effort_for(step_id) or "",
             budget=budget,
             owned_paths=self._owned_paths_for(step_id, persona),

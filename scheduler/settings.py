@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from maestro.core.settings import ServiceSettings
+from scheduler.capacity import parse_limits
 
 
 class SchedulerSettings(ServiceSettings):
@@ -76,3 +78,64 @@ class SchedulerSettings(ServiceSettings):
     drain_seconds: float = Field(
         default=10.0, ge=0, description="on SIGTERM, how long attempts in flight may finish"
     )
+    # -- model capacity (scheduler/limiter.py; README "Model capacity") ------------------
+    model_limits: str = Field(
+        default="",
+        description='JSON: {"MODEL": {"rpm": N, "input_tpm": N, "output_tpm": N}, "*": {...}}; '
+        "models not named (and no '*') get Anthropic's Tier 4 limits for Claude Sonnet",
+    )
+    capacity_minute_seconds: float = Field(
+        default=60.0, gt=0, description="the length of a rate limit's minute (shorter in tests)"
+    )
+    capacity_skew_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="PostgreSQL: how long after its lease ends a call admitted from it may "
+        "still reach the API (its grant counts that much longer)",
+    )
+    capacity_lease_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="PostgreSQL: how long a batch of capacity leased from the shared table "
+        "may be used (0: a thirtieth of the minute)",
+    )
+    capacity_lease_fraction: float = Field(
+        default=0.02,
+        ge=0,
+        le=0.5,
+        description="PostgreSQL: the share of a minute's limit leased beyond the call that "
+        "needs it, so the next calls need no database round trip",
+    )
+    worker_provider: str = Field(
+        default="anthropic",
+        description="the workers' default provider: limits apply to anthropic calls, and to "
+        "runs that name no provider when this is anthropic",
+    )
+    default_model: str = Field(
+        default="claude-sonnet-5-5",
+        description="the workers' default model: whose limits a step that names none uses",
+    )
+    output_estimate_tokens: int = Field(
+        default=2048, ge=1, description="output tokens a call is expected to write, until settled"
+    )
+    prompt_overhead_bytes: int = Field(
+        default=8192, ge=0, description="a persona's system prompt and tools, for the estimate"
+    )
+    breaker_threshold: int = Field(
+        default=3, ge=1, description="overloads (529, overloaded_error) that open a model's breaker"
+    )
+    breaker_window_seconds: float = Field(
+        default=60.0, gt=0, description="within how long those overloads must come"
+    )
+    breaker_cool_down_seconds: float = Field(
+        default=30.0, gt=0, description="how long an open breaker waits before one probe call"
+    )
+
+    @field_validator("model_limits")
+    @classmethod
+    def _limits_parse(cls, value: str) -> str:
+        try:
+            parse_limits(value)
+        except (ValueError, json.JSONDecodeError) as err:
+            raise ValueError(f"MAESTRO_SCHEDULER_MODEL_LIMITS: {err}") from None
+        return value

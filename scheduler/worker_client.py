@@ -19,8 +19,10 @@ from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.client import error_from_rpc, insecure_channel
 from maestro.core.errors import Code
 from maestro.store import Usage
+from scheduler.capacity import RateLimitReport
 from scheduler.convert import (
     attempt_request_to_proto,
+    failure_capacity_from_proto,
     failure_from_proto,
     step_result_from_proto,
     usage_from_proto,
@@ -50,10 +52,19 @@ _STATUS_KINDS = {
 class DispatchFailed(Exception):
     """A dispatch ended without a result; `failure` says whose fault and what next."""
 
-    def __init__(self, failure: Failure, usage: Usage | None = None) -> None:
+    def __init__(
+        self,
+        failure: Failure,
+        usage: Usage | None = None,
+        rate_limits: RateLimitReport | None = None,
+        calls: int | None = None,
+    ) -> None:
         super().__init__(failure.message)
         self.failure = failure
         self.usage = usage
+        self.rate_limits = rate_limits
+        self.calls = calls
+        """Model calls the attempt made (None: unknown, the worker did not say)."""
 
 
 def parse_pools(spec: str, default_address: str) -> dict[str, str]:
@@ -132,7 +143,10 @@ class WorkerClient:
                 if kind == "result":
                     return step_result_from_proto(message.result)
                 if kind == "failure":
-                    raise DispatchFailed(*failure_from_proto(message.failure))
+                    raise DispatchFailed(
+                        *failure_from_proto(message.failure),
+                        *failure_capacity_from_proto(message.failure),
+                    )
                 if kind == "progress":
                     progress = message.progress
                     usage = usage_from_proto(progress.usage) if progress.HasField("usage") else None

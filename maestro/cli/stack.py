@@ -478,6 +478,9 @@ class LocalStack:
             env["MAESTRO_SCHEDULER_DATABASE"] = self.database_url
             env["MAESTRO_SCHEDULER_WORKER_ADDRESS"] = self.address(WORKER)
             env["MAESTRO_SCHEDULER_SANDBOX_ADDRESS"] = self.address(SANDBOX)
+            if self.provider:
+                # Model rate limits apply to the anthropic provider's calls only.
+                env["MAESTRO_SCHEDULER_WORKER_PROVIDER"] = self.provider
         if name == GATEWAY:
             env["MAESTRO_GATEWAY_DATABASE"] = self.database_url
             env["MAESTRO_GATEWAY_SCHEDULER_ADDRESS"] = self.scheduler_target()

@@ -24,6 +24,7 @@ from maestro.store.models import (
     CancelRequest,
     Claim,
     EventRecord,
+    EventType,
     Lease,
     NewRun,
     RunRecord,
@@ -158,6 +159,17 @@ class Store:
 
     async def queue_step(self, lease: Lease, step_id: str, reason: str) -> None:
         await self.db.write(writes.queue_step, lease, step_id, reason)
+
+    async def note_capacity(
+        self,
+        lease: Lease,
+        type_: EventType,
+        message: str,
+        step_id: str = "",
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        """Records a model capacity event (see sql_writes.note_capacity)."""
+        await self.db.write(writes.note_capacity, lease, type_, message, step_id, attributes or {})
 
     async def start_dispatch(self, lease: Lease, step_id: str, provider: str) -> tuple[int, int]:
         """STEP_STARTED: a new attempt, or the lost one again. Returns (attempt, dispatch)."""

@@ -88,6 +88,11 @@ class EventType(StrEnum):
     RUN_SUCCEEDED = "RUN_SUCCEEDED"
     RUN_FAILED = "RUN_FAILED"
     RUN_CANCELLED = "RUN_CANCELLED"
+    # Model capacity (scheduler/capacity*.py).
+    BREAKER_OPENED = "BREAKER_OPENED"
+    BREAKER_CLOSED = "BREAKER_CLOSED"
+    STEP_FALLBACK = "STEP_FALLBACK"
+    MODEL_PAUSED = "MODEL_PAUSED"
 
 
 TERMINAL_EVENTS = frozenset(

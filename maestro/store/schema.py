@@ -200,3 +200,33 @@ decisions = Table(
         ["run_id", "step_id"], ["steps.run_id", "steps.step_id"], ondelete="CASCADE"
     ),
 )
+
+# Model capacity shared by every scheduler (scheduler/shared_ledger.py): one row per
+# model, locked while a scheduler leases capacity, holding a 429's pause for everyone.
+capacity_models = Table(
+    "capacity_models",
+    metadata,
+    Column("model", Text, primary_key=True),
+    Column("paused_until", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# Capacity granted within the rate limits' window: a lease counts against every
+# window that overlaps [granted_time, until_time + window].
+capacity_grants = Table(
+    "capacity_grants",
+    metadata,
+    # INTEGER on SQLite: only that type makes a primary key the rowid (numbered by it).
+    Column(
+        "grant_id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("model", Text, nullable=False),
+    Column("granted_time", BigInteger, nullable=False),
+    Column("until_time", BigInteger, nullable=False),
+    Column("requests", Double, nullable=False),
+    Column("input_tokens", Double, nullable=False),
+    Column("output_tokens", Double, nullable=False),
+)
+Index("capacity_grants_by_model", capacity_grants.c.model, capacity_grants.c.until_time)

@@ -338,6 +338,21 @@ def queue_step(tx: Tx, lease: Lease, step_id: str, reason: str) -> None:
     run.close()
 
 
+def note_capacity(
+    tx: Tx,
+    lease: Lease,
+    type_: EventType,
+    message: str,
+    step_id: str,
+    attributes: dict[str, str],
+) -> None:
+    """A model capacity event (breaker opened or closed, a fallback taken, a model
+    paused by the API) in the run whose step saw it; changes no state."""
+    run = _RunWriter(tx, lease)
+    run.event(type_, message, step_id, attributes)
+    run.close()
+
+
 def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[int, int]:
     """Sends the step's attempt to a worker: a new attempt, or the lost one again.
 

@@ -32,6 +32,7 @@ from maestro.paths import BadPath, normalize_artifact_path
 from maestro.personas import PERSONAS
 from maestro.text import is_printable_char
 from maestro.workflow.durations import format_duration, parse_duration
+from maestro.workflow.fallback import MAX_FALLBACKS, Fallbacks
 from maestro.workflow.limits import (
     MAX_BACKOFF,
     MAX_BUDGET_TOKENS,
@@ -228,6 +229,8 @@ class StepSpec(BaseModel):
         effort: The effort level; None means the workflow's ``effort``.
         budget: What the step may spend over all its attempts (None: no limit of its
             own); the run's ``budget`` holds as well.
+        fallback: Where the step goes when its model cannot serve it; None means the
+            workflow's ``fallback`` (see ``maestro.workflow.fallback``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -243,6 +246,8 @@ class StepSpec(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
     effort: Effort | None = None
     budget: Budget | None = None
+    # Model capacity (maestro/workflow/fallback.py).
+    fallback: Fallbacks | None = Field(default=None, max_length=MAX_FALLBACKS)
 
     @field_validator("id")
     @classmethod
@@ -290,6 +295,7 @@ class WorkflowSpec(BaseModel):
             unlimited); a step's own ``budget`` narrows it for that step.
         shared_paths: Paths (or directories, ending in "/") several steps may write;
             any other path written by two steps is a conflict that fails the attempt.
+        fallback: Fallbacks of steps that declare none.
         steps: In declaration order, which is also the order runs list them in.
     """
 
@@ -304,6 +310,7 @@ class WorkflowSpec(BaseModel):
     effort: Effort | None = None
     budget: Budget | None = None
     shared_paths: tuple[SharedPath, ...] = Field(default=(), max_length=MAX_SHARED_PATHS)
+    fallback: Fallbacks | None = Field(default=None, max_length=MAX_FALLBACKS)
     steps: tuple[StepSpec, ...] = Field(min_length=1, max_length=MAX_STEPS)
 
     # Derived from `steps` once; private attributes take no part in dumps.
@@ -382,6 +389,11 @@ class WorkflowSpec(BaseModel):
     def effort_for(self, step_id: str) -> str | None:
         """The step's effort level, else the workflow's; None means the default."""
         return self.step(step_id).effort or self.effort
+
+    def fallback_for(self, step_id: str) -> Fallbacks:
+        """The step's declared fallbacks, else the workflow's, in order (may be empty)."""
+        found = self.step(step_id).fallback
+        return found if found is not None else (self.fallback or ())
 
     def ancestors(self, step_id: str) -> list[str]:
         """Returns every step this one transitively depends on, nearest first.

@@ -21,6 +21,11 @@ written prefix found at or up to 20 blocks before one of its breakpoints. Usage
 reports `input_tokens` (after the last breakpoint), `cache_creation_input_tokens` and
 `cache_read_input_tokens`; tokens are counted as 1 per 4 characters of JSON.
 
+Like the API it can hold the organisation to a rate limit (`set_rate_limit`: requests
+per window, sliding, with `anthropic-ratelimit-requests-*` headers on every answer and
+429 with `retry-after` beyond it) and be overloaded for a while (`set_overloaded`:
+every request answered 529); `max_in_window` says how many requests any window saw.
+
 Tests script it: each request consumes the next scripted behaviour. When the script is
 empty the default, `Auto`, plays a plausible model: a structured-output request gets
 a JSON instance of its schema; a request with the file tools of Maestro's agent loop
@@ -38,11 +43,14 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
@@ -211,6 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Idle keep-alive connections end after this, so handler threads never pile up.
     timeout = 30
+    extra_headers: dict[str, str] = {}  # noqa: RUF012 (set per request, never mutated)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("fake anthropic: " + format, *args)
@@ -260,6 +269,13 @@ class FakeAnthropic:
         self._signatures: set[str] = set()
         self.min_cacheable_tokens = min_cacheable_tokens
         self.caching = caching
+        # Rate limits (set_rate_limit) and overload (set_overloaded).
+        self._rpm: int | None = None
+        self._rpm_window = 60.0
+        self._arrivals: list[float] = []
+        self._rate_limited = 0
+        self._overloaded = False
+        self._overload_answers = 0
 
     # Lifecycle
 
@@ -412,6 +428,46 @@ class FakeAnthropic:
         with self._lock:
             self._delays_when.append((text, seconds))
 
+    def set_rate_limit(self, rpm: int | None, window: float = 60.0) -> None:
+        """Enforces `rpm` requests per `window` seconds (sliding, by arrival) like the
+        API's limit: every answer carries `anthropic-ratelimit-requests-*` headers, and a
+        request over the limit gets 429 with `retry-after`. None lifts the limit."""
+        with self._lock:
+            self._rpm = rpm
+            self._rpm_window = window
+
+    def set_overloaded(self, overloaded: bool) -> None:
+        """While True every request is answered 529 overloaded_error."""
+        with self._lock:
+            self._overloaded = overloaded
+
+    @property
+    def rate_limited(self) -> int:
+        """Requests answered 429 by the rate limit (set_rate_limit)."""
+        with self._lock:
+            return self._rate_limited
+
+    @property
+    def overload_answers(self) -> int:
+        """Requests answered 529 while overloaded (set_overloaded)."""
+        with self._lock:
+            return self._overload_answers
+
+    def arrival_times(self) -> list[float]:
+        """When each Messages request arrived (time.monotonic()), in order."""
+        with self._lock:
+            return list(self._arrivals)
+
+    def max_in_window(self, window: float) -> int:
+        """The most Messages requests that arrived within any `window` seconds."""
+        times = self.arrival_times()
+        most, first = 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= window:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
     def clear_cache(self) -> None:
         """Forgets every cached prompt prefix."""
         with self._lock:
@@ -468,9 +524,18 @@ class FakeAnthropic:
             self._requests.append(recorded)
             self._in_flight += 1
             number = next(self._ids)
+            limited, handler.extra_headers = self._rate_check(path)
+            overloaded = self._overloaded and path == MESSAGES_PATH and limited is None
+            if overloaded:
+                self._overload_answers += 1
             self._lock.notify_all()
         try:
-            self._answer(handler, recorded, number)
+            if limited is not None:
+                _send_error(handler, limited, number)
+            elif overloaded:
+                _send_error(handler, ApiError(529, "overloaded_error", "Overloaded"), number)
+            else:
+                self._answer(handler, recorded, number)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout, or a cancelled call); nothing to answer.
             log.debug("fake anthropic: client of request %s went away", number)
@@ -478,6 +543,38 @@ class FakeAnthropic:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _rate_check(self, path: str) -> tuple[ApiError | None, dict[str, str]]:
+        """(a 429 for a request over the limit, or None; the rate-limit headers).
+        Called with the lock held."""
+        if path != MESSAGES_PATH:
+            return None, {}
+        now = time.monotonic()
+        self._arrivals.append(now)
+        if self._rpm is None:
+            return None, {}
+        window = self._rpm_window
+        recent = [t for t in self._arrivals[:-1] if now - t < window]
+        oldest = recent[0] if recent else now
+        reset = datetime.now(UTC) + timedelta(seconds=oldest + window - now)
+        over = len(recent) >= self._rpm
+        remaining = max(0, self._rpm - len(recent) - (0 if over else 1))
+        headers = {
+            "anthropic-ratelimit-requests-limit": str(self._rpm),
+            "anthropic-ratelimit-requests-remaining": str(remaining),
+            "anthropic-ratelimit-requests-reset": reset.isoformat().replace("+00:00", "Z"),
+        }
+        if not over:
+            return None, headers
+        self._rate_limited += 1
+        self._arrivals.pop()  # refused: the API does not count it either
+        wait = max(1, math.ceil(oldest + window - now))
+        return (
+            ApiError(
+                429, "rate_limit_error", "Number of requests has exceeded your rate limit", wait
+            ),
+            headers,
+        )
 
     def _answer(self, handler: _Handler, request: RecordedRequest, number: int) -> None:
         rejection = _validate(request)
@@ -963,8 +1060,15 @@ def _send_json(handler: _Handler, status: int, payload: Any, number: int) -> Non
     handler.send_header("content-type", "application/json")
     handler.send_header("request-id", f"req_fake_{number:06d}")
     handler.send_header("content-length", str(len(data)))
+    _send_extra_headers(handler)
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def _send_extra_headers(handler: _Handler) -> None:
+    """The rate-limit headers the fake decided for this request (see set_rate_limit)."""
+    for name, value in handler.extra_headers.items():
+        handler.send_header(name, value)
 
 
 def _error_body(
@@ -990,6 +1094,7 @@ def _send_error(handler: _Handler, error: ApiError, number: int) -> None:
         "true" if error.status in (408, 409, 429) or error.status >= 500 else "false",
     )
     handler.send_header("content-length", str(len(data)))
+    _send_extra_headers(handler)
     handler.end_headers()
     handler.wfile.write(data)
 
@@ -1059,6 +1164,7 @@ def _send_events(
     handler.send_header("request-id", f"req_fake_{number:06d}")
     # No length is known up front: the end of the stream is the end of the connection.
     handler.send_header("connection", "close")
+    _send_extra_headers(handler)
     handler.end_headers()
     handler.close_connection = True
     stop = stopping or threading.Event()

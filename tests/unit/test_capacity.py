@@ -1,99 +1,123 @@
-"""Model capacity arithmetic: token buckets, the API's reports, the circuit breaker."""
+"""Model capacity arithmetic: the sliding window of grants, the API's reports, limits."""
 
 import pytest
 
 from scheduler.capacity import (
-    BreakerPolicy,
-    BreakerState,
     Demand,
     Limits,
-    ModelCapacity,
+    ModelWindow,
     RateLimitReport,
-    breaker_allows,
     estimate_demand,
+    limits_for,
     parse_limits,
-    record_overload,
-    record_success,
 )
 
 T0 = 1_000_000.0
 
 
-def _capacity(rpm: float = 60, input_tpm: float = 6000, output_tpm: float = 600) -> ModelCapacity:
-    return ModelCapacity.fresh("m", Limits(rpm, input_tpm, output_tpm), T0)
+def _window(rpm: float = 60, input_tpm: float = 6000, output_tpm: float = 600) -> ModelWindow:
+    return ModelWindow("m", Limits(rpm, input_tpm, output_tpm), window=60.0)
 
 
-def test_a_bucket_admits_up_to_its_limit_then_refills_over_the_minute() -> None:
-    capacity = _capacity(rpm=60)
+def test_a_window_admits_up_to_its_limit_then_waits_for_the_oldest_grant_to_age_out() -> None:
+    account = _window(rpm=60)
     call = Demand(1, 10, 10)
-    for _ in range(60):
-        assert capacity.wait_for(call, T0) == (0.0, "")
-        capacity.take(call, T0)
-    wait, why = capacity.wait_for(call, T0)
-    assert wait == pytest.approx(1.0)  # 60 per minute: one more each second
-    assert "requests per minute (60) of m" in why
-    assert capacity.wait_for(call, T0 + 1.0)[0] == 0.0
+    for i in range(60):
+        assert account.wait_for(call, T0 + i * 0.1) == (0.0, "")
+        account.take(call, T0 + i * 0.1)
+    wait, why = account.wait_for(call, T0 + 6)
+    assert wait == pytest.approx(54.0)  # the first grant leaves the window at T0 + 60
+    assert why == "m requests per minute (60)"
+    assert account.wait_for(call, T0 + 60.0)[0] == 0.0
+
+
+def test_no_window_of_a_minute_ever_holds_more_than_the_limit() -> None:
+    # Greedy callers against a 10 per minute limit for five minutes: count every window.
+    account = _window(rpm=10)
+    granted: list[float] = []
+    now = T0
+    while now < T0 + 300:
+        wait, _ = account.wait_for(Demand(1, 0, 0), now)
+        if wait == 0:
+            account.take(Demand(1, 0, 0), now)
+            granted.append(now)
+        else:
+            now += wait
+    for start in granted:
+        assert sum(1 for t in granted if start <= t < start + 60) <= 10
+    assert len(granted) == pytest.approx(50, abs=1)  # and the limit is used in full
+
+
+def test_a_lease_counts_until_its_last_possible_use_plus_a_window() -> None:
+    account = _window(rpm=10)
+    account.take(Demand(10, 0, 0), T0, until=T0 + 5)
+    assert account.wait_for(Demand(1, 0, 0), T0 + 62)[0] == pytest.approx(3.0)
 
 
 def test_the_tightest_dimension_decides() -> None:
-    capacity = _capacity(rpm=1000, input_tpm=6000, output_tpm=600)
-    capacity.take(Demand(1, 100, 600), T0)  # output bucket now empty
-    wait, why = capacity.wait_for(Demand(1, 100, 300), T0)
-    assert wait == pytest.approx(30.0)  # 300 of 600/min
-    assert why.startswith("output_tokens per minute")
+    account = _window(rpm=1000, input_tpm=6000, output_tpm=600)
+    account.take(Demand(1, 100, 600), T0)  # output used up for a minute
+    wait, why = account.wait_for(Demand(1, 100, 300), T0 + 30)
+    assert wait == pytest.approx(30.0)
+    assert why == "m output tokens per minute (600)"
 
 
-def test_settling_gives_back_what_was_not_used_and_charges_what_was() -> None:
-    capacity = _capacity(output_tpm=600)
-    estimate = Demand(1, 0, 500)
-    capacity.take(estimate, T0)
-    capacity.settle(estimate, Demand(1, 0, 100), T0)
-    assert capacity.buckets["output_tokens"].level == pytest.approx(500)  # type: ignore[index]
-    capacity.settle(Demand(1, 0, 0), Demand(1, 0, 900), T0)
-    assert capacity.wait_for(Demand(0, 0, 1), T0)[0] > 0  # in debt: later calls wait
+def test_settling_replaces_the_estimate_with_what_was_used() -> None:
+    account = _window(output_tpm=600)
+    grant = account.take(Demand(1, 0, 500), T0)
+    assert account.wait_for(Demand(1, 0, 200), T0)[0] > 0
+    account.settle(grant, Demand(1, 0, 100), T0)
+    assert account.wait_for(Demand(1, 0, 200), T0)[0] == 0.0
+    # A call in flight counts until a window after it ends.
+    flight = account.take(Demand(1, 0, 550), T0, until=float("inf"))
+    assert account.wait_for(Demand(1, 0, 100), T0 + 500)[0] == 60.0  # look again later
+    account.settle(flight, Demand(1, 0, 550), T0 + 500)
+    assert account.wait_for(Demand(1, 0, 100), T0 + 530)[0] == pytest.approx(30.0)
 
 
-def test_a_demand_bigger_than_the_bucket_is_let_through_when_full() -> None:
-    capacity = _capacity(input_tpm=1000)
-    assert capacity.wait_for(Demand(1, 50_000, 0), T0)[0] == 0.0
+def test_a_demand_bigger_than_a_minute_goes_when_the_window_is_empty() -> None:
+    account = _window(input_tpm=1000)
+    assert account.wait_for(Demand(1, 50_000, 0), T0)[0] == 0.0
+    account.take(Demand(1, 50_000, 0), T0)
+    assert account.wait_for(Demand(1, 50_000, 0), T0 + 1)[0] == pytest.approx(59.0)
 
 
-def test_the_api_s_report_overrides_the_estimate_and_a_429_pauses_everyone() -> None:
-    capacity = _capacity(rpm=50)
-    capacity.observe(
-        RateLimitReport(requests_limit=1000, requests_remaining=3, retry_after=None), T0
+def test_the_api_s_report_wins_where_it_says_less_is_left_and_a_429_pauses() -> None:
+    account = _window(rpm=50)
+    extra = account.observe(
+        RateLimitReport(requests_limit=40, requests_remaining=3, resets=(T0 + 90, None, None)),
+        T0,
     )
-    requests = capacity.buckets["requests"]  # type: ignore[index]
-    assert (requests.capacity, requests.level) == (1000, 3)
-    capacity.observe(RateLimitReport(retry_after=12), T0)
-    wait, why = capacity.wait_for(Demand(), T0)
-    assert wait == pytest.approx(12) and "retry-after" in why
+    assert account.limit(account_dimension := list(account.api_limits)[0]) == 40
+    assert account_dimension.value == "requests"
+    assert extra is not None and extra.amount.requests == 37  # 40 allowed, 3 left
+    assert account.left(T0).requests == 3
+    assert account.wait_for(Demand(4, 0, 0), T0)[0] == pytest.approx(90.0)  # the API's reset
+    # A higher limit from the API does not raise ours (we may be given a share).
+    account.observe(RateLimitReport(requests_limit=4000), T0)
+    assert account.limit(account_dimension) == 40
+    account.observe(RateLimitReport(retry_after=12), T0)
+    wait, why = account.wait_for(Demand(0, 0, 0), T0)
+    assert wait == pytest.approx(12) and "429" in why
 
 
-def test_estimates_count_bytes_as_quarter_tokens_and_output_at_its_cap() -> None:
-    assert estimate_demand(4001, 32000) == Demand(1, 1001, 32000)
+def test_estimates_count_bytes_as_quarter_tokens() -> None:
+    assert estimate_demand(4001, 2048) == Demand(1, 1001, 2048)
 
 
-def test_limits_parse_strictly() -> None:
+def test_limits_parse_strictly_and_default_to_the_documented_tier() -> None:
     assert parse_limits('{"*": {"rpm": 100}}') == {"*": Limits(rpm=100)}
-    for bad in ("[1]", '{"m": 5}', '{"m": {"rps": 1}}', '{"m": {"rpm": -1}}'):
+    for bad in (
+        "[1]",
+        '{"m": 5}',
+        '{"m": {"rps": 1}}',
+        '{"m": {"rpm": -1}}',
+        '{"m": {"rpm": true}}',
+    ):
         with pytest.raises(ValueError):
             parse_limits(bad)
-
-
-def test_the_breaker_opens_on_sustained_overload_probes_and_closes() -> None:
-    policy = BreakerPolicy(threshold=3, window=60, cool_down=30)
-    capacity = _capacity()
-    assert not record_overload(capacity, policy, T0)
-    assert not record_overload(capacity, policy, T0 + 100)  # the first fell out of the window
-    assert not record_overload(capacity, policy, T0 + 101)
-    assert record_overload(capacity, policy, T0 + 102)
-    assert capacity.breaker is BreakerState.OPEN
-    assert not breaker_allows(capacity, policy, T0 + 110)
-    assert breaker_allows(capacity, policy, T0 + 133)  # cooled down: one probe
-    assert capacity.breaker.value == "half_open"
-    assert not breaker_allows(capacity, policy, T0 + 133)  # only one
-    assert record_overload(capacity, policy, T0 + 134)  # the probe failed: open again
-    assert breaker_allows(capacity, policy, T0 + 170)
-    assert record_success(capacity)
-    assert capacity.breaker.value == "closed"
+    configured = parse_limits('{"a": {"rpm": 5}, "*": {"rpm": 7}}')
+    assert limits_for(configured, "a").rpm == 5
+    assert limits_for(configured, "b").rpm == 7
+    assert limits_for({}, "b") == Limits()
+    assert Limits().rpm == 4000  # Tier 4, Claude Sonnet

@@ -392,7 +392,7 @@ def test_unknown_fields_suggest_the_right_one():
             "steps[a].colour",
             "unknown field 'colour' "
             "(allowed: id, persona, kind, depends_on, timeout, deadline, retry, instructions, "
-            "model, effort, budget)",
+            "model, effort, budget, fallback)",
         ),
         (
             "steps[b].retry.attempts",
@@ -401,7 +401,7 @@ def test_unknown_fields_suggest_the_right_one():
         (
             "timout",
             "unknown field 'timout' (allowed: name, description, default_timeout, "
-            "default_deadline, retry, model, effort, budget, shared_paths, steps)",
+            "default_deadline, retry, model, effort, budget, shared_paths, fallback, steps)",
         ),
     ]
 

@@ -154,6 +154,22 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """An attempt was lost to an infrastructure fault (a worker restarting, a scheduler
     stopping) and is sent again: it does not count against the step's attempts.
     """
+    EVENT_TYPE_BREAKER_OPENED: _EventType.ValueType  # 30
+    """A model's circuit breaker opened after sustained overload (HTTP 529 or
+    `overloaded_error`): calls to it wait or go to a step's declared fallback.
+    Attributes: `model`, `overloads`, `window_seconds`. Recorded in the run whose step
+    saw the overload that opened it.
+    """
+    EVENT_TYPE_BREAKER_CLOSED: _EventType.ValueType  # 31
+    """A model's circuit breaker closed again: a probe call succeeded. Attributes: `model`."""
+    EVENT_TYPE_STEP_FALLBACK: _EventType.ValueType  # 32
+    """A step's next attempt uses a declared fallback. Attributes: `model` and `provider`
+    (what is used), `fallback` (its position, from 1), `reason` (why).
+    """
+    EVENT_TYPE_MODEL_PAUSED: _EventType.ValueType  # 33
+    """The API answered 429 with `retry-after`: no call to the model goes out, from any
+    step of any run, until `paused_until`. Attributes: `model`, `retry_after_seconds`.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """What kind of event this is."""
@@ -193,6 +209,22 @@ EVENT_TYPE_STEP_QUEUED: EventType.ValueType  # 15
 EVENT_TYPE_ATTEMPT_LOST: EventType.ValueType  # 16
 """An attempt was lost to an infrastructure fault (a worker restarting, a scheduler
 stopping) and is sent again: it does not count against the step's attempts.
+"""
+EVENT_TYPE_BREAKER_OPENED: EventType.ValueType  # 30
+"""A model's circuit breaker opened after sustained overload (HTTP 529 or
+`overloaded_error`): calls to it wait or go to a step's declared fallback.
+Attributes: `model`, `overloads`, `window_seconds`. Recorded in the run whose step
+saw the overload that opened it.
+"""
+EVENT_TYPE_BREAKER_CLOSED: EventType.ValueType  # 31
+"""A model's circuit breaker closed again: a probe call succeeded. Attributes: `model`."""
+EVENT_TYPE_STEP_FALLBACK: EventType.ValueType  # 32
+"""A step's next attempt uses a declared fallback. Attributes: `model` and `provider`
+(what is used), `fallback` (its position, from 1), `reason` (why).
+"""
+EVENT_TYPE_MODEL_PAUSED: EventType.ValueType  # 33
+"""The API answered 429 with `retry-after`: no call to the model goes out, from any
+step of any run, until `paused_until`. Attributes: `model`, `retry_after_seconds`.
 """
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 

@@ -5,7 +5,9 @@ The worker API: how the scheduler asks a stateless worker to run one step attemp
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -489,6 +491,7 @@ class StepResult(_message.Message):
     TRANSCRIPT_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     FINDINGS_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """A short summary of what the step produced and decided."""
     provider: _builtins.str
@@ -513,6 +516,12 @@ class StepResult(_message.Message):
     def usage(self) -> Global___TokenUsage:
         """Usage of the whole attempt (zero for the offline provider)."""
 
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimitReport:
+        """The API's rate-limit headers of the attempt's last model call; unset when no call
+        answered (the offline provider).
+        """
+
     def __init__(
         self,
         *,
@@ -524,10 +533,11 @@ class StepResult(_message.Message):
         transcript: _builtins.bytes = ...,
         verdict: Global___Verdict.ValueType = ...,
         findings: _builtins.str = ...,
+        rate_limits: Global___RateLimitReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limits", b"rate_limits", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "findings", b"findings", "model", b"model", "provider", b"provider", "summary", b"summary", "transcript", b"transcript", "usage", b"usage", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "findings", b"findings", "model", b"model", "provider", b"provider", "rate_limits", b"rate_limits", "summary", b"summary", "transcript", b"transcript", "usage", b"usage", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -547,6 +557,7 @@ class StepFailure(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
     kind: Global___FailureKind.ValueType
     """How the caller should treat it."""
     message: _builtins.str
@@ -569,6 +580,12 @@ class StepFailure(_message.Message):
     def usage(self) -> Global___TokenUsage:
         """Usage of this attempt, every call counted."""
 
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimitReport:
+        """The API's rate-limit headers of the attempt's last model call (a 429's
+        `retry-after` included); unset when no call answered.
+        """
+
     def __init__(
         self,
         *,
@@ -580,14 +597,121 @@ class StepFailure(_message.Message):
         model: _builtins.str = ...,
         reason: _builtins.str = ...,
         transcript: _builtins.bytes = ...,
+        rate_limits: Global___RateLimitReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limits", b"rate_limits", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "model", b"model", "provider", b"provider", "reason", b"reason", "retry_after_ms", b"retry_after_ms", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "model", b"model", "provider", b"provider", "rate_limits", b"rate_limits", "reason", b"reason", "retry_after_ms", b"retry_after_ms", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepFailure: _TypeAlias = StepFailure  # noqa: Y015
+
+@_typing.final
+class RateLimitReport(_message.Message):
+    """What the Anthropic API said about the organisation's rate limits in its last answer
+    (the `anthropic-ratelimit-*` and `retry-after` headers), so the scheduler can fit its
+    limits to what is really left. A field that was absent is unset.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    REQUESTS_LIMIT_FIELD_NUMBER: _builtins.int
+    REQUESTS_REMAINING_FIELD_NUMBER: _builtins.int
+    REQUESTS_RESET_TIME_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_LIMIT_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_REMAINING_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_RESET_TIME_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_LIMIT_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_REMAINING_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_RESET_TIME_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    FIRST_ANSWER_TIME_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model the answer was for."""
+    requests_limit: _builtins.float
+    """`anthropic-ratelimit-requests-limit`: requests per minute allowed."""
+    requests_remaining: _builtins.float
+    """`anthropic-ratelimit-requests-remaining`: requests left now."""
+    input_tokens_limit: _builtins.float
+    """`anthropic-ratelimit-input-tokens-limit`: input tokens per minute allowed."""
+    input_tokens_remaining: _builtins.float
+    """`anthropic-ratelimit-input-tokens-remaining`: input tokens left now."""
+    output_tokens_limit: _builtins.float
+    """`anthropic-ratelimit-output-tokens-limit`: output tokens per minute allowed."""
+    output_tokens_remaining: _builtins.float
+    """`anthropic-ratelimit-output-tokens-remaining`: output tokens left now."""
+    @_builtins.property
+    def requests_reset_time(self) -> _timestamp_pb2.Timestamp:
+        """`anthropic-ratelimit-requests-reset`: when the requests limit is fully replenished."""
+
+    @_builtins.property
+    def input_tokens_reset_time(self) -> _timestamp_pb2.Timestamp:
+        """`anthropic-ratelimit-input-tokens-reset`: when input tokens are fully replenished."""
+
+    @_builtins.property
+    def output_tokens_reset_time(self) -> _timestamp_pb2.Timestamp:
+        """`anthropic-ratelimit-output-tokens-reset`: when output tokens are fully replenished."""
+
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """`retry-after` of a 429: no call to this model before this long has passed."""
+
+    @_builtins.property
+    def first_answer_time(self) -> _timestamp_pb2.Timestamp:
+        """When the answer to the attempt's first request began (its response headers, or
+        an error, arrived; the worker's clock): the API counted the request before then,
+        so the scheduler counts the call until then plus a window, not until the answer
+        ended. Unset when no answer came.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        requests_limit: _builtins.float | None = ...,
+        requests_remaining: _builtins.float | None = ...,
+        requests_reset_time: _timestamp_pb2.Timestamp | None = ...,
+        input_tokens_limit: _builtins.float | None = ...,
+        input_tokens_remaining: _builtins.float | None = ...,
+        input_tokens_reset_time: _timestamp_pb2.Timestamp | None = ...,
+        output_tokens_limit: _builtins.float | None = ...,
+        output_tokens_remaining: _builtins.float | None = ...,
+        output_tokens_reset_time: _timestamp_pb2.Timestamp | None = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
+        first_answer_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit", "_input_tokens_remaining", b"_input_tokens_remaining", "_output_tokens_limit", b"_output_tokens_limit", "_output_tokens_remaining", b"_output_tokens_remaining", "_requests_limit", b"_requests_limit", "_requests_remaining", b"_requests_remaining", "first_answer_time", b"first_answer_time", "input_tokens_limit", b"input_tokens_limit", "input_tokens_remaining", b"input_tokens_remaining", "input_tokens_reset_time", b"input_tokens_reset_time", "output_tokens_limit", b"output_tokens_limit", "output_tokens_remaining", b"output_tokens_remaining", "output_tokens_reset_time", b"output_tokens_reset_time", "requests_limit", b"requests_limit", "requests_remaining", b"requests_remaining", "requests_reset_time", b"requests_reset_time", "retry_after", b"retry_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit", "_input_tokens_remaining", b"_input_tokens_remaining", "_output_tokens_limit", b"_output_tokens_limit", "_output_tokens_remaining", b"_output_tokens_remaining", "_requests_limit", b"_requests_limit", "_requests_remaining", b"_requests_remaining", "first_answer_time", b"first_answer_time", "input_tokens_limit", b"input_tokens_limit", "input_tokens_remaining", b"input_tokens_remaining", "input_tokens_reset_time", b"input_tokens_reset_time", "model", b"model", "output_tokens_limit", b"output_tokens_limit", "output_tokens_remaining", b"output_tokens_remaining", "output_tokens_reset_time", b"output_tokens_reset_time", "requests_limit", b"requests_limit", "requests_remaining", b"requests_remaining", "requests_reset_time", b"requests_reset_time", "retry_after", b"retry_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__input_tokens_limit: _TypeAlias = _typing.Literal["input_tokens_limit"]  # noqa: Y015
+    _WhichOneofArgType__input_tokens_limit: _TypeAlias = _typing.Literal["_input_tokens_limit", b"_input_tokens_limit"]  # noqa: Y015
+    _WhichOneofReturnType__input_tokens_remaining: _TypeAlias = _typing.Literal["input_tokens_remaining"]  # noqa: Y015
+    _WhichOneofArgType__input_tokens_remaining: _TypeAlias = _typing.Literal["_input_tokens_remaining", b"_input_tokens_remaining"]  # noqa: Y015
+    _WhichOneofReturnType__output_tokens_limit: _TypeAlias = _typing.Literal["output_tokens_limit"]  # noqa: Y015
+    _WhichOneofArgType__output_tokens_limit: _TypeAlias = _typing.Literal["_output_tokens_limit", b"_output_tokens_limit"]  # noqa: Y015
+    _WhichOneofReturnType__output_tokens_remaining: _TypeAlias = _typing.Literal["output_tokens_remaining"]  # noqa: Y015
+    _WhichOneofArgType__output_tokens_remaining: _TypeAlias = _typing.Literal["_output_tokens_remaining", b"_output_tokens_remaining"]  # noqa: Y015
+    _WhichOneofReturnType__requests_limit: _TypeAlias = _typing.Literal["requests_limit"]  # noqa: Y015
+    _WhichOneofArgType__requests_limit: _TypeAlias = _typing.Literal["_requests_limit", b"_requests_limit"]  # noqa: Y015
+    _WhichOneofReturnType__requests_remaining: _TypeAlias = _typing.Literal["requests_remaining"]  # noqa: Y015
+    _WhichOneofArgType__requests_remaining: _TypeAlias = _typing.Literal["_requests_remaining", b"_requests_remaining"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_tokens_limit) -> _WhichOneofReturnType__input_tokens_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_tokens_remaining) -> _WhichOneofReturnType__input_tokens_remaining | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_tokens_limit) -> _WhichOneofReturnType__output_tokens_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_tokens_remaining) -> _WhichOneofReturnType__output_tokens_remaining | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_limit) -> _WhichOneofReturnType__requests_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_remaining) -> _WhichOneofReturnType__requests_remaining | None: ...
+
+Global___RateLimitReport: _TypeAlias = RateLimitReport  # noqa: Y015
 
 @_typing.final
 class ExecuteStepResponse(_message.Message):
