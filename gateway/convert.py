@@ -9,6 +9,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import ValidationError
 
 from gateway.event_details import details_for
 from gateway.names import RUN_ID_PATTERN, run_name
@@ -16,6 +17,7 @@ from maestro.api.gateway.v1 import gateway_pb2
 from maestro.core.errors import InvalidArgument
 from maestro.paths import BadPath, normalize_artifact_path
 from maestro.personas import Persona
+from maestro.sandbox.gate import GateVerdict
 from maestro.store import ArtifactRecord, EventRecord, RunRecord, StepRecord, Usage
 from maestro.workflow import WorkflowSpec
 
@@ -62,7 +64,31 @@ def step_to_proto(step: StepRecord) -> gateway_pb2.Step:
         usage=usage_to_proto(step.usage),
         provider=step.provider,
         model=step.model,
+        kind=step.kind,
+        round=step.round,
+        gate_metrics=gate_metrics_to_proto(step),
     )
+
+
+def gate_metrics_to_proto(step: StepRecord) -> list[gateway_pb2.GateMetric]:
+    """A gate step's last verdict, metric by metric (none before it ran)."""
+    if step.kind != "gate" or not step.result_json:
+        return []
+    try:
+        verdict = GateVerdict.model_validate_json(step.result_json)
+    except ValidationError:
+        return []  # not a verdict this code knows; the summary still says it
+    return [
+        gateway_pb2.GateMetric(
+            metric=m.metric,
+            measured=m.value is not None,
+            value=m.value or 0.0,
+            threshold=m.threshold.describe(),
+            passed=m.passed,
+            reason=m.reason,
+        )
+        for m in verdict.metrics
+    ]
 
 
 def run_to_proto(run: RunRecord) -> gateway_pb2.Run:
@@ -126,6 +152,10 @@ def artifact_to_proto(artifact: ArtifactRecord) -> gateway_pb2.Artifact:
         sha256=artifact.sha256,
         content=artifact.content or b"",
         create_time=_timestamp(artifact.create_time),
+        version=artifact.version,
+        attempt=artifact.attempt,
+        round=artifact.round,
+        latest=artifact.latest,
     )
 
 
@@ -190,13 +220,14 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
     return _EPOCH + timedelta(microseconds=int(match.group(1))), match.group(2)
 
 
-def encode_artifact_token(path: str) -> str:
-    """The token of the ListArtifacts page after `path`."""
-    return _encode(_ARTIFACT_PREFIX + path.encode("utf-8"))
+def encode_artifact_token(path: str, version: int = 0) -> str:
+    """The token of the ListArtifacts page after `path` (and its `version`, when the
+    listing gives every version)."""
+    return _encode(_ARTIFACT_PREFIX + f"{version}.".encode() + path.encode("utf-8"))
 
 
-def decode_artifact_token(token: str) -> str:
-    """The path a ListArtifacts page token carries.
+def decode_artifact_token(token: str) -> tuple[str, int]:
+    """The path and version a ListArtifacts page token carries.
 
     Raises:
         InvalidArgument: not a token `encode_artifact_token` made.
@@ -204,10 +235,13 @@ def decode_artifact_token(token: str) -> str:
     raw = _decode(token)
     if not raw.startswith(_ARTIFACT_PREFIX):
         raise _bad_token()
+    number, dot, rest = raw[len(_ARTIFACT_PREFIX) :].partition(b".")
+    if not dot or not number.isdigit() or len(number) > 9:
+        raise _bad_token()
     try:
-        path = raw[len(_ARTIFACT_PREFIX) :].decode("utf-8")
+        path = rest.decode("utf-8")
         if normalize_artifact_path(path) != path:
             raise _bad_token()
     except (UnicodeDecodeError, BadPath):
         raise _bad_token() from None
-    return path
+    return path, int(number)

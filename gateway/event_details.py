@@ -35,6 +35,11 @@ DETAILS_OF_TYPE: Mapping[str, str] = {
     "RUN_SUCCEEDED": "run_ended",
     "RUN_FAILED": "run_ended",
     "RUN_CANCELLED": "run_ended",
+    "GATE_EVALUATED": "gate_evaluated",
+    "REWORK_REQUESTED": "rework_requested",
+    "APPROVAL_REQUESTED": "approval_requested",
+    "STEP_APPROVED": "decision",
+    "STEP_REJECTED": "decision",
 }
 """Event type (without its EVENT_TYPE_ prefix) -> the `details` member it fills."""
 

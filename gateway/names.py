@@ -69,3 +69,23 @@ def parse_artifact_name(name: str) -> tuple[str, str]:
             "name", f"the path in {shown(name)} is not normalised; use {shown(path)}"
         )
     return parse_run_name(f"runs/{parts[1]}", field="name"), path
+
+
+def parse_step_name(name: str) -> tuple[str, str]:
+    """Returns (run id, step id) of `runs/{run}/steps/{step}`.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    from maestro.workflow.spec import STEP_ID_PATTERN
+
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument("name", f"is {len(name)} characters long; at most {MAX_NAME_CHARS}")
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "runs" or parts[2] != "steps":
+        raise InvalidArgument(
+            "name", f"{shown(name)} is not a step name; expected runs/{{run}}/steps/{{step}}"
+        )
+    if not STEP_ID_PATTERN.fullmatch(parts[3]):
+        raise InvalidArgument("name", f"{shown(parts[3])} is not a valid step id")
+    return parse_run_name(f"runs/{parts[1]}", field="name"), parts[3]

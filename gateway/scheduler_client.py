@@ -47,6 +47,29 @@ class SchedulerClient:
                 scheduler_pb2.DeleteRunRequest(run_id=run_id), timeout=self._timeout
             )
 
+    async def decide_step(
+        self,
+        run_id: str,
+        step_id: str,
+        decision: str,
+        *,
+        comment: str,
+        decided_by: str,
+        request_id: str,
+    ) -> None:
+        with mapped_rpc_errors(f"the scheduler at {self._address}"):
+            await self._stub.DecideStep(
+                scheduler_pb2.DecideStepRequest(
+                    run_id=run_id,
+                    step_id=step_id,
+                    decision=decision,
+                    comment=comment,
+                    decided_by=decided_by,
+                    request_id=request_id,
+                ),
+                timeout=self._timeout,
+            )
+
     async def cancel_run(self, run_id: str) -> None:
         with mapped_rpc_errors(f"the scheduler at {self._address}"):
             await self._stub.CancelRun(

@@ -22,6 +22,7 @@ from gateway.convert import (
     encode_page_token,
     persona_to_proto,
     run_to_proto,
+    step_to_proto,
     workflow_to_proto,
 )
 from gateway.events import EventHub
@@ -29,6 +30,7 @@ from gateway.names import (
     ARTIFACT_TYPE,
     parse_artifact_name,
     parse_run_name,
+    parse_step_name,
     run_name,
     run_not_found,
 )
@@ -58,6 +60,7 @@ MAX_PAGE_BYTES = 2 * 1024 * 1024
 MAX_REQUIREMENT_CHARS = 20_000
 MAX_REQUEST_ID_CHARS = 128
 MAX_PROVIDER_CHARS = 32
+MAX_COMMENT_CHARS = 20_000
 # Sequences are dense from 1; this bound only keeps the value sane.
 MAX_SEQUENCE = 2**62
 
@@ -138,7 +141,10 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         after = decode_page_token(request.page_token) if request.page_token else None
         # One extra row tells whether another page exists.
         runs = await self._store.list_runs(
-            size + 1, after, created_by=None if caller.admin else caller.name
+            size + 1,
+            after,
+            created_by=None if caller.admin else caller.name,
+            waiting_for_decision=request.waiting_for_decision,
         )
         response = gateway_pb2.ListRunsResponse()
         total = 0
@@ -169,6 +175,39 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
             ) from None
         return run_to_proto(await self._run(run_id))
 
+    async def ApproveStep(
+        self, request: gateway_pb2.ApproveStepRequest, context: Context
+    ) -> gateway_pb2.Step:
+        return await self._decide(request.name, "approve", request.comment, request.request_id)
+
+    async def RejectStep(
+        self, request: gateway_pb2.RejectStepRequest, context: Context
+    ) -> gateway_pb2.Step:
+        if not request.comment.strip():
+            raise InvalidArgument("comment", "a rejection needs a comment: say what is wrong")
+        return await self._decide(request.name, "reject", request.comment, request.request_id)
+
+    async def _decide(
+        self, name: str, decision: str, comment: str, request_id: str
+    ) -> gateway_pb2.Step:
+        run_id, step_id = parse_step_name(name)
+        run = await self._run(run_id)
+        if not any(s.step_id == step_id for s in run.steps):
+            raise NotFound(f"run {run_name(run_id)} has no step {step_id!r}")
+        if len(comment) > MAX_COMMENT_CHARS:
+            raise InvalidArgument("comment", f"is longer than {MAX_COMMENT_CHARS} characters")
+        await self._scheduler.decide_step(
+            run_id,
+            step_id,
+            decision,
+            comment=comment,
+            decided_by=_caller().name,
+            request_id=request_id,
+        )
+        after = await self._run(run_id)
+        (step,) = [s for s in after.steps if s.step_id == step_id]
+        return step_to_proto(step)
+
     async def DeleteRun(
         self, request: gateway_pb2.DeleteRunRequest, context: Context
     ) -> empty_pb2.Empty:
@@ -193,13 +232,22 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
     ) -> gateway_pb2.ListArtifactsResponse:
         run_id = parse_run_name(request.parent, field="parent")
         size = _page_size(request.page_size, DEFAULT_ARTIFACT_PAGE_SIZE)
-        after = decode_artifact_token(request.page_token) if request.page_token else None
+        after, after_version = (
+            decode_artifact_token(request.page_token) if request.page_token else (None, 0)
+        )
         await self._run(run_id)
-        artifacts = await self._store.list_artifacts(run_id, limit=size + 1, after=after)
+        artifacts = await self._store.list_artifacts(
+            run_id,
+            all_versions=request.all_versions,
+            limit=size + 1,
+            after=after,
+            after_version=after_version,
+        )
         page = artifacts[:size]
+        more = len(artifacts) > size
         return gateway_pb2.ListArtifactsResponse(
             artifacts=[artifact_to_proto(artifact) for artifact in page],
-            next_page_token=encode_artifact_token(page[-1].path) if len(artifacts) > size else "",
+            next_page_token=encode_artifact_token(page[-1].path, page[-1].version) if more else "",
         )
 
     async def GetArtifact(

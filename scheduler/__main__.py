@@ -13,6 +13,7 @@ from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from maestro.store import open_store, redact_url
 from scheduler.engine import Engine
+from scheduler.gates import close_sandboxes
 from scheduler.observe import EventMeter, observe_capacity, observe_engine
 from scheduler.servicer import SchedulerServicer
 from scheduler.settings import SchedulerSettings
@@ -74,6 +75,7 @@ async def main(settings: SchedulerSettings) -> None:
         feed.close()
         await engine.shutdown()
         await workers.close()
+        await close_sandboxes()
         await meter.close()
         await store.close()
         observed.close()

@@ -55,6 +55,7 @@ def attempt_request_to_proto(request: AttemptRequest) -> worker_pb2.ExecuteStepR
             for path, step_id in request.owned_paths
         ],
         shared_paths=request.shared_paths,
+        feedback=request.feedback,
     )
 
 

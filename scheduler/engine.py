@@ -28,6 +28,7 @@ from maestro.core.errors import (
 from maestro.store import Claim, Lease, LeaseLost, NewRun, RunFinished, RunRecord, RunState, Store
 from maestro.store.listen import PostgresListener
 from maestro.store.retention import expire_runs
+from maestro.store.sql_approvals import DecisionRecord
 from maestro.workflow import (
     VALIDATION_TIME_LIMIT_SECONDS,
     WorkflowSpec,
@@ -265,6 +266,36 @@ class Engine:
         """
         await self._store.delete_run(run_id)
         log.info("run %s deleted", run_id)
+
+    async def decide_step(
+        self,
+        run_id: str,
+        step_id: str,
+        decision: str,
+        *,
+        comment: str,
+        decided_by: str,
+        request_id: str,
+    ) -> DecisionRecord:
+        """Records a person's decision; the run's driver (here, or on the scheduler that
+        owns it, which polls) applies it.
+
+        Raises:
+            NotFound: no such run or step.
+            FailedPrecondition: the step does not wait for a decision.
+        """
+        decided = await self._store.record_decision(
+            run_id,
+            step_id,
+            decision,
+            comment=comment,
+            decided_by=decided_by,
+            request_id=request_id,
+        )
+        driver = self._drivers.get(run_id)
+        if driver is not None:
+            driver.decision_recorded(step_id)
+        return decided
 
     async def cancel_run(self, run_id: str) -> None:
         """Cancels the run wherever it is driven and waits (briefly) until it ended.

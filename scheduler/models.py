@@ -43,6 +43,9 @@ class AttemptRequest(_Frozen):
     """(path, step id) of the paths other steps of the run wrote."""
     shared_paths: tuple[str, ...] = ()
     """Paths (or "dir/") the workflow lets several steps write."""
+    feedback: str = ""
+    """In a rework round: the gate's report or the reviewer's findings, and what the
+    step did before; empty otherwise."""
 
 
 class AttemptResult(_Frozen):

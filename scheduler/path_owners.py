@@ -26,6 +26,10 @@ class PathOwners:
                 bisect.insort(self._sorted, path)
             self._owners[path] = step_id
 
+    def written_by(self, step_ids: set[str]) -> list[str]:
+        """The paths whose latest version one of `step_ids` wrote, sorted."""
+        return [path for path in self._sorted if self._owners[path] in step_ids]
+
     def others_under(self, targets: Iterable[str], step_id: str) -> tuple[tuple[str, str], ...]:
         """(path, owner) of the paths another step wrote at a target: the path itself, or
         anything under a target ending in "/"; sorted by path."""

@@ -23,6 +23,7 @@ from maestro.personas import get_persona
 from maestro.store import (
     NO_USAGE,
     Lease,
+    ReworkRequest,
     RunRecord,
     RunState,
     StepContextRecord,
@@ -32,7 +33,8 @@ from maestro.store import (
     StoreUnavailable,
     Usage,
 )
-from maestro.workflow import Budget, WorkflowSpec
+from maestro.workflow import Budget, StepKind, WorkflowSpec
+from scheduler import approvals, gates
 from scheduler.admission import Admission, AdmissionClosed
 from scheduler.limiter import CapacityLimiter, CapacityWaitTimeout
 from scheduler.models import AttemptBudget, AttemptRequest, AttemptResult, DependencyOutput
@@ -138,6 +140,10 @@ class Outcome(StrEnum):
     """Back to PENDING: a retry is due later."""
     NOT_DISPATCHED = "NOT_DISPATCHED"
     """The scheduler is draining: the step was never sent."""
+    REWORK = "REWORK"
+    """A gate or reviewer sent work back: `rework` is the new round (scheduler/gates.py)."""
+    WAITING_APPROVAL = "WAITING_APPROVAL"
+    """An approval step waits for a person until `due` (scheduler/approvals.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,7 @@ class StepOutcome:
     outcome: Outcome
     error: str = ""
     due: float | None = None
+    rework: ReworkRequest | None = None
 
 
 class _Reports:
@@ -265,6 +272,20 @@ class RunDriver:
             for step in record.steps
         }
         self._spent = {step.step_id: step.usage for step in record.steps}
+        # Rework rounds (scheduler/gates.py): each step's round, what its next attempt
+        # is told, and attempt numbers (they go on across rounds; retries count within).
+        self._round = {step.step_id: step.round for step in record.steps}
+        self._feedback = {step.step_id: step.feedback for step in record.steps}
+        self._last_attempt = {step.step_id: step.attempts for step in record.steps}
+        self._attempt_base = {step.step_id: step.attempts_before_round for step in record.steps}
+        # Approval steps waiting for a person: timeout due, next look, looks in flight.
+        self._approval_due = {
+            step.step_id: step.due_time.timestamp() if step.due_time else time.time()
+            for step in record.steps
+            if step.state is StepState.WAITING_APPROVAL
+        }
+        self._check_at: dict[str, float] = {}
+        self._checking: set[str] = set()
         # path -> the step that wrote its latest version (read once, then kept current).
         self._owners = PathOwners()
         self._position = {step.id: i for i, step in enumerate(spec.steps)}
@@ -298,6 +319,11 @@ class RunDriver:
     def cancel(self) -> None:
         """Ends the run CANCELLED as soon as its steps in flight are stopped."""
         self._cancel.set()
+        self._wake.set()
+
+    def decision_recorded(self, step_id: str) -> None:
+        """A person decided on a waiting step: look at it now."""
+        self._check_at[step_id] = 0.0
         self._wake.set()
 
     def drain(self) -> None:
@@ -352,6 +378,9 @@ class RunDriver:
                 now = time.time()
                 next_due: float | None = None
                 if not self._drain.is_set():
+                    for step_id in approvals.checks_due(self, now):
+                        running[asyncio.create_task(approvals.check(self, step_id))] = step_id
+                    next_due = approvals.next_check(self, next_due)
                     for step_id in self._ready():
                         if len(running) >= self._settings.max_parallel_steps:
                             break
@@ -424,9 +453,30 @@ class RunDriver:
             for dependent in self._spec.dependents(step_id):
                 if not self.states[dependent].finished:
                     self._set_state(dependent, StepState.BLOCKED)
+        elif result.outcome is Outcome.REWORK and result.rework is not None:
+            self._start_round(result.rework)
+        elif result.outcome is Outcome.WAITING_APPROVAL:
+            approvals.waiting(self, step_id, result.due)
         else:
             self._due[step_id] = result.due
             self._set_state(step_id, StepState.PENDING)
+
+    def _start_round(self, rework: ReworkRequest) -> None:
+        """The store has put these steps back to PENDING in a new round; so does memory."""
+        for step_id in rework.steps:
+            self._round[step_id] = rework.round
+            self._feedback[step_id] = rework.feedback.get(step_id, "")
+            self._attempt_base[step_id] = self._last_attempt[step_id]
+            self._first_start[step_id] = None
+            self._due[step_id] = None
+            self._errors[step_id] = ""
+            self.states[step_id] = StepState.PENDING
+        self._waiting_on = {
+            step.id: sum(self.states[d] is not StepState.SUCCEEDED for d in step.depends_on)
+            for step in self._spec.steps
+        }
+        for step_id, state in list(self.states.items()):
+            self._set_state(step_id, state)
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -451,6 +501,13 @@ class RunDriver:
 
     async def _run_step(self, step_id: str) -> StepOutcome:
         step_id_var.set(step_id)
+        kind = self._spec.step(step_id).kind
+        if kind is not StepKind.PERSONA:
+            # Gates call the sandbox and approvals wait for a person: no worker capacity.
+            await self._mark_started("")
+            if kind is StepKind.GATE:
+                return await gates.run_gate_step(self, step_id)
+            return await approvals.ask(self, step_id)
         persona = self._spec.step(step_id).persona
         pool = self._pools.pool_for(persona)
         try:
@@ -544,6 +601,7 @@ class RunDriver:
             self._spec.ancestors(step_id)[:MAX_CONTEXT_STEPS],
             self._settings.context_budget_bytes,
         )
+        self._last_attempt[step_id] = attempt
         now = time.time()
         first = self._first_start[step_id] or now
         self._first_start[step_id] = first
@@ -591,6 +649,10 @@ class RunDriver:
                 usage=result.usage,
                 result_json=result_json(result),
             )
+            if result.verdict == "changes_requested" and self._spec.step(step_id).on_fail:
+                return await gates.review_sends_back(
+                    self, step_id, attempt, dispatch, record, notes, result.findings
+                )
             await persist(
                 "recording a result",
                 store.complete_step,
@@ -622,7 +684,8 @@ class RunDriver:
         settings = self._settings
         decision = decide(
             failure,
-            attempt=attempt,
+            # The retry policy counts the attempts of the current rework round.
+            attempt=attempt - self._attempt_base[step_id],
             dispatch=dispatch,
             policy=self._spec.retry_for(step_id),
             seconds_to_deadline=deadline - time.time(),
@@ -725,6 +788,7 @@ class RunDriver:
             budget=budget,
             owned_paths=self._owned_paths_for(step_id, persona),
             shared_paths=self._spec.shared_paths,
+            feedback=self._feedback[step_id],
         )
 
     def _owned_paths_for(self, step_id: str, persona: str) -> tuple[tuple[str, str], ...]:

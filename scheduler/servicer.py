@@ -49,6 +49,25 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         await self._engine.delete_run(request.run_id)
         return scheduler_pb2.DeleteRunResponse(run_id=request.run_id)
 
+    async def DecideStep(
+        self, request: scheduler_pb2.DecideStepRequest, context: Context
+    ) -> scheduler_pb2.DecideStepResponse:
+        if not request.run_id:
+            raise InvalidArgument("run_id", "is required")
+        if not request.step_id:
+            raise InvalidArgument("step_id", "is required")
+        if request.decision not in ("approve", "reject"):
+            raise InvalidArgument("decision", "must be approve or reject")
+        decided = await self._engine.decide_step(
+            request.run_id,
+            request.step_id,
+            request.decision,
+            comment=request.comment,
+            decided_by=request.decided_by,
+            request_id=request.request_id,
+        )
+        return scheduler_pb2.DecideStepResponse(round=decided.round, decision=decided.decision)
+
     async def WatchRuns(
         self, request: scheduler_pb2.WatchRunsRequest, context: Context
     ) -> AsyncIterator[scheduler_pb2.RunChanges]:

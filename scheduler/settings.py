@@ -28,6 +28,22 @@ class SchedulerSettings(ServiceSettings):
         default="",
         description="persona=ADDRESS,...,*=ADDRESS: the worker pool of each persona",
     )
+    sandbox_address: str = Field(
+        default="", description="host:port of the sandbox service, for gate steps"
+    )
+    rework_feedback_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="a gate's report or a reviewer's findings sent to a reworked step",
+    )
+    approval_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="how often a waiting approval step looks for a decision made through "
+        "another scheduler (its own scheduler's are seen at once)",
+    )
     scheduler_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
         description="this scheduler's name in leases, events and logs (unique per process: "

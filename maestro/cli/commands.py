@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from contextlib import aclosing
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from maestro.cli.local import Endpoint, NoLocalData, connect
 from maestro.cli.models import run_name
 from maestro.cli.options import LOCAL_DATA_DIR, GatewayTarget
 from maestro.cli.render import (
+    artifact_version_to_dict,
+    format_artifact_versions,
     format_run,
     format_run_list,
     format_size,
     json_line,
     plural,
     run_to_dict,
+    step_to_dict,
 )
 from maestro.cli.run_cmd import (
     client_for,
@@ -157,12 +161,15 @@ async def runs_list(
     page_size: int,
     page_token: str,
     as_json: bool,
+    waiting: bool = False,
     data_dir: Path = LOCAL_DATA_DIR,
 ) -> int:
     """`maestro runs list`."""
     try:
         async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
-            runs, next_token = await client.list_runs(page_size=page_size, page_token=page_token)
+            runs, next_token = await client.list_runs(
+                page_size=page_size, page_token=page_token, waiting_for_decision=waiting
+            )
     except NoLocalData as err:
         runs, next_token = [], ""
         if not as_json:
@@ -200,6 +207,33 @@ async def runs_cancel(
         _out(json_line(run_to_dict(result)))
     else:
         _out(f"cancel requested: {result.name} is {result.state}")
+    return 0
+
+
+async def runs_decide(
+    endpoint: Endpoint | None,
+    run: str,
+    step: str,
+    *,
+    approve: bool,
+    comment: str,
+    as_json: bool = False,
+    data_dir: Path = LOCAL_DATA_DIR,
+) -> int:
+    """`maestro runs approve|reject RUN STEP`: decides a step that waits for a person."""
+    name = run_name(run)
+    async with (
+        connect(endpoint, data_dir, writes=True) as where,
+        client_for(where.target) as client,
+    ):
+        # One id per command: a retry inside the client cannot decide twice.
+        step_view = await client.decide_step(
+            name, step, approve=approve, comment=comment, request_id=uuid.uuid4().hex
+        )
+    if as_json:
+        _out(json_line(step_to_dict(step_view)))
+    else:
+        _out(f"{'approved' if approve else 'rejected'}: {name}/steps/{step} is {step_view.state}")
     return 0
 
 
@@ -273,11 +307,14 @@ async def artifacts_command(
     out: Path | None,
     mode: Mode = Mode.NEW,
     as_json: bool = False,
+    all_versions: bool = False,
     data_dir: Path = LOCAL_DATA_DIR,
 ) -> int:
     """`maestro artifacts RUN [--out DIR] [--force | --overwrite]`: downloads a run's
     artifacts into a new or empty directory (see maestro.cli.download)."""
     name = run_name(run)
+    if all_versions:
+        return await _list_versions(endpoint, name, as_json=as_json, data_dir=data_dir)
     async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
         # The default directory is named after the run id, so ask the run first.
         target = out or Path("maestro-out") / (await client.get_run(name)).id
@@ -307,6 +344,19 @@ async def artifacts_command(
         _out(f"wrote {saved.path} ({format_size(saved.size_bytes)}, from step {saved.step_id})")
     _note(f"{plural(len(written), 'artifact')} of {name} in {target}")
     return report_kept(result.kept, target)
+
+
+async def _list_versions(
+    endpoint: Endpoint | None, name: str, *, as_json: bool, data_dir: Path
+) -> int:
+    """`maestro artifacts RUN --all-versions`: every write of every path, listed."""
+    async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
+        versions = await client.list_artifacts(name, all_versions=True)
+    if as_json:
+        _out(json_line({"run": name, "versions": [artifact_version_to_dict(a) for a in versions]}))
+        return 0
+    _out(format_artifact_versions(versions))
+    return 0
 
 
 def report_kept(kept: list[str], directory: Path) -> int:

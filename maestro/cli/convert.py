@@ -9,7 +9,14 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from maestro.api.gateway.v1 import gateway_pb2 as pb
-from maestro.cli.models import ArtifactView, EventView, RunView, StepView, TokenUsageView
+from maestro.cli.models import (
+    ArtifactView,
+    EventView,
+    GateMetricView,
+    RunView,
+    StepView,
+    TokenUsageView,
+)
 
 
 def _enum_name(enum: EnumDescriptor, value: int, prefix: str) -> str:
@@ -78,6 +85,17 @@ def step_from_proto(step: pb.Step) -> StepView:
         usage=usage_from_proto(step.usage),
         provider=step.provider,
         model=step.model,
+        kind=step.kind or "persona",
+        round=step.round,
+        gate_metrics=tuple(
+            GateMetricView(
+                metric=m.metric,
+                value=m.value if m.measured else None,
+                threshold=m.threshold,
+                passed=m.passed,
+            )
+            for m in step.gate_metrics
+        ),
     )
 
 
@@ -120,4 +138,8 @@ def artifact_from_proto(artifact: pb.Artifact) -> ArtifactView:
         sha256=artifact.sha256,
         create_time=_time(artifact, "create_time"),
         content=artifact.content,
+        version=artifact.version,
+        attempt=artifact.attempt,
+        round=artifact.round,
+        latest=artifact.latest,
     )

@@ -17,8 +17,13 @@ from types import TracebackType
 
 from maestro.api.gateway.v1 import gateway_pb2 as pb
 from maestro.api.gateway.v1 import gateway_pb2_grpc
-from maestro.cli.convert import artifact_from_proto, event_from_proto, run_from_proto
-from maestro.cli.models import ArtifactView, EventView, RunView, run_name
+from maestro.cli.convert import (
+    artifact_from_proto,
+    event_from_proto,
+    run_from_proto,
+    step_from_proto,
+)
+from maestro.cli.models import ArtifactView, EventView, RunView, StepView, run_name
 from maestro.core.client import insecure_channel, mapped_rpc_errors, secure_channel
 from maestro.core.errors import DeadlineExceeded, Unavailable
 
@@ -125,13 +130,35 @@ class GatewayClient:
         return run_from_proto(result)
 
     async def list_runs(
-        self, *, page_size: int = 0, page_token: str = ""
+        self, *, page_size: int = 0, page_token: str = "", waiting_for_decision: bool = False
     ) -> tuple[list[RunView], str]:
         """Lists one page of runs, newest first; returns the runs and the next token."""
-        request = pb.ListRunsRequest(page_size=page_size, page_token=page_token)
+        request = pb.ListRunsRequest(
+            page_size=page_size,
+            page_token=page_token,
+            waiting_for_decision=waiting_for_decision,
+        )
         with mapped_rpc_errors():
             page: pb.ListRunsResponse = await self._stub.ListRuns(request, timeout=self.timeout)
         return [run_from_proto(r) for r in page.runs], page.next_page_token
+
+    async def decide_step(
+        self, run: str, step: str, *, approve: bool, comment: str, request_id: str
+    ) -> StepView:
+        """Approves or rejects a step that waits for a decision; returns the step."""
+        name = f"{run_name(run)}/steps/{step}"
+        with mapped_rpc_errors():
+            if approve:
+                result: pb.Step = await self._stub.ApproveStep(
+                    pb.ApproveStepRequest(name=name, comment=comment, request_id=request_id),
+                    timeout=self.timeout,
+                )
+            else:
+                result = await self._stub.RejectStep(
+                    pb.RejectStepRequest(name=name, comment=comment, request_id=request_id),
+                    timeout=self.timeout,
+                )
+        return step_from_proto(result)
 
     async def cancel_run(self, run: str) -> RunView:
         """Asks the gateway to cancel a run; returns the run as it is right after."""
@@ -147,11 +174,14 @@ class GatewayClient:
             await self._stub.DeleteRun(request, timeout=self.timeout)
 
     async def list_artifacts_page(
-        self, run: str, *, page_token: str = "", page_size: int = 0
+        self, run: str, *, page_token: str = "", page_size: int = 0, all_versions: bool = False
     ) -> tuple[list[ArtifactView], str]:
         """One page of a run's artifacts (without content), and the next page's token."""
         request = pb.ListArtifactsRequest(
-            parent=run_name(run), page_token=page_token, page_size=page_size
+            parent=run_name(run),
+            page_token=page_token,
+            page_size=page_size,
+            all_versions=all_versions,
         )
         with mapped_rpc_errors():
             result: pb.ListArtifactsResponse = await self._stub.ListArtifacts(
@@ -159,12 +189,15 @@ class GatewayClient:
             )
         return [artifact_from_proto(a) for a in result.artifacts], result.next_page_token
 
-    async def list_artifacts(self, run: str) -> list[ArtifactView]:
-        """Lists all of a run's artifacts, without their content, page by page."""
+    async def list_artifacts(self, run: str, *, all_versions: bool = False) -> list[ArtifactView]:
+        """Lists all of a run's artifacts (the latest of each path, or every version),
+        without their content, page by page."""
         listed: list[ArtifactView] = []
         token = ""
         while True:
-            page, token = await self.list_artifacts_page(run, page_token=token)
+            page, token = await self.list_artifacts_page(
+                run, page_token=token, all_versions=all_versions
+            )
             listed.extend(page)
             if not token:
                 return listed

@@ -162,9 +162,15 @@ class RunTracker:
         self.started = run.start_time
         self.ended = run.end_time
         self.rows: dict[str, StepRow] = {
-            s.step_id: StepRow(step_id=s.step_id, persona=s.persona, state=s.state)
+            s.step_id: StepRow(step_id=s.step_id, persona=s.persona or s.kind, state=s.state)
             for s in run.steps
         }
+        # Approval steps' questions, by step (from APPROVAL_REQUESTED).
+        self.prompts: dict[str, str] = {}
+
+    def waiting(self) -> list[str]:
+        """Steps that wait for a person's decision now."""
+        return [r.step_id for r in self.rows.values() if r.state == "WAITING_APPROVAL"]
 
     def row(self, step_id: str) -> StepRow:
         """The step's row (a step the run did not list at creation gets one too)."""
@@ -239,6 +245,9 @@ class RunTracker:
             # The model says more than the provider (the header names the provider).
             made_by = row.model or row.provider
             row.note = plural(files, "file") + (f" · {made_by}" if made_by else "")
+            if "files" not in attrs and event.message:
+                # A gate or an approval writes nothing: its message says what happened.
+                row.note = event.message.removeprefix(f"{event.step_id} ")
         elif kind in ("STEP_RETRY_SCHEDULED", "ATTEMPT_LOST"):
             row.state = "RETRYING"
             row.usage = row.usage + usage_of(attrs)
@@ -252,11 +261,18 @@ class RunTracker:
             row.state = kind.removeprefix("STEP_")
             row.ended = event.time if row.started else None
             row.note = attrs.get("error") or attrs.get("reason") or event.message
-        elif event.message:
-            # Kinds this client does not know yet (gates, approvals): say what they say.
+        elif kind == "APPROVAL_REQUESTED":
+            row.state = "WAITING_APPROVAL"
+            row.note = "waiting for your decision"
+            self.prompts[event.step_id] = attrs.get("prompt", "")
+        elif kind == "GATE_EVALUATED":
+            row.note = event.message
+        elif kind in ("STEP_APPROVED", "STEP_REJECTED"):
+            row.state = "SUCCEEDED" if kind == "STEP_APPROVED" else "RUNNING"
             row.note = event.message.removeprefix(f"{event.step_id} ")
-            if kind == "APPROVAL_REQUESTED":
-                row.state = "WAITING_APPROVAL"
+        elif event.message:
+            # Kinds this client does not know yet: say what they say.
+            row.note = event.message.removeprefix(f"{event.step_id} ")
 
     def refresh(self, run: RunView) -> None:
         """Takes the tokens spent so far from a fresh GetRun (events report them only
@@ -318,7 +334,23 @@ def render(tracker: RunTracker, now: datetime) -> RenderableType:
             format_cost(spent.cost_usd) if spent.cost_usd else "-",
             latest,
         )
-    return Group(header, table)
+    hints = [
+        Text(line, style="bold magenta")
+        for step_id in tracker.waiting()
+        for line in decision_hint(tracker.name, step_id, tracker.prompts.get(step_id, ""))
+    ]
+    return Group(header, table, *hints)
+
+
+def decision_hint(run: str, step_id: str, prompt: str) -> list[str]:
+    """What to run to decide a waiting step: shown under the table, not in a corner."""
+    run_id = run.removeprefix("runs/")
+    question = f": {printable(prompt, one_line=True)}" if prompt else ""
+    return [
+        f"? {step_id} waits for your decision{question}",
+        f"    approve: maestro runs approve {run_id} {step_id} [--comment TEXT]",
+        f"    reject:  maestro runs reject {run_id} {step_id} --comment TEXT",
+    ]
 
 
 class Clock(Protocol):
@@ -432,6 +464,10 @@ class PlainLines:
             "RUN_CANCELLED": "CANCELLED",
         }.get(event.type, "")
         self._console.print(Text(line, style=STYLES.get(state, "")))
+        if event.type == "APPROVAL_REQUESTED":
+            prompt = event.attributes.get("prompt", "")
+            for hint in decision_hint(self.tracker.name, event.step_id, prompt):
+                self._console.print(Text(hint, style="bold magenta"))
 
     def refresh(self, run: RunView) -> None:
         self.tracker.refresh(run)

@@ -220,6 +220,11 @@ def build_parser() -> _Parser:
         metavar="DIR",
         help="a new or empty artifacts directory (default: ./maestro-out/RUN)",
     )
+    run.add_argument(
+        "--interactive",
+        action="store_true",
+        help="on a terminal: when a step waits for a decision, ask at once (y/n/comment)",
+    )
     run.set_defaults(handler=_run)
 
     database = argparse.ArgumentParser(add_help=False)
@@ -285,6 +290,9 @@ def build_parser() -> _Parser:
     )
     listing.add_argument("--page-size", type=_non_negative, default=0, help="default 50")
     listing.add_argument("--page-token", default="", help="from a previous listing")
+    listing.add_argument(
+        "--waiting", action="store_true", help="only runs with a step waiting for a decision"
+    )
     listing.set_defaults(handler=_runs_list)
     get = _command(runs_sub, "get", "show a run", "Show a run and its steps.", [gateway, as_json])
     get.add_argument("run", metavar="RUN", help="run id or runs/<id>")
@@ -298,6 +306,29 @@ def build_parser() -> _Parser:
     )
     cancel.add_argument("run", metavar="RUN", help="run id or runs/<id>")
     cancel.set_defaults(handler=_runs_cancel)
+    approve = _command(
+        runs_sub,
+        "approve",
+        "approve a step that waits for a decision",
+        "Approve an approval step that waits for a decision; the run goes on.",
+        [gateway, as_json],
+    )
+    approve.add_argument("run", metavar="RUN", help="run id or runs/<id>")
+    approve.add_argument("step", metavar="STEP", help="the step's id")
+    approve.add_argument("--comment", default="", help="why, or what to keep in mind")
+    approve.set_defaults(handler=_runs_approve)
+    reject = _command(
+        runs_sub,
+        "reject",
+        "reject a step that waits for a decision",
+        "Reject an approval step that waits for a decision: its on_reject steps run again "
+        "with the comment as feedback, or the run fails naming the step and the comment.",
+        [gateway, as_json],
+    )
+    reject.add_argument("run", metavar="RUN", help="run id or runs/<id>")
+    reject.add_argument("step", metavar="STEP", help="the step's id")
+    reject.add_argument("--comment", required=True, help="what is wrong (the rework's feedback)")
+    reject.set_defaults(handler=_runs_reject)
     delete = _command(
         runs_sub,
         "delete",
@@ -334,6 +365,12 @@ def build_parser() -> _Parser:
         type=Path,
         metavar="DIR",
         help="a new or empty directory (default: ./maestro-out/RUN)",
+    )
+    artifacts.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="list every version of every path (who wrote it, round, attempt) instead of "
+        "downloading",
     )
     artifacts.set_defaults(handler=_artifacts)
 
@@ -450,6 +487,8 @@ def _run(args: argparse.Namespace) -> int:
         problems.append(str(err))
     if problem := provider_problem(args.provider, os.environ, local=endpoint is None):
         problems.append(problem)
+    if args.interactive and (args.json or not sys.stdin.isatty()):
+        problems.append("--interactive asks on a terminal: it needs a terminal on stdin, no --json")
     if problems or choice is None:
         raise InputProblems(problems, what="cannot start the run")
     if endpoint is None:
@@ -484,6 +523,7 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=LOCAL_DATA_DIR,
         plain=args.plain,
         color=args.color,
+        interactive=args.interactive,
     )
     return asyncio.run(run_command(opts))
 
@@ -540,12 +580,39 @@ def _runs_list(args: argparse.Namespace) -> int:
             page_size=args.page_size,
             page_token=args.page_token,
             as_json=args.json,
+            waiting=args.waiting,
         )
     )
 
 
 def _runs_get(args: argparse.Namespace) -> int:
     return asyncio.run(commands.runs_get(_endpoint(args), args.run, as_json=args.json))
+
+
+def _runs_approve(args: argparse.Namespace) -> int:
+    return asyncio.run(
+        commands.runs_decide(
+            _endpoint(args),
+            args.run,
+            args.step,
+            approve=True,
+            comment=args.comment,
+            as_json=args.json,
+        )
+    )
+
+
+def _runs_reject(args: argparse.Namespace) -> int:
+    return asyncio.run(
+        commands.runs_decide(
+            _endpoint(args),
+            args.run,
+            args.step,
+            approve=False,
+            comment=args.comment,
+            as_json=args.json,
+        )
+    )
 
 
 def _runs_cancel(args: argparse.Namespace) -> int:
@@ -573,7 +640,12 @@ def _runs_events(args: argparse.Namespace) -> int:
 def _artifacts(args: argparse.Namespace) -> int:
     return asyncio.run(
         commands.artifacts_command(
-            _endpoint(args), args.run, out=args.out, mode=_mode(args), as_json=args.json
+            _endpoint(args),
+            args.run,
+            out=args.out,
+            mode=_mode(args),
+            as_json=args.json,
+            all_versions=args.all_versions,
         )
     )
 

@@ -53,6 +53,15 @@ class TokenUsageView(_Frozen):
         )
 
 
+class GateMetricView(_Frozen):
+    """One metric a gate judged."""
+
+    metric: str
+    value: float | None
+    threshold: str
+    passed: bool
+
+
 class StepView(_Frozen):
     """One step of a run."""
 
@@ -68,6 +77,9 @@ class StepView(_Frozen):
     usage: TokenUsageView = TokenUsageView()
     provider: str = ""
     model: str = ""
+    kind: str = "persona"
+    round: int = 0
+    gate_metrics: tuple[GateMetricView, ...] = ()
 
     @property
     def duration(self) -> timedelta | None:
@@ -145,6 +157,10 @@ class ArtifactView(_Frozen):
     sha256: str = ""
     create_time: datetime | None = None
     content: bytes = b""
+    version: int = 0
+    attempt: int = 0
+    round: int = 0
+    latest: bool = True
 
 
 def run_name(run: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from maestro.cli.models import EventView, RunView, StepView, TokenUsageView
+from maestro.cli.models import ArtifactView, EventView, RunView, StepView, TokenUsageView
 from maestro.personas import Persona
 from maestro.text import escape_unprintable, is_printable_char
 
@@ -149,6 +149,9 @@ def step_to_dict(step: StepView) -> JsonDict:
         "duration_seconds": _seconds(step.duration),
         "error": step.error,
         "summary": step.summary,
+        "kind": step.kind,
+        "round": step.round,
+        "gate_metrics": [m.model_dump() for m in step.gate_metrics],
         "provider": step.provider,
         "model": step.model,
         "usage": usage_to_dict(step.usage),
@@ -311,7 +314,7 @@ def format_run(run: RunView, *, artifacts_dir: str | None = None, artifacts: int
         rows = [
             (
                 s.step_id,
-                s.persona,
+                s.persona or s.kind,
                 s.state,
                 str(s.attempts),
                 format_duration(s.duration),
@@ -328,7 +331,43 @@ def format_run(run: RunView, *, artifacts_dir: str | None = None, artifacts: int
     if artifacts_dir is not None:
         lines.append(f"Artifacts: {artifacts_dir} ({plural(artifacts, 'file')})")
     lines.append(f"Tokens: {format_tokens(run.total_usage)}")
+    # Last: what the gates measured is what the run's result rests on.
+    lines += gate_lines(run)
     return "\n".join(lines)
+
+
+def format_artifact_versions(versions: Sequence[ArtifactView]) -> str:
+    """Every version of every path: who wrote it, when in the run, and which is read."""
+    rows = [
+        (
+            a.path,
+            str(a.version),
+            a.step_id,
+            str(a.round),
+            str(a.attempt),
+            format_size(a.size_bytes),
+            a.sha256[:12],
+            "latest" if a.latest else "",
+        )
+        for a in versions
+    ]
+    header = ("PATH", "VERSION", "STEP", "ROUND", "ATTEMPT", "SIZE", "SHA256", "")
+    return "\n".join(_table(header, rows)) if rows else "no artifacts"
+
+
+def artifact_version_to_dict(artifact: ArtifactView) -> JsonDict:
+    """One version of an artifact as JSON."""
+    return {
+        "path": artifact.path,
+        "version": artifact.version,
+        "step": artifact.step_id,
+        "round": artifact.round,
+        "attempt": artifact.attempt,
+        "size_bytes": artifact.size_bytes,
+        "sha256": artifact.sha256,
+        "latest": artifact.latest,
+        "create_time": rfc3339(artifact.create_time),
+    }
 
 
 def _one_line(text: str, width: int) -> str:
@@ -349,7 +388,31 @@ def format_outcome(run: RunView, *, artifacts_dir: str | None = None, artifacts:
     if artifacts_dir is not None:
         lines.append(f"Artifacts: {artifacts_dir} ({plural(artifacts, 'file')})")
     lines.append(f"Tokens: {format_tokens(run.total_usage)}")
+    # Last: what the gates measured is what the run's result rests on.
+    lines += gate_lines(run)
     return "\n".join(lines)
+
+
+def gate_lines(run: RunView) -> list[str]:
+    """Each gate's last verdict: every metric, its threshold, and whether it held."""
+    lines: list[str] = []
+    for step in run.steps:
+        if not step.gate_metrics:
+            continue
+        passed = all(m.passed for m in step.gate_metrics) and step.state == "SUCCEEDED"
+        rounds = f", after {plural(step.round, 'rework round')}" if step.round else ""
+        lines.append(f"Gate {step.step_id}: {'passed' if passed else 'failed'}{rounds}")
+        rows = [
+            (
+                m.metric,
+                "missing" if m.value is None else f"{m.value:g}",
+                m.threshold,
+                "ok" if m.passed else "MISSED",
+            )
+            for m in step.gate_metrics
+        ]
+        lines += _table(("METRIC", "VALUE", "THRESHOLD", "VERDICT"), rows, indent="  ")
+    return lines
 
 
 def format_run_list(runs: Sequence[RunView], requirement_width: int = 40) -> str:
@@ -421,5 +484,7 @@ def format_workflow(spec: WorkflowLike) -> str:
     width = max((len(s.id) for s in steps), default=0)
     for step in steps:
         after = f"  <- {', '.join(step.depends_on)}" if step.depends_on else ""
-        lines.append(f"  {step.id:<{width}}  ({step.persona}){after}")
+        # A gate has no persona: it says what it checks.
+        what = step.persona or "gate: " + ", ".join(getattr(step, "checks", ()))
+        lines.append(f"  {step.id:<{width}}  ({what}){after}")
     return "\n".join(lines)

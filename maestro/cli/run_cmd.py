@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from maestro.cli.ask import ask_decision
 from maestro.cli.credentials import read_local_token
 from maestro.cli.download import Mode, download_artifacts
 from maestro.cli.gateway_client import GatewayClient
@@ -67,6 +68,8 @@ class RunOptions:
     data_dir: Path = LOCAL_DATA_DIR
     plain: bool = False
     color: str = "auto"
+    interactive: bool = False
+    """Ask at once, on this terminal, when a step waits for a decision."""
 
 
 def _note(text: str) -> None:
@@ -129,7 +132,9 @@ def metrics_line(stack: LocalStack) -> str:
 
 
 def _view(opts: RunOptions, tracker: RunTracker) -> View:
-    kind = choose_view(as_json=opts.json, plain=opts.plain, is_terminal=sys.stdout.isatty())
+    # Questions and a table redrawn in place do not mix: interactive runs print lines.
+    plain = opts.plain or opts.interactive
+    kind = choose_view(as_json=opts.json, plain=plain, is_terminal=sys.stdout.isatty())
     if kind is ViewKind.JSON:
         return JsonLines(tracker)
     color = use_color(opts.color, is_terminal=sys.stdout.isatty())
@@ -160,7 +165,9 @@ async def _submit_and_follow(
             _out(created)
         else:
             _note(created)
-        follower = asyncio.create_task(_show_events(client, run.name, view, poll=live))
+        follower = asyncio.create_task(
+            _show_events(client, run.name, view, poll=live, interactive=opts.interactive)
+        )
         try:
             stop = asyncio.create_task(interrupts.event.wait())
             # A local service that dies would leave the run (and us) waiting forever.
@@ -265,17 +272,26 @@ def _out(text: str) -> None:
     print(printable(text), flush=True)
 
 
-async def _show_events(client: GatewayClient, run: str, view: View, *, poll: bool) -> None:
+async def _show_events(
+    client: GatewayClient, run: str, view: View, *, poll: bool, interactive: bool = False
+) -> None:
     async with view:
         poller = asyncio.create_task(_poll_usage(client, run, view)) if poll else None
+        asking: set[asyncio.Task[None]] = set()
         try:
             async with aclosing(client.follow_events(run)) as events:
                 async for event in events:
                     view.event(event)
+                    if interactive and event.type == "APPROVAL_REQUESTED":
+                        task = asyncio.create_task(
+                            ask_decision(client, run, event.step_id, view.note)
+                        )
+                        asking.add(task)
+                        task.add_done_callback(asking.discard)
         finally:
-            if poller is not None:
-                poller.cancel()
-                await asyncio.gather(poller, return_exceptions=True)
+            for task in [*asking, *([poller] if poller is not None else [])]:
+                task.cancel()
+            await asyncio.gather(*asking, *([poller] if poller else []), return_exceptions=True)
 
 
 async def _poll_usage(client: GatewayClient, run: str, view: View) -> None:

@@ -29,6 +29,7 @@ from maestro.store.models import (
     StepState,
     Usage,
 )
+from maestro.store.sql_rounds import GateRecord, ReworkRequest
 
 __all__ = [
     "ACTIVE_RUN_STATES",
@@ -40,9 +41,11 @@ __all__ = [
     "Claim",
     "EventRecord",
     "EventType",
+    "GateRecord",
     "Lease",
     "LeaseLost",
     "NewRun",
+    "ReworkRequest",
     "RunFinished",
     "RunRecord",
     "RunState",

@@ -15,7 +15,9 @@ from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from maestro.core.errors import InvalidArgument
+from maestro.store import sql_approvals as approvals
 from maestro.store import sql_reads as reads
+from maestro.store import sql_rounds as rounds
 from maestro.store import sql_writes as writes
 from maestro.store.db import ChangeListener, Database, Dialect
 from maestro.store.errors import SchemaMismatch
@@ -294,6 +296,115 @@ class Store:
     async def finish_run(self, lease: Lease, state: RunState, error: str) -> None:
         await self.db.write(writes.finish_run, lease, state, error)
 
+    # -- approvals (sql_approvals) ---------------------------------------------------------
+
+    async def wait_for_approval(
+        self,
+        lease: Lease,
+        step_id: str,
+        timeout_seconds: float,
+        prompt: str,
+        on_timeout: str,
+        artifacts: Sequence[str],
+    ) -> float:
+        """APPROVAL_REQUESTED; returns when the wait times out (seconds since the epoch)."""
+        return await self.db.write(
+            approvals.wait_for_approval,
+            lease,
+            step_id,
+            timeout_seconds,
+            prompt,
+            on_timeout,
+            list(artifacts),
+        )
+
+    async def record_decision(
+        self,
+        run_id: str,
+        step_id: str,
+        decision: str,
+        *,
+        comment: str,
+        decided_by: str,
+        request_id: str,
+    ) -> approvals.DecisionRecord:
+        """A person's decision on a waiting step (idempotent per request_id)."""
+        return await self.db.write(
+            approvals.record_decision,
+            run_id,
+            step_id,
+            decision,
+            comment,
+            decided_by,
+            request_id,
+            fail_fast=True,
+        )
+
+    async def get_decision(
+        self, run_id: str, step_id: str, round_: int
+    ) -> approvals.DecisionRecord | None:
+        return await self.db.read(approvals.get_decision, run_id, step_id, round_)
+
+    async def decide_on_timeout(
+        self, lease: Lease, step_id: str, round_: int, decision: str
+    ) -> approvals.DecisionRecord:
+        return await self.db.write(approvals.decide_on_timeout, lease, step_id, round_, decision)
+
+    async def settle_approval(
+        self,
+        lease: Lease,
+        decision: approvals.DecisionRecord,
+        rework: rounds.ReworkRequest | None,
+        failure: str,
+        block: Sequence[str] = (),
+    ) -> bool:
+        return await self.db.write(
+            approvals.settle_approval, lease, decision, rework, failure, list(block)
+        )
+
+    # -- gates and rework rounds (sql_rounds) ---------------------------------------------
+
+    async def record_gate(
+        self,
+        lease: Lease,
+        step_id: str,
+        attempt: int,
+        dispatch: int,
+        gate: rounds.GateRecord,
+        block: Sequence[str] = (),
+    ) -> bool:
+        """GATE_EVALUATED and the gate's end: SUCCEEDED, a new round, or FAILED."""
+        return await self.db.write(
+            rounds.record_gate, lease, step_id, attempt, dispatch, gate, list(block)
+        )
+
+    async def complete_and_rework(
+        self,
+        lease: Lease,
+        step_id: str,
+        attempt: int,
+        dispatch: int,
+        result: StepResultRecord,
+        *,
+        notes: Sequence[tuple[str, str]] = (),
+        rework: rounds.ReworkRequest | None,
+        failure: str = "",
+        block: Sequence[str] = (),
+    ) -> bool:
+        """A result that asks for changes: recorded, then a new round or the step FAILS."""
+        return await self.db.write(
+            rounds.complete_and_rework,
+            lease,
+            step_id,
+            attempt,
+            dispatch,
+            result,
+            list(notes),
+            rework,
+            failure,
+            list(block),
+        )
+
     # -- reads --------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -312,9 +423,10 @@ class Store:
         after: tuple[datetime, str] | None = None,
         *,
         created_by: str | None = None,
+        waiting_for_decision: bool = False,
     ) -> list[RunRecord]:
         """Runs newest first, after the (create time, run id) cursor."""
-        return await self.db.read(reads.list_runs, limit, after, created_by)
+        return await self.db.read(reads.list_runs, limit, after, created_by, waiting_for_decision)
 
     async def unfinished_run_ids(self) -> list[str]:
         return await self.db.read(reads.unfinished_run_ids)
@@ -331,10 +443,13 @@ class Store:
         all_versions: bool = False,
         limit: int | None = None,
         after: str | None = None,
+        after_version: int = 0,
     ) -> list[ArtifactRecord]:
         """Artifacts without content, by path: the latest version of each, or all; at
-        most `limit`, with paths after `after` (a page)."""
-        return await self.db.read(reads.list_artifacts, run_id, all_versions, limit, after)
+        most `limit`, after (`after`, `after_version`) (a page)."""
+        return await self.db.read(
+            reads.list_artifacts, run_id, all_versions, limit, after, after_version
+        )
 
     async def expired_run_ids(self, finished_before: datetime, limit: int) -> list[str]:
         """Runs that finished before the given time, oldest first (for retention)."""

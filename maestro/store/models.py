@@ -93,6 +93,12 @@ class EventType(StrEnum):
     BREAKER_CLOSED = "BREAKER_CLOSED"
     STEP_FALLBACK = "STEP_FALLBACK"
     MODEL_PAUSED = "MODEL_PAUSED"
+    GATE_EVALUATED = "GATE_EVALUATED"
+    REWORK_REQUESTED = "REWORK_REQUESTED"
+    APPROVAL_REQUESTED = "APPROVAL_REQUESTED"
+    STEP_APPROVED = "STEP_APPROVED"
+    STEP_REJECTED = "STEP_REJECTED"
+    ARTIFACT_CONFLICT = "ARTIFACT_CONFLICT"
 
 
 TERMINAL_EVENTS = frozenset(
@@ -206,6 +212,10 @@ class StepRecord(_Frozen):
     model: str
     result_json: str
     usage: Usage
+    feedback: str = ""
+    """What the next attempt is told in a rework round; empty outside rework."""
+    attempts_before_round: int = 0
+    """Attempts made in earlier rounds (the retry policy counts within a round)."""
 
 
 class RunRecord(_Frozen):
@@ -254,6 +264,7 @@ class ArtifactRecord(_Frozen):
     size_bytes: int
     sha256: str
     create_time: datetime
+    latest: bool = True
     content: bytes | None = None
 
 

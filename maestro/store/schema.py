@@ -105,6 +105,12 @@ steps = Table(
     Column("result_json", Text, nullable=False, server_default=""),
     # Rework rounds: 0 first, then one more each time a gate or reviewer sends it back.
     Column("round", Integer, nullable=False, server_default=text("0")),
+    # What the step's next attempt is told in a rework round (the gate's report, the
+    # reviewer's findings, its previous summary); empty outside rework.
+    Column("feedback", Text, nullable=False, server_default=""),
+    # Attempts made in earlier rounds: attempt numbers go on across rounds (they key the
+    # dispatches), while the retry policy counts the attempts of the current round.
+    Column("attempts_before_round", Integer, nullable=False, server_default=text("0")),
     # Usage of every dispatch of the step, failed and lost ones included.
     *(
         Column(name, Integer, nullable=False, server_default=text("0"))

@@ -55,6 +55,8 @@ def _step(row: Row) -> StepRecord:
         provider=row["provider"],
         model=row["model"],
         result_json=row["result_json"],
+        feedback=row["feedback"],
+        attempts_before_round=row["attempts_before_round"],
         usage=Usage(
             int(row["input_tokens"]),
             int(row["output_tokens"]),
@@ -122,11 +124,21 @@ def run_progress(tx: Tx, run_ids: Sequence[str]) -> dict[str, tuple[RunState, in
 
 
 def list_runs(
-    tx: Tx, limit: int, after: tuple[datetime, str] | None, created_by: str | None
+    tx: Tx,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    created_by: str | None,
+    waiting_for_decision: bool = False,
 ) -> list[RunRecord]:
-    """Runs newest first, after the (create time, run id) cursor, of one creator or all."""
+    """Runs newest first, after the (create time, run id) cursor, of one creator or all;
+    only those with a step waiting for a person's decision when asked."""
     where: list[str] = []
     params: list[object] = []
+    if waiting_for_decision:
+        where.append(
+            "EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.state = ?)"
+        )
+        params.append(StepState.WAITING_APPROVAL.value)
     if after is not None:
         when = from_datetime(after[0])
         where.append("(create_time < ? OR (create_time = ? AND run_id < ?))")
@@ -192,25 +204,32 @@ def _artifact(row: Row, *, with_content: bool) -> ArtifactRecord:
         size_bytes=row["size_bytes"],
         sha256=row["sha256"],
         create_time=create_time,
+        latest=bool(row["latest"]),
         content=bytes(row["content"]) if with_content else None,
     )
 
 
 _ARTIFACT_COLUMNS = (
-    "run_id, path, step_id, version, attempt, round, size_bytes, sha256, create_time"
+    "run_id, path, step_id, version, attempt, round, latest, size_bytes, sha256, create_time"
 )
 
 
 def list_artifacts(
-    tx: Tx, run_id: str, all_versions: bool, limit: int | None = None, after: str | None = None
+    tx: Tx,
+    run_id: str,
+    all_versions: bool,
+    limit: int | None = None,
+    after: str | None = None,
+    after_version: int = 0,
 ) -> list[ArtifactRecord]:
     """The latest version of each path (or every version), by path; a page of them
-    when `limit` (and `after`, the last path of the previous page) are given."""
+    when `limit` (and `after`, the last path of the previous page, with its version
+    when listing every version) are given."""
     latest = "" if all_versions else " AND latest = 1"
     params: list[object] = [run_id]
     if after is not None:
-        latest += " AND path > ?"
-        params.append(after)
+        latest += " AND (path > ? OR (path = ? AND version > ?))"
+        params.extend((after, after, after_version if all_versions else 2**31))
     page = ""
     if limit is not None:
         page = " LIMIT ?"

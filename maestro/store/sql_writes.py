@@ -395,7 +395,7 @@ def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[i
     again = f", dispatch {dispatch}" if dispatch > 1 else ""
     run.event(
         EventType.STEP_STARTED,
-        f"{step_id} started ({step['persona']}, attempt {attempt}{again})",
+        f"{step_id} started ({step['persona'] or step['kind']}, attempt {attempt}{again})",
         step_id,
         {
             "attempt": str(attempt),
@@ -601,7 +601,8 @@ def _write_artifact(
     tx = run.tx
     digest = hashlib.sha256(content).hexdigest()
     previous = tx.one(
-        "SELECT version, step_id FROM artifacts WHERE run_id = ? AND path = ? AND latest = 1",
+        "SELECT version, step_id, round FROM artifacts WHERE run_id = ? AND path = ?"
+        " AND latest = 1",
         (run.run_id, path),
     )
     version = 1
@@ -637,6 +638,21 @@ def _write_artifact(
     if previous is not None:
         attributes["replaces_step"] = previous["step_id"]
     run.event(EventType.ARTIFACT_RECORDED, f"{path} ({len(content)} bytes)", step_id, attributes)
+    if previous is not None and previous["step_id"] != step_id and previous["round"] == round_:
+        # Two steps of one round wrote one path: the later wins, and it is said.
+        run.event(
+            EventType.ARTIFACT_CONFLICT,
+            f"{path} written by {step_id} and {previous['step_id']} in round {round_}; "
+            f"{step_id}'s version {version} is the latest",
+            step_id,
+            {
+                "path": path,
+                "step": step_id,
+                "replaces_step": previous["step_id"],
+                "round": str(round_),
+                "version": str(version),
+            },
+        )
 
 
 def lose_dispatch(

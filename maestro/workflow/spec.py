@@ -30,9 +30,18 @@ from pydantic import (
 from maestro.core.errors import InvalidArgument
 from maestro.paths import BadPath, normalize_artifact_path
 from maestro.personas import PERSONAS
+from maestro.sandbox.gate import Threshold
+from maestro.sandbox.models import CheckName
 from maestro.text import is_printable_char
 from maestro.workflow.durations import format_duration, parse_duration
 from maestro.workflow.fallback import MAX_FALLBACKS, Fallbacks
+from maestro.workflow.gate_spec import (
+    ReworkPolicy,
+    check_approval_fields,
+    check_gate_fields,
+    check_rework,
+    check_thresholds,
+)
 from maestro.workflow.limits import (
     MAX_BACKOFF,
     MAX_BUDGET_TOKENS,
@@ -57,7 +66,7 @@ from maestro.workflow.limits import (
 STEP_ID_PATTERN = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_STEP_ID_CHARS - 1}}}")
 # Kinds the architecture names but the scheduler cannot run yet; they get their own
 # message so nobody mistakes them for typos.
-_PLANNED_KINDS = ("gate", "approval")
+_PLANNED_KINDS: tuple[str, ...] = ()
 
 
 def _at_most(limit: timedelta) -> Callable[[timedelta], timedelta]:
@@ -98,9 +107,14 @@ Backoff = Annotated[
 
 
 class StepKind(StrEnum):
-    """What runs a step. Only persona steps exist so far."""
+    """What runs a step."""
 
     PERSONA = "persona"
+    """A persona worker (a model, or the offline provider)."""
+    GATE = "gate"
+    """Checks in the sandbox, judged against thresholds (maestro/workflow/gate_spec.py)."""
+    APPROVAL = "approval"
+    """A person's decision; `timeout` is how long to wait for it."""
 
 
 class WorkflowProblem(BaseModel):
@@ -231,11 +245,19 @@ class StepSpec(BaseModel):
             own); the run's ``budget`` holds as well.
         fallback: Where the step goes when its model cannot serve it; None means the
             workflow's ``fallback`` (see ``maestro.workflow.fallback``).
+        checks: A gate's checks (pytest, ruff, compile).
+        thresholds: A gate's bounds, by metric name.
+        coverage: Whether a gate's pytest measures coverage.
+        on_fail: Rework when the gate fails or the reviewer asks for changes.
+        prompt: An approval's question to the person deciding.
+        on_timeout: What an approval's timeout decides.
+        on_reject: Rework when a person rejects an approval step.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
+    # Required for persona steps; gates have none (see _gate_has_no_persona).
     persona: str
     kind: StepKind = StepKind.PERSONA
     depends_on: tuple[str, ...] = Field(default=(), max_length=MAX_DEPENDENCIES)
@@ -248,6 +270,31 @@ class StepSpec(BaseModel):
     budget: Budget | None = None
     # Model capacity (maestro/workflow/fallback.py).
     fallback: Fallbacks | None = Field(default=None, max_length=MAX_FALLBACKS)
+    checks: tuple[CheckName, ...] = Field(default=(), max_length=len(CheckName))
+    thresholds: Annotated[dict[str, Threshold], AfterValidator(check_thresholds)] = Field(
+        default_factory=dict
+    )
+    coverage: bool = False
+    on_fail: ReworkPolicy | None = None
+    prompt: str = Field(default="", max_length=MAX_INSTRUCTIONS_CHARS)
+    on_timeout: Literal["approve", "reject"] = "reject"
+    on_reject: ReworkPolicy | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_has_no_persona(cls, data: Any) -> Any:
+        no_persona = (StepKind.GATE, StepKind.APPROVAL)
+        if isinstance(data, dict) and data.get("kind") in no_persona and "persona" not in data:
+            return {**data, "persona": ""}
+        return data
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> Self:
+        if self.kind is StepKind.PERSONA and not self.persona:
+            raise ValueError(f"step {shown(self.id)} needs a persona")
+        check_gate_fields(self)
+        check_approval_fields(self)
+        return self
 
     @field_validator("id")
     @classmethod
@@ -262,7 +309,7 @@ class StepSpec(BaseModel):
     @field_validator("persona")
     @classmethod
     def _check_persona(cls, value: str) -> str:
-        if value not in PERSONAS:
+        if value and value not in PERSONAS:
             raise ValueError(
                 f"unknown persona {shown(value)}{did_you_mean(value, PERSONAS)} "
                 f"(known personas: {', '.join(sorted(PERSONAS))})"
@@ -335,8 +382,19 @@ class WorkflowSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _rework_upstream(self) -> Self:
+        problems = check_rework(self)
+        if problems:
+            raise GraphError(
+                [WorkflowProblem(field=f"steps[{where}", reason=r) for where, r in problems]
+            )
+        return self
+
+    @model_validator(mode="after")
     def _deadlines_fit_timeouts(self) -> Self:
         for step in self.steps:
+            if step.kind is StepKind.APPROVAL:
+                continue  # its timeout is a wait for a person, not an attempt's
             timeout = step.timeout or self.default_timeout
             deadline = step.deadline or self.default_deadline
             if deadline < timeout:

@@ -20,8 +20,8 @@ import pexpect
 import pyte
 import pytest
 
-ROWS, COLUMNS = 50, 160
-LINEAR_STEPS = ("requirements", "architecture", "implementation", "testing", "review")
+ROWS, COLUMNS = 80, 160  # the plain run, gate metrics included, fits on one screen
+LINEAR_STEPS = ("requirements", "architecture", "implementation", "testing", "checks", "review")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -92,12 +92,16 @@ def test_the_live_view_redraws_one_table_showing_every_step_in_its_final_state(
     for row in table:
         assert row[3] == "SUCCEEDED" and row[4] == "1"  # state, attempt
         assert re.fullmatch(r"\d+ms|\d+\.\ds", row[5])  # elapsed
-        assert "offline" in row
+        # The gate ran the offline project's checks in the sandbox; the rest are offline.
+        assert ("passed:" if row[1] == "checks" else "offline") in row
     columns = next(line for line in screen if "PERSONA" in line).split()
     assert columns == ["STEP", "PERSONA", "STATE", "TRY", "ELAPSED", "TOKENS", "COST", "LATEST"]
     assert not any("STARTED" in line or "progress:" in line for line in screen)
     summary = next(line for line in screen if line.startswith("Run runs/"))
-    assert re.search(r": SUCCEEDED in .* \(5 of 5 steps succeeded\)$", summary)
+    assert re.search(r": SUCCEEDED in .* \(6 of 6 steps succeeded\)$", summary)
+    # The summary ends with what the gate measured.
+    gate = screen.index(next(line for line in screen if line.startswith("Gate checks: passed")))
+    assert screen[gate + 1].split() == ["METRIC", "VALUE", "THRESHOLD", "VERDICT"]
     assert any(re.match(r"Artifacts: maestro-out/[0-9a-f]{16} \(\d+ files\)$", x) for x in screen)
     # Colours on a terminal (green for success) unless NO_COLOR says otherwise.
     assert "\x1b[32m" in raw

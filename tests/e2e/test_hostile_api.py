@@ -184,10 +184,14 @@ def _attack(stack: LocalStack) -> Caller:
     sandbox = Caller(stack.address(SANDBOX), creds.service_token(SCHEDULER))
     runs = ["runs/0123456789abcdef"]
     artifacts = ["runs/0123456789abcdef/artifacts/docs/requirements.md"]
+    # No step of these runs waits for a decision: deciding one is FAILED_PRECONDITION.
+    steps = ["runs/0123456789abcdef/steps/requirements"]
     valid: Valid = {
         "*": ["a requirement", "sdlc-linear", "requirements_analyst", "offline"],
         "name": runs,
         "GetArtifactRequest.name": artifacts,
+        "ApproveStepRequest.name": steps,
+        "RejectStepRequest.name": steps,
         "parent": runs,  # the same list: names added to one are in both
         "workflow_name": ["sdlc-linear"],
         "workflow_yaml": [ONE_STEP],
@@ -206,6 +210,7 @@ def _attack(stack: LocalStack) -> Caller:
             gateway.created.add(name)
             valid["name"].append(name)
             valid["GetArtifactRequest.name"].append(f"{name}/artifacts/docs/requirements.md")
+            steps.append(f"{name}/steps/requirements")
             valid["run_id"].append(name.removeprefix("runs/"))
         if rpc.method.name == "DeleteRun":
             gateway.deleted.add(request.name)
@@ -276,7 +281,7 @@ async def test_hostile_requests_get_precise_answers_and_change_nothing_else(
         assert {run.name for run in listing.runs} == gateway.created - gateway.deleted
         # The suite reached past validation: every gateway RPC was also answered OK (or,
         # for CancelRun of runs that finish at once, FAILED_PRECONDITION).
-        assert len(gateway.codes) == 10
+        assert len(gateway.codes) == 12
         for path, codes in gateway.codes.items():
             assert codes & {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}, path
     finally:

@@ -51,6 +51,11 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     )
 
 
+def worker_steps(run: gateway_pb2.Run) -> list[gateway_pb2.Step]:
+    """The steps a persona worker ran (a gate runs in the sandbox)."""
+    return [s for s in run.steps if s.kind == "persona"]
+
+
 async def _offline_run(stack: LocalStack, workflow: str = "sdlc-parallel") -> gateway_pb2.Run:
     channel = gateway_channel(stack)
     try:
@@ -90,16 +95,17 @@ async def test_each_service_serves_run_step_and_rpc_metrics_after_an_offline_run
         worker = await _eventually(
             urls[WORKER],
             lambda s: (
-                total(s, "maestro_worker_attempts_total") >= len(run.steps)
+                total(s, "maestro_worker_attempts_total") >= len(worker_steps(run))
                 and total(s, "grpc_server_handled_total", grpc_method="ExecuteStep")
-                >= len(run.steps)
+                >= len(worker_steps(run))
             ),
         )
         gateway = await scrape(urls[GATEWAY])
         sandbox = await scrape(urls[SANDBOX])
 
     steps = list(run.steps)
-    personas = {s.persona for s in steps}
+    # Steps are counted by persona, a gate by its kind (it has no persona).
+    personas = {s.persona or s.kind for s in steps}
     # Scheduler: the run and each step, in the states they went through.
     assert total(scheduler, "maestro_runs_total", state="PENDING") == 1
     assert total(scheduler, "maestro_runs_total", state="RUNNING") == 1
@@ -108,7 +114,7 @@ async def test_each_service_serves_run_step_and_rpc_metrics_after_an_offline_run
     assert total(scheduler, "maestro_steps_total", state="SUCCEEDED") == len(steps)
     assert total(scheduler, "maestro_steps_total", state="RUNNING") == len(steps)
     for persona in personas:
-        expected = sum(s.persona == persona for s in steps)
+        expected = sum((s.persona or s.kind) == persona for s in steps)
         assert total(scheduler, "maestro_steps_total", persona=persona, state="SUCCEEDED") == (
             expected
         )
@@ -126,20 +132,22 @@ async def test_each_service_serves_run_step_and_rpc_metrics_after_an_offline_run
     assert (
         total(scheduler, "grpc_server_handled_total", grpc_method="CreateRun", grpc_code="OK") == 1
     )
-    # Worker: one attempt per step, succeeded, with the offline provider.
-    assert total(worker, "maestro_worker_attempts_total", outcome="succeeded") == len(steps)
-    assert total(worker, "maestro_worker_attempts_total", provider="offline") == len(steps)
+    # Worker: one attempt per persona step, succeeded, with the offline provider.
+    personas_run = len(worker_steps(run))
+    assert total(worker, "maestro_worker_attempts_total", outcome="succeeded") == personas_run
+    assert total(worker, "maestro_worker_attempts_total", provider="offline") == personas_run
     assert total(worker, "maestro_worker_attempts_in_flight") == 0
-    assert total(worker, "grpc_server_handled_total", grpc_method="ExecuteStep") == len(steps)
-    assert total(worker, "grpc_server_started_total", grpc_method="ExecuteStep") == len(steps)
+    assert total(worker, "grpc_server_handled_total", grpc_method="ExecuteStep") == personas_run
+    assert total(worker, "grpc_server_started_total", grpc_method="ExecuteStep") == personas_run
     # Gateway: the calls this test made, with their codes.
     for method in ("CreateRun", "GetRun", "StreamRunEvents"):
         assert total(gateway, "grpc_server_handled_total", grpc_method=method, grpc_code="OK") >= 1
     assert total(gateway, "grpc_server_handled_total", grpc_method="CreateRun") == 1
     assert total(gateway, "grpc_server_handling_seconds_count", grpc_method="CreateRun") == 1
     assert total(gateway, "maestro_event_stream_followers") == 0
-    # Sandbox: the stack's health checks were served and counted.
+    # Sandbox: the stack's health checks were served and counted, and the gate's checks.
     assert total(sandbox, "grpc_server_handled_total", grpc_method="Check", grpc_code="OK") >= 1
+    assert total(sandbox, "grpc_server_handled_total", grpc_method="RunChecks") == 1
 
 
 async def test_errors_are_counted_with_their_status_code(tmp_path: Path) -> None:
@@ -250,7 +258,7 @@ async def test_one_trace_follows_a_run_through_gateway_scheduler_and_worker(
     async with LocalStack(tmp_path / "stack", provider="offline", extra_env=env) as stack:
         run = await _offline_run(stack, workflow="sdlc-linear")
         run_id = run.name.removeprefix("runs/")
-        step_ids = {s.step_id for s in run.steps}
+        step_ids = {s.step_id for s in worker_steps(run)}
 
         def complete(spans: list[dict[str, Any]]) -> bool:
             attempts = {

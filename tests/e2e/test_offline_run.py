@@ -44,6 +44,7 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
         "backend",
         "frontend",
         "testing",
+        "checks",
         "review",
     }
     # The offline provider is always labelled as such, on every event it causes.
@@ -52,16 +53,38 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
         gateway_pb2.EVENT_TYPE_ARTIFACT_RECORDED,
         gateway_pb2.EVENT_TYPE_STEP_SUCCEEDED,
     )
-    caused = [e for e in events if e.type in from_worker]
+    caused = [e for e in events if e.type in from_worker and e.step_id != "checks"]
     assert len(caused) > len(succeeded)
     assert all(e.attributes["provider"] == "offline" for e in caused)
+    # The gate measured the offline project in the sandbox, and it passed for real.
+    (gate,) = [e for e in events if e.type == gateway_pb2.EVENT_TYPE_GATE_EVALUATED]
+    assert gate.step_id == "checks"
+    assert gate.attributes["passed"] == "true"
+    assert gate.attributes["isolation"] == "namespaces"
+    assert int(gate.attributes["metric.tests_passed"]) >= 1
+    assert gate.attributes["metric.tests_failed"] == "0"
+    assert gate.attributes["metric.lint_errors"] == "0"
+    assert gate.attributes["verdict.compile_errors"] == "pass"
 
     final = await gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
     assert final.state == gateway_pb2.RUN_STATE_SUCCEEDED
     assert final.error == ""
     steps = {s.step_id: s for s in final.steps}
     assert all(s.state == gateway_pb2.STEP_STATE_SUCCEEDED for s in steps.values())
-    assert all(s.provider == "offline" and s.attempts == 1 for s in steps.values())
+    personas = [s for s in steps.values() if s.kind == "persona"]
+    assert all(s.provider == "offline" and s.attempts == 1 for s in personas)
+    checks = steps["checks"]
+    assert (checks.kind, checks.provider, checks.round) == ("gate", "sandbox", 0)
+    metrics = {m.metric: m for m in checks.gate_metrics}
+    assert set(metrics) == {
+        "tests_passed",
+        "tests_failed",
+        "tests_errors",
+        "lint_errors",
+        "compile_errors",
+    }
+    assert all(m.measured and m.passed for m in metrics.values())
+    assert metrics["tests_failed"].threshold == "<= 0"
 
     # backend and frontend both depend only on architecture: they must overlap.
     backend, frontend = steps["backend"], steps["frontend"]
@@ -92,6 +115,8 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
         )
         assert details.size_bytes == paths[details.path].size_bytes
     for event in succeeded:
+        if event.step_id == "checks":
+            continue  # a gate writes no files; its facts are in GATE_EVALUATED
         assert event.WhichOneof("details") == "step_succeeded"
         assert event.step_succeeded.files == int(event.attributes["files"]) > 0
         assert (event.step_succeeded.attempt, event.step_succeeded.provider) == (1, "offline")

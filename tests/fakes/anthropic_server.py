@@ -975,16 +975,34 @@ def _deliverables(body: dict[str, Any]) -> list[str]:
     return paths
 
 
+# A plausible model's project: it installs (valid TOML), its tests pass and it is lint
+# clean, so the built-in workflows' gate passes on the default answers.
+_FAKE_PYPROJECT = """\
+[project]
+name = "fake-{digest}"
+version = "0.1.0"
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+pythonpath = ["."]
+"""
+
+
 def _fake_file(path: str, digest: str) -> tuple[str, str]:
     if path.endswith("/"):
         name = (
             f"test_fake_{digest}.py" if path.rstrip("/").endswith("tests") else f"fake_{digest}.py"
         )
         path += name
+    if path.rsplit("/", 1)[-1].startswith("test_") and path.endswith(".py"):
+        text = f'"""Fake tests for request {digest}."""\n\n\ndef test_fake():\n    assert True\n'
+        return path, text
     if path.endswith(".py"):
         return path, f'"""A fake module for request {digest}."""\n'
     if path.endswith(".md"):
         return path, f"# Fake\n\nA fake document for request {digest}.\n"
+    if path.endswith("pyproject.toml"):
+        return path, _FAKE_PYPROJECT.format(digest=digest)
     return path, f"fake {digest}\n"
 
 

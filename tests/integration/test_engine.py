@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,6 +24,7 @@ from scheduler.engine import Engine
 from scheduler.settings import SchedulerSettings
 from scheduler.worker_client import WorkerPools
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.integration.sandbox_process import sandbox_process
 
 
 @pytest.fixture
@@ -50,8 +52,19 @@ async def worker_address(fake_anthropic: FakeAnthropic) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def engine(database_url: str, worker_address: str) -> AsyncIterator[tuple[Engine, Store]]:
-    settings = SchedulerSettings(database=database_url, worker_address=worker_address)
+def sandbox_address(tmp_path: Path) -> Iterator[str]:
+    # The built-in workflows end in a gate: the checks run in a real sandbox.
+    with sandbox_process(tmp_path / "sandbox") as sandbox:
+        yield sandbox.address
+
+
+@pytest.fixture
+async def engine(
+    database_url: str, worker_address: str, sandbox_address: str
+) -> AsyncIterator[tuple[Engine, Store]]:
+    settings = SchedulerSettings(
+        database=database_url, worker_address=worker_address, sandbox_address=sandbox_address
+    )
     store = await open_store(settings.database, writer=True)
     pools = WorkerPools({"*": worker_address}, heartbeat_timeout=10)
     scheduler = Engine(store, pools, settings)

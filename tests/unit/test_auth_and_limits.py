@@ -161,7 +161,9 @@ def test_page_tokens_are_parsed_strictly(token: str) -> None:
 
 
 def test_artifact_page_tokens_round_trip() -> None:
-    assert decode_artifact_token(encode_artifact_token("docs/é.md")) == "docs/é.md"
+    assert decode_artifact_token(encode_artifact_token("docs/é.md")) == ("docs/é.md", 0)
+    # Listing every version, a page ends inside a path: the version says where.
+    assert decode_artifact_token(encode_artifact_token("app/1.py", 3)) == ("app/1.py", 3)
     with pytest.raises(InvalidArgument):
         decode_artifact_token(encode_artifact_token(".git/config"))
 

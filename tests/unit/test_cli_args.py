@@ -232,7 +232,7 @@ def test_a_malformed_run_id_exits_2(capsys):
 def test_validate_prints_the_step_graph(capsys):
     assert main(["validate", "sdlc-linear"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "ok: sdlc-linear: 5 steps"
+    assert lines[0] == "ok: sdlc-linear: 6 steps"
     assert lines[1].split() == ["requirements", "(requirements_analyst)"]
     assert lines[2].split() == ["architecture", "(solution_architect)", "<-", "requirements"]
 
@@ -274,3 +274,14 @@ def test_personas_lists_every_persona_with_role_and_deliverables(capsys):
         assert f"{persona.name}: {persona.role}" in out
         for deliverable in persona.deliverables:
             assert deliverable.path in out
+
+
+def test_interactive_needs_a_terminal(capsys):
+    # pytest's stdin is not a terminal: there is nobody to ask.
+    assert main(["run", "-r", "x", "--interactive", "--provider", "offline"]) == 2
+    assert "--interactive asks on a terminal" in capsys.readouterr().err
+
+
+def test_reject_needs_a_comment(capsys):
+    assert main(["runs", "reject", "r1", "sign-off"]) == 2
+    assert "--comment" in capsys.readouterr().err

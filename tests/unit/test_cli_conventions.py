@@ -91,7 +91,7 @@ def test_personas_and_validate_print_json(capsys):
     assert out["valid"] is True
     assert [s["id"] for s in out["workflow"]["steps"]][0] == "requirements"
     assert main(["validate", "sdlc-linear"]) == 0
-    assert capsys.readouterr().out.startswith("ok: sdlc-linear: 5 steps\n")
+    assert capsys.readouterr().out.startswith("ok: sdlc-linear: 6 steps\n")
 
 
 @pytest.mark.parametrize(

@@ -233,3 +233,32 @@ def test_control_characters_never_reach_the_terminal():
     assert printable("a\x1b[2Jb\x07c\td") == "a\\x1b[2Jb\\x07c\td"
     assert printable("one\ntwo", one_line=True) == "one two"
     assert printable("one\ntwo") == "one\ntwo"
+
+
+def test_a_step_waiting_for_a_decision_is_shown_with_the_commands_to_decide() -> None:
+    tracker = RunTracker(_run())
+    asked = _event(
+        1, "APPROVAL_REQUESTED", "review", 3, "review waits for a decision", prompt="Ship it?"
+    )
+    tracker.apply(asked)
+    assert tracker.waiting() == ["review"]
+    console = make_console(io.StringIO(), color=False)
+    console.width = 160
+    with console.capture() as captured:
+        console.print(render(tracker, T0 + timedelta(seconds=5)))
+    lines = captured.get().splitlines()
+    assert lines[-3].strip() == "? review waits for your decision: Ship it?"
+    assert lines[-2].split() == ["approve:", "maestro", "runs", "approve", "abc", "review"] + [
+        "[--comment",
+        "TEXT]",
+    ]
+    assert lines[-1].split() == ["reject:", "maestro", "runs", "reject", "abc", "review"] + [
+        "--comment",
+        "TEXT",
+    ]
+    out = io.StringIO()
+    PlainLines(RunTracker(_run()), make_console(out, color=False)).event(asked)
+    assert "maestro runs approve abc review" in out.getvalue()
+
+    tracker.apply(_event(2, "STEP_APPROVED", "review", 9, "review approved by ana", round="0"))
+    assert tracker.waiting() == []

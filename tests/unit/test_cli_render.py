@@ -15,6 +15,7 @@ from maestro.cli.render import (
     EventFormatter,
     event_to_dict,
     format_duration,
+    format_outcome,
     format_run,
     format_run_list,
     format_size,
@@ -381,3 +382,29 @@ def test_run_json_line_is_one_line_and_keeps_unicode():
     assert "\n" not in line
     assert json.loads(line)["requirement"] == "café ☕"
     assert json.loads(line)["state"] == "UNSPECIFIED"
+
+
+def test_a_run_summary_ends_with_each_gates_metrics() -> None:
+    gate = pb.Step(
+        step_id="checks",
+        kind="gate",
+        state=pb.STEP_STATE_FAILED,
+        round=2,
+        error="gate 'checks' failed in round 2 after 2 rework rounds: tests_failed = 3",
+        gate_metrics=[
+            pb.GateMetric(
+                metric="tests_passed", measured=True, value=4, threshold=">= 1", passed=True
+            ),
+            pb.GateMetric(metric="tests_failed", measured=True, value=3, threshold="<= 0"),
+            pb.GateMetric(metric="lint_errors", measured=False, threshold="<= 0"),
+        ],
+    )
+    run = run_from_proto(pb.Run(name="runs/r1", state=pb.RUN_STATE_FAILED, steps=[gate]))
+    for text in (format_run(run), format_outcome(run)):
+        lines = text.splitlines()
+        assert lines[-5].startswith("Gate checks: failed, after 2 rework rounds")
+        assert lines[-3].split() == ["tests_passed", "4", ">=", "1", "ok"]
+        assert lines[-2].split() == ["tests_failed", "3", "<=", "0", "MISSED"]
+        assert lines[-1].split() == ["lint_errors", "missing", "<=", "0", "MISSED"]
+    (row,) = [line for line in format_run(run).splitlines() if line.startswith("  checks ")]
+    assert row.split()[:3] == ["checks", "gate", "FAILED"]

@@ -192,3 +192,24 @@ def test_each_event_is_converted_once_for_every_stream_and_the_cache_is_bounded(
     for sequence in (2, 3):
         cache.get(record.model_copy(update={"sequence": sequence}))
     assert cache.get(record) is not first  # evicted, converted again
+
+
+def test_gate_rework_and_approval_events_have_typed_details() -> None:
+    gate = _event(
+        EventType.GATE_EVALUATED,
+        {"passed": "false", "round": "1", "isolation": "namespaces", "metric.tests_failed": "2"},
+    )
+    assert gate.WhichOneof("details") == "gate_evaluated"
+    assert (gate.gate_evaluated.passed, gate.gate_evaluated.round) == (False, 1)
+    assert gate.attributes["metric.tests_failed"] == "2"
+    rework = _event(EventType.REWORK_REQUESTED, {"round": "2", "steps": "a,b", "reason": "r"})
+    assert (rework.rework_requested.round, rework.rework_requested.steps) == (2, "a,b")
+    asked = _event(
+        EventType.APPROVAL_REQUESTED,
+        {"prompt": "ok?", "round": "0", "timeout_seconds": "3600", "on_timeout": "reject"},
+    )
+    assert asked.approval_requested.timeout_seconds == 3600.0
+    for kind in (EventType.STEP_APPROVED, EventType.STEP_REJECTED):
+        decided = _event(kind, {"decision": "approve", "decided_by": "ana", "round": "0"})
+        assert decided.WhichOneof("details") == "decision"
+        assert decided.decision.decided_by == "ana"

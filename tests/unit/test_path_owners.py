@@ -18,3 +18,10 @@ def test_owners_under_a_deliverable_are_found_by_path_and_by_directory() -> None
     owners.note("backend", ["app/ui.py"])
     assert owners.others_under(["app/"], "backend") == ()
     assert owners.others_under([], "backend") == ()
+
+
+def test_paths_written_by_some_steps_are_listed_in_order() -> None:
+    owners = PathOwners({"b.md": "design", "a/x.py": "build", "a/y.py": "design"})
+    owners.note("build", ["a/y.py"])
+    assert owners.written_by({"design"}) == ["b.md"]
+    assert owners.written_by({"build", "design"}) == ["a/x.py", "a/y.py", "b.md"]

@@ -58,10 +58,15 @@ def test_sdlc_linear_is_a_chain():
         ("architecture", "solution_architect", ("requirements",)),
         ("implementation", "backend_developer", ("architecture",)),
         ("testing", "qa_engineer", ("implementation",)),
-        ("review", "code_reviewer", ("testing",)),
+        ("checks", "", ("testing",)),
+        ("review", "code_reviewer", ("checks",)),
     ]
-    assert all(s.instructions for s in wf.steps)
-    assert all(s.kind is StepKind.PERSONA for s in wf.steps)
+    assert all(s.instructions for s in wf.steps if s.kind is StepKind.PERSONA)
+    assert [s.id for s in wf.steps if s.kind is StepKind.GATE] == ["checks"]
+    gate = wf.step("checks")
+    assert [c.value for c in gate.checks] == ["pytest", "ruff", "compile"]
+    assert gate.on_fail is not None
+    assert (gate.on_fail.rework, gate.on_fail.max_rounds) == (("implementation",), 2)
 
 
 def test_sdlc_parallel_fans_out_after_architecture_and_joins_at_testing():
@@ -72,12 +77,16 @@ def test_sdlc_parallel_fans_out_after_architecture_and_joins_at_testing():
         ("backend", "backend_developer", ("architecture",)),
         ("frontend", "frontend_developer", ("architecture",)),
         ("testing", "qa_engineer", ("backend", "frontend")),
-        ("review", "code_reviewer", ("testing",)),
+        ("checks", "", ("testing",)),
+        ("review", "code_reviewer", ("checks",)),
     ]
     assert wf.default_timeout == timedelta(minutes=10)
-    assert all(s.instructions for s in wf.steps)
+    assert all(s.instructions for s in wf.steps if s.kind is StepKind.PERSONA)
     assert wf.ancestors("testing") == ["backend", "frontend", "architecture", "requirements"]
-    assert wf.dependents("architecture") == ["backend", "frontend", "testing", "review"]
+    assert wf.dependents("architecture") == ["backend", "frontend", "testing", "checks", "review"]
+    policy = wf.step("checks").on_fail
+    assert policy is not None
+    assert policy.rework == ("backend", "frontend")
 
 
 def test_builtin_yaml_and_builtin_workflow_agree():
@@ -362,17 +371,21 @@ def test_backoff_must_not_exceed_its_maximum():
     assert (field, reason) == ("retry", "initial_backoff (1m) is longer than max_backoff (5s)")
 
 
-@pytest.mark.parametrize("kind", ["gate", "approval"])
-def test_planned_step_kinds_are_not_supported_yet(kind):
-    assert only_problem(
-        f"name: t\nsteps:\n  - {{id: a, persona: qa_engineer, kind: {kind}}}\n"
-    ) == ("steps[a].kind", f"step kind '{kind}' is not supported yet")
+def test_approval_steps_need_no_persona():
+    wf = parse_workflow_yaml(
+        "name: t\nsteps:\n  - {id: a, persona: qa_engineer}\n"
+        "  - {id: ok, kind: approval, depends_on: [a], timeout: 24h, prompt: Check it.,"
+        " on_timeout: approve, on_reject: {rework: [a]}}\n"
+    )
+    step = wf.step("ok")
+    assert (step.kind, step.persona, step.on_timeout) == (StepKind.APPROVAL, "", "approve")
+    assert step.timeout == timedelta(hours=24)  # longer than the default deadline: a wait
 
 
 def test_unknown_step_kind():
     assert only_problem("name: t\nsteps:\n  - {id: a, persona: qa_engineer, kind: robot}\n") == (
         "steps[a].kind",
-        "unknown step kind 'robot' (known kinds: persona)",
+        "unknown step kind 'robot' (known kinds: persona, gate, approval)",
     )
 
 
@@ -392,7 +405,8 @@ def test_unknown_fields_suggest_the_right_one():
             "steps[a].colour",
             "unknown field 'colour' "
             "(allowed: id, persona, kind, depends_on, timeout, deadline, retry, instructions, "
-            "model, effort, budget, fallback)",
+            "model, effort, budget, fallback, checks, thresholds, coverage, on_fail, prompt, "
+            "on_timeout, on_reject)",
         ),
         (
             "steps[b].retry.attempts",
@@ -514,7 +528,7 @@ def test_every_problem_is_reported_at_once():
     assert fields == [
         "steps[a].persona",
         "steps[a].timeout",
-        "steps[c].kind",
+        "steps[c]",
         "steps[b].depends_on",
         "steps",
     ]

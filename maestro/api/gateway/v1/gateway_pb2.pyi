@@ -170,6 +170,29 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """The API answered 429 with `retry-after`: no call to the model goes out, from any
     step of any run, until `paused_until`. Attributes: `model`, `retry_after_seconds`.
     """
+    EVENT_TYPE_GATE_EVALUATED: _EventType.ValueType  # 17
+    """A gate step judged its checks: attributes `passed`, `round`, `isolation`,
+    `problems`, and per metric `metric.NAME` (the value or `missing`),
+    `threshold.NAME` (`>= 1`, `<= 0`, `1..5`) and `verdict.NAME` (`pass` or `fail`).
+    """
+    EVENT_TYPE_REWORK_REQUESTED: _EventType.ValueType  # 18
+    """A failing gate (or a reviewer asking for changes) sent work back: attributes
+    `round` (the new round), `steps` (comma-separated, re-run in that round) and
+    `reason`.
+    """
+    EVENT_TYPE_APPROVAL_REQUESTED: _EventType.ValueType  # 19
+    """An approval step waits for a person: attributes `prompt`, `artifacts` (what to
+    look at), `round`, `timeout_seconds`, `on_timeout`.
+    """
+    EVENT_TYPE_STEP_APPROVED: _EventType.ValueType  # 20
+    """A person (or the timeout) approved: attributes `decided_by`, `comment`, `round`."""
+    EVENT_TYPE_STEP_REJECTED: _EventType.ValueType  # 21
+    """A person (or the timeout) rejected: attributes `decided_by`, `comment`, `round`."""
+    EVENT_TYPE_ARTIFACT_CONFLICT: _EventType.ValueType  # 22
+    """Two steps wrote the same path in the same round: attributes `path`, `step` (the
+    later writer, also the event's step), `replaces_step`, `round`, `version`. The
+    later version is the latest; both are kept (ListArtifacts with all_versions).
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """What kind of event this is."""
@@ -225,6 +248,29 @@ EVENT_TYPE_STEP_FALLBACK: EventType.ValueType  # 32
 EVENT_TYPE_MODEL_PAUSED: EventType.ValueType  # 33
 """The API answered 429 with `retry-after`: no call to the model goes out, from any
 step of any run, until `paused_until`. Attributes: `model`, `retry_after_seconds`.
+"""
+EVENT_TYPE_GATE_EVALUATED: EventType.ValueType  # 17
+"""A gate step judged its checks: attributes `passed`, `round`, `isolation`,
+`problems`, and per metric `metric.NAME` (the value or `missing`),
+`threshold.NAME` (`>= 1`, `<= 0`, `1..5`) and `verdict.NAME` (`pass` or `fail`).
+"""
+EVENT_TYPE_REWORK_REQUESTED: EventType.ValueType  # 18
+"""A failing gate (or a reviewer asking for changes) sent work back: attributes
+`round` (the new round), `steps` (comma-separated, re-run in that round) and
+`reason`.
+"""
+EVENT_TYPE_APPROVAL_REQUESTED: EventType.ValueType  # 19
+"""An approval step waits for a person: attributes `prompt`, `artifacts` (what to
+look at), `round`, `timeout_seconds`, `on_timeout`.
+"""
+EVENT_TYPE_STEP_APPROVED: EventType.ValueType  # 20
+"""A person (or the timeout) approved: attributes `decided_by`, `comment`, `round`."""
+EVENT_TYPE_STEP_REJECTED: EventType.ValueType  # 21
+"""A person (or the timeout) rejected: attributes `decided_by`, `comment`, `round`."""
+EVENT_TYPE_ARTIFACT_CONFLICT: EventType.ValueType  # 22
+"""Two steps wrote the same path in the same round: attributes `path`, `step` (the
+later writer, also the event's step), `replaces_step`, `round`, `version`. The
+later version is the latest; both are kept (ListArtifacts with all_versions).
 """
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
@@ -285,6 +331,9 @@ class Step(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    GATE_METRICS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`runs/{run}/steps/{step}`."""
     step_id: _builtins.str
@@ -303,6 +352,10 @@ class Step(_message.Message):
     """The provider that produced the result (`anthropic` or `offline`)."""
     model: _builtins.str
     """The model that produced the result."""
+    kind: _builtins.str
+    """What runs the step: `persona` or `gate`."""
+    round: _builtins.int
+    """The rework round the step is in: 0 first, one more each time it is sent back."""
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the steps it depends on."""
@@ -318,6 +371,12 @@ class Step(_message.Message):
     @_builtins.property
     def usage(self) -> Global___TokenUsage:
         """Usage of every attempt of the step, failed and lost ones included."""
+
+    @_builtins.property
+    def gate_metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___GateMetric]:
+        """A gate step's last evaluation, every metric with its threshold and verdict;
+        empty for other kinds and before the gate ran.
+        """
 
     def __init__(
         self,
@@ -335,14 +394,59 @@ class Step(_message.Message):
         usage: Global___TokenUsage | None = ...,
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        round: _builtins.int = ...,
+        gate_metrics: _abc.Iterable[Global___GateMetric] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "model", b"model", "name", b"name", "persona", b"persona", "provider", b"provider", "start_time", b"start_time", "state", b"state", "step_id", b"step_id", "summary", b"summary", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "gate_metrics", b"gate_metrics", "kind", b"kind", "model", b"model", "name", b"name", "persona", b"persona", "provider", b"provider", "round", b"round", "start_time", b"start_time", "state", b"state", "step_id", b"step_id", "summary", b"summary", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Step: _TypeAlias = Step  # noqa: Y015
+
+@_typing.final
+class GateMetric(_message.Message):
+    """One metric a gate judged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """The metric's name (`tests_passed`, `lint_errors`, ...)."""
+    measured: _builtins.bool
+    """Whether it was measured; a metric that was not is a failure."""
+    value: _builtins.float
+    """The measured value (0 when not measured)."""
+    threshold: _builtins.str
+    """The threshold, as written: `>= 1`, `<= 0` or `1..5`."""
+    passed: _builtins.bool
+    """Whether the value is within the threshold."""
+    reason: _builtins.str
+    """The verdict in words."""
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        measured: _builtins.bool = ...,
+        value: _builtins.float = ...,
+        threshold: _builtins.str = ...,
+        passed: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["measured", b"measured", "metric", b"metric", "passed", b"passed", "reason", b"reason", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GateMetric: _TypeAlias = GateMetric  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):
@@ -522,25 +626,89 @@ class ListRunsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_DECISION_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many runs (1-1000; 0 means 50). A page also stops early at about
     2 MiB of runs; the next page token continues after it.
     """
     page_token: _builtins.str
     """From a previous response's next_page_token; opaque."""
+    waiting_for_decision: _builtins.bool
+    """Only runs with a step waiting for a person's decision (WAITING_APPROVAL)."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        waiting_for_decision: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "waiting_for_decision", b"waiting_for_decision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRunsRequest: _TypeAlias = ListRunsRequest  # noqa: Y015
+
+@_typing.final
+class ApproveStepRequest(_message.Message):
+    """Approves a waiting approval step."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`runs/{run}/steps/{step}`."""
+    comment: _builtins.str
+    """Why, or what to keep in mind; optional."""
+    request_id: _builtins.str
+    """Makes retries idempotent: the same id returns the recorded decision."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveStepRequest: _TypeAlias = ApproveStepRequest  # noqa: Y015
+
+@_typing.final
+class RejectStepRequest(_message.Message):
+    """Rejects a waiting approval step."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`runs/{run}/steps/{step}`."""
+    comment: _builtins.str
+    """What is wrong; required (it is the rework's feedback)."""
+    request_id: _builtins.str
+    """Makes retries idempotent: the same id returns the recorded decision."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectStepRequest: _TypeAlias = RejectStepRequest  # noqa: Y015
 
 @_typing.final
 class ListRunsResponse(_message.Message):
@@ -659,6 +827,10 @@ class RunEvent(_message.Message):
     ARTIFACT_RECORDED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     RUN_ENDED_FIELD_NUMBER: _builtins.int
+    GATE_EVALUATED_FIELD_NUMBER: _builtins.int
+    REWORK_REQUESTED_FIELD_NUMBER: _builtins.int
+    APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
     run: _builtins.str
     """`runs/{run}`."""
     sequence: _builtins.int
@@ -719,6 +891,24 @@ class RunEvent(_message.Message):
     def run_ended(self) -> Global___RunEndedDetails:
         """RUN_SUCCEEDED, RUN_FAILED and RUN_CANCELLED."""
 
+    @_builtins.property
+    def gate_evaluated(self) -> Global___GateEvaluatedDetails:
+        """GATE_EVALUATED (each metric stays in the attributes as `metric.NAME`,
+        `threshold.NAME` and `verdict.NAME`; the step's `gate_metrics` has them typed).
+        """
+
+    @_builtins.property
+    def rework_requested(self) -> Global___ReworkRequestedDetails:
+        """REWORK_REQUESTED."""
+
+    @_builtins.property
+    def approval_requested(self) -> Global___ApprovalRequestedDetails:
+        """APPROVAL_REQUESTED."""
+
+    @_builtins.property
+    def decision(self) -> Global___DecisionDetails:
+        """STEP_APPROVED and STEP_REJECTED."""
+
     def __init__(
         self,
         *,
@@ -739,16 +929,156 @@ class RunEvent(_message.Message):
         artifact_recorded: Global___ArtifactRecordedDetails | None = ...,
         reason: Global___ReasonDetails | None = ...,
         run_ended: Global___RunEndedDetails | None = ...,
+        gate_evaluated: Global___GateEvaluatedDetails | None = ...,
+        rework_requested: Global___ReworkRequestedDetails | None = ...,
+        approval_requested: Global___ApprovalRequestedDetails | None = ...,
+        decision: Global___DecisionDetails | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact_recorded", b"artifact_recorded", "attempt_failed", b"attempt_failed", "details", b"details", "queued", b"queued", "reason", b"reason", "run_created", b"run_created", "run_ended", b"run_ended", "run_started", b"run_started", "step_progress", b"step_progress", "step_started", b"step_started", "step_succeeded", b"step_succeeded", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_requested", b"approval_requested", "artifact_recorded", b"artifact_recorded", "attempt_failed", b"attempt_failed", "decision", b"decision", "details", b"details", "gate_evaluated", b"gate_evaluated", "queued", b"queued", "reason", b"reason", "rework_requested", b"rework_requested", "run_created", b"run_created", "run_ended", b"run_ended", "run_started", b"run_started", "step_progress", b"step_progress", "step_started", b"step_started", "step_succeeded", b"step_succeeded", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_recorded", b"artifact_recorded", "attempt_failed", b"attempt_failed", "attributes", b"attributes", "details", b"details", "message", b"message", "queued", b"queued", "reason", b"reason", "run", b"run", "run_created", b"run_created", "run_ended", b"run_ended", "run_started", b"run_started", "sequence", b"sequence", "step_id", b"step_id", "step_progress", b"step_progress", "step_started", b"step_started", "step_succeeded", b"step_succeeded", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_requested", b"approval_requested", "artifact_recorded", b"artifact_recorded", "attempt_failed", b"attempt_failed", "attributes", b"attributes", "decision", b"decision", "details", b"details", "gate_evaluated", b"gate_evaluated", "message", b"message", "queued", b"queued", "reason", b"reason", "rework_requested", b"rework_requested", "run", b"run", "run_created", b"run_created", "run_ended", b"run_ended", "run_started", b"run_started", "sequence", b"sequence", "step_id", b"step_id", "step_progress", b"step_progress", "step_started", b"step_started", "step_succeeded", b"step_succeeded", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["run_created", "run_started", "queued", "step_started", "step_progress", "step_succeeded", "attempt_failed", "artifact_recorded", "reason", "run_ended"]  # noqa: Y015
+    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["run_created", "run_started", "queued", "step_started", "step_progress", "step_succeeded", "attempt_failed", "artifact_recorded", "reason", "run_ended", "gate_evaluated", "rework_requested", "approval_requested", "decision"]  # noqa: Y015
     _WhichOneofArgType_details: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_details) -> _WhichOneofReturnType_details | None: ...
 
 Global___RunEvent: _TypeAlias = RunEvent  # noqa: Y015
+
+@_typing.final
+class GateEvaluatedDetails(_message.Message):
+    """Details of GATE_EVALUATED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSED_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    ISOLATION_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
+    passed: _builtins.bool
+    """Whether every threshold held and every check ran."""
+    round: _builtins.int
+    """The rework round it evaluated (0 first)."""
+    isolation: _builtins.str
+    """How the checks were isolated (`namespaces`, or `none` when so configured)."""
+    problems: _builtins.str
+    """What failed besides thresholds (checks that did not run, sandbox errors)."""
+    def __init__(
+        self,
+        *,
+        passed: _builtins.bool = ...,
+        round: _builtins.int = ...,
+        isolation: _builtins.str = ...,
+        problems: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["isolation", b"isolation", "passed", b"passed", "problems", b"problems", "round", b"round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GateEvaluatedDetails: _TypeAlias = GateEvaluatedDetails  # noqa: Y015
+
+@_typing.final
+class ReworkRequestedDetails(_message.Message):
+    """Details of REWORK_REQUESTED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    round: _builtins.int
+    """The new round."""
+    steps: _builtins.str
+    """The steps that run again, comma-separated, in workflow order."""
+    reason: _builtins.str
+    """Why."""
+    def __init__(
+        self,
+        *,
+        round: _builtins.int = ...,
+        steps: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "round", b"round", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReworkRequestedDetails: _TypeAlias = ReworkRequestedDetails  # noqa: Y015
+
+@_typing.final
+class ApprovalRequestedDetails(_message.Message):
+    """Details of APPROVAL_REQUESTED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_FIELD_NUMBER: _builtins.int
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    ON_TIMEOUT_FIELD_NUMBER: _builtins.int
+    prompt: _builtins.str
+    """The question to the person deciding."""
+    artifacts: _builtins.str
+    """The artifacts to look at (written upstream of the step), comma-separated."""
+    round: _builtins.int
+    """The rework round it asks in."""
+    timeout_seconds: _builtins.float
+    """How long it waits, in seconds."""
+    on_timeout: _builtins.str
+    """What the timeout decides: `approve` or `reject`."""
+    def __init__(
+        self,
+        *,
+        prompt: _builtins.str = ...,
+        artifacts: _builtins.str = ...,
+        round: _builtins.int = ...,
+        timeout_seconds: _builtins.float = ...,
+        on_timeout: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "on_timeout", b"on_timeout", "prompt", b"prompt", "round", b"round", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalRequestedDetails: _TypeAlias = ApprovalRequestedDetails  # noqa: Y015
+
+@_typing.final
+class DecisionDetails(_message.Message):
+    """Details of STEP_APPROVED and STEP_REJECTED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    decision: _builtins.str
+    """`approve` or `reject`."""
+    decided_by: _builtins.str
+    """Who decided: the caller's identity, or `timeout`."""
+    comment: _builtins.str
+    """The comment (a rejection's is the rework's feedback)."""
+    round: _builtins.int
+    """The round decided."""
+    def __init__(
+        self,
+        *,
+        decision: _builtins.str = ...,
+        decided_by: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        round: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "decided_by", b"decided_by", "decision", b"decision", "round", b"round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionDetails: _TypeAlias = DecisionDetails  # noqa: Y015
 
 @_typing.final
 class RunCreatedDetails(_message.Message):
@@ -1109,6 +1439,10 @@ class Artifact(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`runs/{run}/artifacts/{path}`."""
     path: _builtins.str
@@ -1121,6 +1455,14 @@ class Artifact(_message.Message):
     """Hex sha256 of the content."""
     content: _builtins.bytes
     """The content; set only by GetArtifact."""
+    version: _builtins.int
+    """Which write of the path this is: 1 for the first, one more for each later one."""
+    attempt: _builtins.int
+    """The attempt of the step that wrote it."""
+    round: _builtins.int
+    """The rework round it was written in (0 first)."""
+    latest: _builtins.bool
+    """Whether it is the version reads and downloads give (the last one written)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""
@@ -1135,10 +1477,14 @@ class Artifact(_message.Message):
         sha256: _builtins.str = ...,
         content: _builtins.bytes = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        round: _builtins.int = ...,
+        latest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "create_time", b"create_time", "name", b"name", "path", b"path", "sha256", b"sha256", "size_bytes", b"size_bytes", "step_id", b"step_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content", b"content", "create_time", b"create_time", "latest", b"latest", "name", b"name", "path", b"path", "round", b"round", "sha256", b"sha256", "size_bytes", b"size_bytes", "step_id", b"step_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1153,22 +1499,26 @@ class ListArtifactsRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ALL_VERSIONS_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`runs/{run}`."""
     page_size: _builtins.int
     """At most this many artifacts (1-1000; 0 means 200)."""
     page_token: _builtins.str
     """From a previous response's next_page_token; opaque."""
+    all_versions: _builtins.bool
+    """Every version of every path (by path, then version) instead of the latest only."""
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        all_versions: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_versions", b"all_versions", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

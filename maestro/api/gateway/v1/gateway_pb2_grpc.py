@@ -70,6 +70,16 @@ class MaestroServiceStub:
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Run.FromString,
                 _registered_method=True)
+        self.ApproveStep = channel.unary_unary(
+                '/maestro.api.gateway.v1.MaestroService/ApproveStep',
+                request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ApproveStepRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Step.FromString,
+                _registered_method=True)
+        self.RejectStep = channel.unary_unary(
+                '/maestro.api.gateway.v1.MaestroService/RejectStep',
+                request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RejectStepRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Step.FromString,
+                _registered_method=True)
         self.DeleteRun = channel.unary_unary(
                 '/maestro.api.gateway.v1.MaestroService/DeleteRun',
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRunRequest.SerializeToString,
@@ -162,6 +172,30 @@ class MaestroServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveStep(self, request, context):
+        """Approves an approval step that waits for a decision; the run goes on. Returns
+        the step. Records the caller's identity as who decided.
+
+        Errors: INVALID_ARGUMENT (bad name), NOT_FOUND (no such run or step),
+        FAILED_PRECONDITION (the step is not waiting: already decided, not yet reached,
+        not an approval step, or the run finished), UNAUTHENTICATED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectStep(self, request, context):
+        """Rejects an approval step that waits for a decision: with `on_reject` its rework
+        steps run again with the comment as feedback, else the run fails naming the step
+        and the comment. Returns the step.
+
+        Errors: INVALID_ARGUMENT (bad name, no comment), NOT_FOUND, FAILED_PRECONDITION
+        (as for ApproveStep), UNAUTHENTICATED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteRun(self, request, context):
         """Deletes a finished run with its steps, events and artifacts. Runs also expire on
         their own once finished for longer than the deployment's retention period.
@@ -244,6 +278,16 @@ def add_MaestroServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.CancelRunRequest.FromString,
                     response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Run.SerializeToString,
+            ),
+            'ApproveStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveStep,
+                    request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ApproveStepRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Step.SerializeToString,
+            ),
+            'RejectStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectStep,
+                    request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RejectStepRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Step.SerializeToString,
             ),
             'DeleteRun': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRun,
@@ -399,6 +443,60 @@ class MaestroService:
             '/maestro.api.gateway.v1.MaestroService/CancelRun',
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.CancelRunRequest.SerializeToString,
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.gateway.v1.MaestroService/ApproveStep',
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ApproveStepRequest.SerializeToString,
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Step.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.gateway.v1.MaestroService/RejectStep',
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RejectStepRequest.SerializeToString,
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Step.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,22 @@ class MaestroServiceStub:
     Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (already finished),
     UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the scheduler cannot be reached).
     """
+    ApproveStep: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ApproveStepRequest, _gateway_pb2.Step]
+    """Approves an approval step that waits for a decision; the run goes on. Returns
+    the step. Records the caller's identity as who decided.
+
+    Errors: INVALID_ARGUMENT (bad name), NOT_FOUND (no such run or step),
+    FAILED_PRECONDITION (the step is not waiting: already decided, not yet reached,
+    not an approval step, or the run finished), UNAUTHENTICATED, UNAVAILABLE.
+    """
+    RejectStep: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RejectStepRequest, _gateway_pb2.Step]
+    """Rejects an approval step that waits for a decision: with `on_reject` its rework
+    steps run again with the comment as feedback, else the run fails naming the step
+    and the comment. Returns the step.
+
+    Errors: INVALID_ARGUMENT (bad name, no comment), NOT_FOUND, FAILED_PRECONDITION
+    (as for ApproveStep), UNAUTHENTICATED, UNAVAILABLE.
+    """
     DeleteRun: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.DeleteRunRequest, _empty_pb2.Empty]
     """Deletes a finished run with its steps, events and artifacts. Runs also expire on
     their own once finished for longer than the deployment's retention period.
@@ -157,6 +173,22 @@ class MaestroServiceAsyncStub(MaestroServiceStub):
 
     Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (already finished),
     UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the scheduler cannot be reached).
+    """
+    ApproveStep: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ApproveStepRequest, _gateway_pb2.Step]  # type: ignore[assignment]
+    """Approves an approval step that waits for a decision; the run goes on. Returns
+    the step. Records the caller's identity as who decided.
+
+    Errors: INVALID_ARGUMENT (bad name), NOT_FOUND (no such run or step),
+    FAILED_PRECONDITION (the step is not waiting: already decided, not yet reached,
+    not an approval step, or the run finished), UNAUTHENTICATED, UNAVAILABLE.
+    """
+    RejectStep: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RejectStepRequest, _gateway_pb2.Step]  # type: ignore[assignment]
+    """Rejects an approval step that waits for a decision: with `on_reject` its rework
+    steps run again with the comment as feedback, else the run fails naming the step
+    and the comment. Returns the step.
+
+    Errors: INVALID_ARGUMENT (bad name, no comment), NOT_FOUND, FAILED_PRECONDITION
+    (as for ApproveStep), UNAUTHENTICATED, UNAVAILABLE.
     """
     DeleteRun: _aio.UnaryUnaryMultiCallable[_gateway_pb2.DeleteRunRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a finished run with its steps, events and artifacts. Runs also expire on
@@ -261,6 +293,34 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (already finished),
         UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the scheduler cannot be reached).
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveStep(
+        self,
+        request: _gateway_pb2.ApproveStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Step, _abc.Awaitable[_gateway_pb2.Step]]:
+        """Approves an approval step that waits for a decision; the run goes on. Returns
+        the step. Records the caller's identity as who decided.
+
+        Errors: INVALID_ARGUMENT (bad name), NOT_FOUND (no such run or step),
+        FAILED_PRECONDITION (the step is not waiting: already decided, not yet reached,
+        not an approval step, or the run finished), UNAUTHENTICATED, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectStep(
+        self,
+        request: _gateway_pb2.RejectStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Step, _abc.Awaitable[_gateway_pb2.Step]]:
+        """Rejects an approval step that waits for a decision: with `on_reject` its rework
+        steps run again with the comment as feedback, else the run fails naming the step
+        and the comment. Returns the step.
+
+        Errors: INVALID_ARGUMENT (bad name, no comment), NOT_FOUND, FAILED_PRECONDITION
+        (as for ApproveStep), UNAUTHENTICATED, UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod

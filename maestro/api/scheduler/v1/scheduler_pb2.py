@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\"\x9f\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\tB\n\n\x08workflow\"#\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x44\x65leteRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x12\n\x10WatchRunsRequest\"2\n\tRunChange\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\"B\n\nRunChanges\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.maestro.api.scheduler.v1.RunChange2\xa5\x03\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponse\x12\x64\n\tDeleteRun\x12*.maestro.api.scheduler.v1.DeleteRunRequest\x1a+.maestro.api.scheduler.v1.DeleteRunResponse\x12_\n\tWatchRuns\x12*.maestro.api.scheduler.v1.WatchRunsRequest\x1a$.maestro.api.scheduler.v1.RunChanges0\x01\x42i\n\x1c\x64\x65v.maestro.api.scheduler.v1B\x0eSchedulerProtoP\x01Z7maestro.dev/gen/go/maestro/api/scheduler/v1;schedulerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\"\x9f\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\tB\n\n\x08workflow\"#\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x44\x65leteRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x7f\n\x11\x44\x65\x63ideStepRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"5\n\x12\x44\x65\x63ideStepResponse\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\"\x12\n\x10WatchRunsRequest\"2\n\tRunChange\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\"B\n\nRunChanges\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.maestro.api.scheduler.v1.RunChange2\x8e\x04\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponse\x12\x64\n\tDeleteRun\x12*.maestro.api.scheduler.v1.DeleteRunRequest\x1a+.maestro.api.scheduler.v1.DeleteRunResponse\x12g\n\nDecideStep\x12+.maestro.api.scheduler.v1.DecideStepRequest\x1a,.maestro.api.scheduler.v1.DecideStepResponse\x12_\n\tWatchRuns\x12*.maestro.api.scheduler.v1.WatchRunsRequest\x1a$.maestro.api.scheduler.v1.RunChanges0\x01\x42i\n\x1c\x64\x65v.maestro.api.scheduler.v1B\x0eSchedulerProtoP\x01Z7maestro.dev/gen/go/maestro/api/scheduler/v1;schedulerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,12 +44,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETERUNREQUEST']._serialized_end=376
   _globals['_DELETERUNRESPONSE']._serialized_start=378
   _globals['_DELETERUNRESPONSE']._serialized_end=413
-  _globals['_WATCHRUNSREQUEST']._serialized_start=415
-  _globals['_WATCHRUNSREQUEST']._serialized_end=433
-  _globals['_RUNCHANGE']._serialized_start=435
-  _globals['_RUNCHANGE']._serialized_end=485
-  _globals['_RUNCHANGES']._serialized_start=487
-  _globals['_RUNCHANGES']._serialized_end=553
-  _globals['_SCHEDULERSERVICE']._serialized_start=556
-  _globals['_SCHEDULERSERVICE']._serialized_end=977
+  _globals['_DECIDESTEPREQUEST']._serialized_start=415
+  _globals['_DECIDESTEPREQUEST']._serialized_end=542
+  _globals['_DECIDESTEPRESPONSE']._serialized_start=544
+  _globals['_DECIDESTEPRESPONSE']._serialized_end=597
+  _globals['_WATCHRUNSREQUEST']._serialized_start=599
+  _globals['_WATCHRUNSREQUEST']._serialized_end=617
+  _globals['_RUNCHANGE']._serialized_start=619
+  _globals['_RUNCHANGE']._serialized_end=669
+  _globals['_RUNCHANGES']._serialized_start=671
+  _globals['_RUNCHANGES']._serialized_end=737
+  _globals['_SCHEDULERSERVICE']._serialized_start=740
+  _globals['_SCHEDULERSERVICE']._serialized_end=1266
 # @@protoc_insertion_point(module_scope)

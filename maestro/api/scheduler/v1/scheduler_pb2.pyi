@@ -175,6 +175,74 @@ class DeleteRunResponse(_message.Message):
 Global___DeleteRunResponse: _TypeAlias = DeleteRunResponse  # noqa: Y015
 
 @_typing.final
+class DecideStepRequest(_message.Message):
+    """A decision on an approval step."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id."""
+    step_id: _builtins.str
+    """The step's id."""
+    decision: _builtins.str
+    """`approve` or `reject`."""
+    comment: _builtins.str
+    """The person's comment (required to reject)."""
+    decided_by: _builtins.str
+    """Who decided (set by the gateway after authentication)."""
+    request_id: _builtins.str
+    """Makes retries idempotent."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+        decision: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        decided_by: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "decided_by", b"decided_by", "decision", b"decision", "request_id", b"request_id", "run_id", b"run_id", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideStepRequest: _TypeAlias = DecideStepRequest  # noqa: Y015
+
+@_typing.final
+class DecideStepResponse(_message.Message):
+    """The decision as recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    round: _builtins.int
+    """The round it applies to."""
+    decision: _builtins.str
+    """`approve` or `reject`."""
+    def __init__(
+        self,
+        *,
+        round: _builtins.int = ...,
+        decision: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "round", b"round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideStepResponse: _TypeAlias = DecideStepResponse  # noqa: Y015
+
+@_typing.final
 class WatchRunsRequest(_message.Message):
     """Asks to be told when runs' event logs grow."""
 

@@ -50,6 +50,11 @@ class SchedulerServiceStub:
                 request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunResponse.FromString,
                 _registered_method=True)
+        self.DecideStep = channel.unary_unary(
+                '/maestro.api.scheduler.v1.SchedulerService/DecideStep',
+                request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DecideStepRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DecideStepResponse.FromString,
+                _registered_method=True)
         self.WatchRuns = channel.unary_stream(
                 '/maestro.api.scheduler.v1.SchedulerService/WatchRuns',
                 request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.SerializeToString,
@@ -91,6 +96,17 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecideStep(self, request, context):
+        """Records a person's decision on an approval step that waits for one; the
+        scheduler driving the run applies it.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such run or step), FAILED_PRECONDITION
+        (the step is not waiting, or was already decided).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRuns(self, request, context):
         """Streams which runs' event logs grew, as their transactions commit, so a gateway
         can follow runs without polling the store. Each message names runs and the last
@@ -121,6 +137,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.DeleteRun,
                     request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunRequest.FromString,
                     response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunResponse.SerializeToString,
+            ),
+            'DecideStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideStep,
+                    request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DecideStepRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DecideStepResponse.SerializeToString,
             ),
             'WatchRuns': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRuns,
@@ -210,6 +231,33 @@ class SchedulerService:
             '/maestro.api.scheduler.v1.SchedulerService/DeleteRun',
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunRequest.SerializeToString,
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.scheduler.v1.SchedulerService/DecideStep',
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DecideStepRequest.SerializeToString,
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.DecideStepResponse.FromString,
             options,
             channel_credentials,
             insecure,

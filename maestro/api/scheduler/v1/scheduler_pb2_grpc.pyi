@@ -53,6 +53,13 @@ class SchedulerServiceStub:
 
     Errors: NOT_FOUND, FAILED_PRECONDITION (the run has not finished).
     """
+    DecideStep: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DecideStepRequest, _scheduler_pb2.DecideStepResponse]
+    """Records a person's decision on an approval step that waits for one; the
+    scheduler driving the run applies it.
+
+    Errors: INVALID_ARGUMENT, NOT_FOUND (no such run or step), FAILED_PRECONDITION
+    (the step is not waiting, or was already decided).
+    """
     WatchRuns: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchRunsRequest, _scheduler_pb2.RunChanges]
     """Streams which runs' event logs grew, as their transactions commit, so a gateway
     can follow runs without polling the store. Each message names runs and the last
@@ -85,6 +92,13 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     gateway checked that its caller owns the run).
 
     Errors: NOT_FOUND, FAILED_PRECONDITION (the run has not finished).
+    """
+    DecideStep: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DecideStepRequest, _scheduler_pb2.DecideStepResponse]  # type: ignore[assignment]
+    """Records a person's decision on an approval step that waits for one; the
+    scheduler driving the run applies it.
+
+    Errors: INVALID_ARGUMENT, NOT_FOUND (no such run or step), FAILED_PRECONDITION
+    (the step is not waiting, or was already decided).
     """
     WatchRuns: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchRunsRequest, _scheduler_pb2.RunChanges]  # type: ignore[assignment]
     """Streams which runs' event logs grew, as their transactions commit, so a gateway
@@ -133,6 +147,19 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         gateway checked that its caller owns the run).
 
         Errors: NOT_FOUND, FAILED_PRECONDITION (the run has not finished).
+        """
+
+    @_abc_1.abstractmethod
+    def DecideStep(
+        self,
+        request: _scheduler_pb2.DecideStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.DecideStepResponse, _abc.Awaitable[_scheduler_pb2.DecideStepResponse]]:
+        """Records a person's decision on an approval step that waits for one; the
+        scheduler driving the run applies it.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such run or step), FAILED_PRECONDITION
+        (the step is not waiting, or was already decided).
         """
 
     @_abc_1.abstractmethod
