@@ -5,8 +5,8 @@ feedback the next attempt of a reworked step is sent and the attempts made befor
 round (attempt numbers go on across rounds; the retry policy counts within one), so
 a scheduler that restarts mid-round sends the same feedback.
 
-Revision ID: 0002
-Revises: 0003
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-30
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0003"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
