@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 import re
 import unicodedata
+from collections.abc import Iterable
 
 MAX_PATH_LENGTH = 255
 MAX_FILE_BYTES = 1024 * 1024
@@ -90,3 +91,10 @@ def check_file_size(path: str, size: int) -> None:
     """Raises BadPath when a file is larger than an artifact may be."""
     if size > MAX_FILE_BYTES:
         raise BadPath(f"file {path!r} is {size} bytes; the limit is {MAX_FILE_BYTES}")
+
+
+def is_shared(path: str, shared: Iterable[str]) -> bool:
+    """True when `path` is declared shared: exactly, or under a shared "dir/"."""
+    return any(
+        path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in shared
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from maestro.paths import is_shared
 from maestro.personas import Persona
 from persona_service.models import FailureKind, StepFailed, StepRequest, TextFile
 
@@ -28,11 +29,6 @@ def missing_deliverables(persona: Persona, written: Iterable[str]) -> list[str]:
         elif target not in paths:
             missing.append(target)
     return missing
-
-
-def is_shared(path: str, shared: Iterable[str]) -> bool:
-    """True when `path` is declared shared (exactly, or under a shared "dir/")."""
-    return any(path == s or (s.endswith("/") and path.startswith(s)) for s in shared)
 
 
 def owner_of(path: str, owned: Mapping[str, str], shared: Iterable[str]) -> str | None:

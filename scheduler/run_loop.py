@@ -648,6 +648,7 @@ class RunDriver:
                 model=result.model,
                 usage=result.usage,
                 result_json=result_json(result),
+                shared_paths=self._spec.shared_paths,
             )
             if result.verdict == "changes_requested" and self._spec.step(step_id).on_fail:
                 return await gates.review_sends_back(

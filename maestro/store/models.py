@@ -297,6 +297,8 @@ class StepResultRecord(_Frozen):
     model: str
     usage: Usage = NO_USAGE
     result_json: str = ""
+    shared_paths: tuple[str, ...] = ()
+    """The workflow's shared paths: writing one after another step is no conflict."""
 
 
 class Claim(_Frozen):

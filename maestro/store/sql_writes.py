@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 
 from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from maestro.paths import is_shared
 from maestro.store.db import Row, Tx
 from maestro.store.errors import LeaseLost, RunFinished
 from maestro.store.models import (
@@ -556,7 +557,16 @@ def complete_step(
         ),
     )
     for path, content in result.files:
-        _write_artifact(run, step_id, attempt, int(step["round"]), path, content, result.provider)
+        _write_artifact(
+            run,
+            step_id,
+            attempt,
+            int(step["round"]),
+            path,
+            content,
+            result.provider,
+            shared=is_shared(path, result.shared_paths),
+        )
     tx.execute(
         "UPDATE steps SET state = ?, summary = ?, provider = ?, model = ?, result_json = ?,"
         " end_time = ?, error = '' WHERE run_id = ? AND step_id = ?",
@@ -597,6 +607,8 @@ def _write_artifact(
     path: str,
     content: bytes,
     provider: str,
+    *,
+    shared: bool,
 ) -> None:
     tx = run.tx
     digest = hashlib.sha256(content).hexdigest()
@@ -638,8 +650,14 @@ def _write_artifact(
     if previous is not None:
         attributes["replaces_step"] = previous["step_id"]
     run.event(EventType.ARTIFACT_RECORDED, f"{path} ({len(content)} bytes)", step_id, attributes)
-    if previous is not None and previous["step_id"] != step_id and previous["round"] == round_:
-        # Two steps of one round wrote one path: the later wins, and it is said.
+    if (
+        previous is not None
+        and previous["step_id"] != step_id
+        and previous["round"] == round_
+        and not shared
+    ):
+        # Two steps of one round wrote one path the workflow does not declare shared:
+        # the later wins, and it is said.
         run.event(
             EventType.ARTIFACT_CONFLICT,
             f"{path} written by {step_id} and {previous['step_id']} in round {round_}; "

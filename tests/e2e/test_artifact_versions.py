@@ -114,3 +114,19 @@ async def test_two_steps_writing_one_path_is_a_conflict_and_both_versions_stay(
             rows = [line.split() for line in lines if line.startswith("pyproject.toml ")]
             assert [r[1] for r in rows] == ["1", "2"] and rows[1][-1] == "latest"
     assert await asyncio.to_thread(os.listdir, cwd) == []  # listing downloads nothing
+
+
+async def test_paths_the_workflow_declares_shared_are_no_conflict(gateway: Stub) -> None:
+    shared = TWINS.replace("name: twins\n", "name: twins\nshared_paths: [pyproject.toml, app/]\n")
+    run = await gateway.CreateRun(
+        gateway_pb2.CreateRunRequest(
+            workflow_yaml=shared, requirement="a todo list", request_id=uuid.uuid4().hex
+        ),
+        timeout=10,
+    )
+    events = await collect_events(gateway, run.name)
+    assert event_type_name(events[-1]) == "RUN_SUCCEEDED"
+    conflicts = {e.attributes["path"] for e in events if event_type_name(e) == "ARTIFACT_CONFLICT"}
+    assert conflicts, "the twins also write paths that are not shared"
+    assert "pyproject.toml" not in conflicts
+    assert not any(path.startswith("app/") for path in conflicts)
