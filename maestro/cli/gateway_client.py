@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from types import TracebackType
+from typing import TypeVar
 
 from maestro.api.gateway.v1 import gateway_pb2 as pb
 from maestro.api.gateway.v1 import gateway_pb2_grpc
@@ -28,15 +29,17 @@ from maestro.core.client import insecure_channel, mapped_rpc_errors, secure_chan
 from maestro.core.errors import DeadlineExceeded, Unavailable
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # Reconnects allowed in a row without receiving an event in between.
 DEFAULT_MAX_RECONNECTS = 8
 _BACKOFF_FIRST_SECONDS = 0.25
 _BACKOFF_MAX_SECONDS = 4.0
-# CreateRun is retried with its request_id this many times when the gateway or the
-# scheduler cannot answer (about 15 s in all with the backoff).
-CREATE_RETRIES = 5
+# CreateRun, ApproveStep and RejectStep are retried with their request_id this many
+# times when the gateway or the scheduler cannot answer (about 15 s in all with the
+# backoff).
+REQUEST_RETRIES = 5
 
 
 class StreamEnded(Unavailable):
@@ -106,18 +109,26 @@ class GatewayClient:
             request.workflow_yaml = workflow_yaml
         elif workflow_name is not None:
             request.workflow_name = workflow_name
+        run: pb.Run = await self._retried(
+            "CreateRun",
+            request_id,
+            lambda: self._stub.CreateRun(request, timeout=self.timeout),
+        )
+        return run_from_proto(run)
+
+    async def _retried(self, what: str, request_id: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Calls `call`, again with the same request_id while the gateway or the
+        scheduler cannot answer (a restart): what a request did after we stopped
+        waiting is found and returned, never done twice (and never left unknown)."""
         delay = _BACKOFF_FIRST_SECONDS
-        for tries_left in range(CREATE_RETRIES, -1, -1):
+        for tries_left in range(REQUEST_RETRIES, -1, -1):
             try:
                 with mapped_rpc_errors():
-                    run: pb.Run = await self._stub.CreateRun(request, timeout=self.timeout)
-                return run_from_proto(run)
+                    return await call()
             except (Unavailable, DeadlineExceeded) as err:
-                # The same request_id again: a run created after we stopped waiting is
-                # found and returned, never made twice (and never left behind unknown).
                 if not request_id or tries_left == 0:
                     raise
-                log.info("CreateRun: %s; trying again in %.2fs", err.message, delay)
+                log.info("%s: %s; trying again in %.2fs", what, err.message, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_SECONDS)
         raise AssertionError("unreachable")
@@ -147,17 +158,21 @@ class GatewayClient:
     ) -> StepView:
         """Approves or rejects a step that waits for a decision; returns the step."""
         name = f"{run_name(run)}/steps/{step}"
-        with mapped_rpc_errors():
+
+        def call() -> Awaitable[pb.Step]:
             if approve:
-                result: pb.Step = await self._stub.ApproveStep(
+                return self._stub.ApproveStep(
                     pb.ApproveStepRequest(name=name, comment=comment, request_id=request_id),
                     timeout=self.timeout,
                 )
-            else:
-                result = await self._stub.RejectStep(
-                    pb.RejectStepRequest(name=name, comment=comment, request_id=request_id),
-                    timeout=self.timeout,
-                )
+            return self._stub.RejectStep(
+                pb.RejectStepRequest(name=name, comment=comment, request_id=request_id),
+                timeout=self.timeout,
+            )
+
+        # Retried like CreateRun: a decision made while the scheduler restarts is
+        # recorded once it is back (the request_id makes the retry the same decision).
+        result = await self._retried("ApproveStep" if approve else "RejectStep", request_id, call)
         return step_from_proto(result)
 
     async def cancel_run(self, run: str) -> RunView:

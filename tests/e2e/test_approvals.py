@@ -17,6 +17,7 @@ import pytest
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.ask import ask_decision
 from maestro.cli.credentials import read_local_token
+from maestro.cli.gateway_client import GatewayClient
 from maestro.cli.options import GatewayTarget
 from maestro.cli.run_cmd import client_for
 from maestro.cli.stack import SCHEDULER, LocalStack
@@ -193,22 +194,26 @@ async def test_a_killed_scheduler_keeps_waiting_and_its_timers(
     await wait_asked(gateway, times_out.name)
 
     await offline_stack.kill_service(SCHEDULER)
-    await offline_stack.start_service(SCHEDULER)
-
-    # Still waiting after the restart, asked once only; the decision is honoured.
+    # Still waiting while no scheduler runs; a decision made now (the CLI's client,
+    # which retries UNAVAILABLE with one request id) is honoured once it is back.
     still = await get(gateway, waits.name)
     assert step_of(still, "sign-off").state == gateway_pb2.STEP_STATE_WAITING_APPROVAL
-    # The gateway's channel to the new scheduler may still be reconnecting: a client
-    # retries UNAVAILABLE, with one request id so that a retry cannot decide twice.
-    request_id = uuid.uuid4().hex
-    for _ in range(100):
-        try:
-            await approve(gateway, waits.name, comment="after the restart", request_id=request_id)
-            break
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-            await asyncio.sleep(0.1)
+    token = read_local_token(offline_stack.data_dir)
+    async with GatewayClient(offline_stack.gateway_address, token=token) as client:
+        deciding = asyncio.create_task(
+            client.decide_step(
+                waits.name,
+                "sign-off",
+                approve=True,
+                comment="while the scheduler was down",
+                request_id=uuid.uuid4().hex,
+            )
+        )
+        await asyncio.sleep(1.0)
+        assert not deciding.done()  # it waits for the scheduler, it did not give up
+        await offline_stack.start_service(SCHEDULER)
+        decided = await deciding
+    assert decided.step_id == "sign-off"
     events = await collect_events(gateway, waits.name)
     assert event_type_name(events[-1]) == "RUN_SUCCEEDED"
     assert len(of_type(events, "APPROVAL_REQUESTED")) == 1
