@@ -305,7 +305,8 @@ def concurrent_table(results: Results) -> Table:
         )
     table.note = (
         "A fresh stack; every run created at once (CreateRun and StreamRunEvents each, "
-        "over connections of 10 runs), offline provider, 6 steps each. wall = first "
+        "over connections of 10 runs), offline provider, every step of the default workflow "
+        "(its gate queues in the sandbox). wall = first "
         "CreateRun to the last terminal event received. RSS from /proc/<pid>/status "
         "(VmRSS; peak is VmHWM)."
     )

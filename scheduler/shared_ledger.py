@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from maestro.store import Store
 from maestro.store import capacity_sql as sql
-from maestro.store.db import to_us
+from maestro.store.db import StoreUnavailable, to_us
 from scheduler.capacity import (
     SEND_MARGIN,
     Demand,
@@ -35,6 +35,9 @@ from scheduler.capacity import (
 from scheduler.ledger import Reservation
 
 log = logging.getLogger(__name__)
+
+# How long a step waits before asking an unreachable shared account again.
+_OUTAGE_RETRY_SECONDS = 1.0
 
 _US = 1_000_000
 
@@ -125,14 +128,19 @@ class SharedLedger:
 
         until = to_us(self._clock() + self._lease_seconds + self._skew)
         self.round_trips += 1
-        lease_id, amount, wait, why, paused_us = await self._store.db.write(
-            sql.lease,
-            model,
-            round(self._window * _US),
-            until,
-            decide,
-            give_back,
-        )
+        try:
+            lease_id, amount, wait, why, paused_us = await self._store.db.write(
+                sql.lease,
+                model,
+                round(self._window * _US),
+                until,
+                decide,
+                give_back,
+            )
+        except StoreUnavailable:
+            # The shared account is out of reach: the step waits (visibly) and asks
+            # again, as it would for capacity; an outage never fails a run.
+            return None, _OUTAGE_RETRY_SECONDS, f"{model}: the capacity account is unavailable"
         self._paused[model] = paused_us / _US
         if lease_id is None or amount is None:
             return None, wait, why
@@ -159,9 +167,14 @@ class SharedLedger:
         if reservation.lease_id is not None:
             charged = _amount(over) if any(over.of(d) > 0 for d in Dimension) else None
             reached = now if sent is None else min(now, sent + SEND_MARGIN)
-            await self._store.db.write(
-                sql.settle, model, reservation.lease_id, to_us(reached), charged
-            )
+            try:
+                await self._store.db.write(
+                    sql.settle, model, reservation.lease_id, to_us(reached), charged
+                )
+            except StoreUnavailable as err:
+                # The grant keeps its estimate until its lease ends: counted too much
+                # for a while, never too little.
+                log.warning("capacity of %s not settled (%s); kept as estimated", model, err)
 
     async def observe(
         self, model: str, limits: Limits, report: RateLimitReport, now: float
@@ -190,9 +203,15 @@ class SharedLedger:
                 return None
             return _amount(grant.amount), to_us(grant.until)
 
-        paused_us = await self._store.db.write(
-            sql.observe, model, round(self._window * _US), to_us(pause), external
-        )
+        try:
+            paused_us = await self._store.db.write(
+                sql.observe, model, round(self._window * _US), to_us(pause), external
+            )
+        except StoreUnavailable as err:
+            # This scheduler still honours the pause (set above); the others learn of
+            # it from their own calls' answers.
+            log.warning("the API's report on %s not shared (%s)", model, err)
+            return
         self._paused[model] = max(self._paused.get(model, 0.0), paused_us / _US)
 
     def snapshot(self, now: float) -> dict[str, tuple[Demand, Demand, float]]:

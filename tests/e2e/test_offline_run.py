@@ -44,8 +44,10 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
         "backend",
         "frontend",
         "testing",
+        "packaging",
         "checks",
         "review",
+        "docs",
     }
     # The offline provider is always labelled as such, on every event it causes.
     from_worker = (

@@ -77,13 +77,23 @@ def test_sdlc_parallel_fans_out_after_architecture_and_joins_at_testing():
         ("backend", "backend_developer", ("architecture",)),
         ("frontend", "frontend_developer", ("architecture",)),
         ("testing", "qa_engineer", ("backend", "frontend")),
-        ("checks", "", ("testing",)),
+        ("packaging", "devops_engineer", ("testing",)),
+        ("checks", "", ("packaging",)),
         ("review", "code_reviewer", ("checks",)),
+        ("docs", "technical_writer", ("review",)),
     ]
     assert wf.default_timeout == timedelta(minutes=10)
     assert all(s.instructions for s in wf.steps if s.kind is StepKind.PERSONA)
     assert wf.ancestors("testing") == ["backend", "frontend", "architecture", "requirements"]
-    assert wf.dependents("architecture") == ["backend", "frontend", "testing", "checks", "review"]
+    assert wf.dependents("architecture") == [
+        "backend",
+        "frontend",
+        "testing",
+        "packaging",
+        "checks",
+        "review",
+        "docs",
+    ]
     policy = wf.step("checks").on_fail
     assert policy is not None
     assert policy.rework == ("backend", "frontend")
