@@ -26,8 +26,9 @@ from pathlib import Path
 
 from maestro.cli.credentials import read_local_token
 from maestro.cli.options import GatewayTarget
+from maestro.cli.ports import LOOPBACK
 from maestro.cli.run_cmd import local_target, note_resumed_runs, report_resumed
-from maestro.cli.stack import GATEWAY, LOOPBACK, LocalStack, read_port
+from maestro.cli.stack import GATEWAY, LocalStack, read_port
 from maestro.cli.terminal import printable
 
 

@@ -32,6 +32,7 @@ from maestro.cli.live import (
 )
 from maestro.cli.models import RunView
 from maestro.cli.options import LOCAL_DATA_DIR, GatewayTarget, WorkflowChoice
+from maestro.cli.ports import LOOPBACK
 from maestro.cli.render import (
     format_duration,
     format_outcome,
@@ -40,7 +41,7 @@ from maestro.cli.render import (
     plural,
     run_to_dict,
 )
-from maestro.cli.stack import LOOPBACK, LocalStack
+from maestro.cli.stack import LocalStack
 from maestro.cli.terminal import ViewKind, choose_view, make_console, printable, use_color
 from maestro.core.errors import FailedPrecondition, MaestroError
 from maestro.paths import BadPath

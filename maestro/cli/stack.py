@@ -19,7 +19,6 @@ import fcntl
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Mapping
 from contextlib import suppress
@@ -32,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maestro.cli.credentials import LOCAL_IDENTITY, CredentialsError, ensure_local_credentials
+from maestro.cli.ports import LOOPBACK, free_port
 from maestro.core.auth import SERVICE_CALLERS_ENV, SERVICE_TOKEN_ENV
 from maestro.core.client import insecure_channel
 from maestro.core.lifecycle import PARENT_PID_ENV
@@ -41,7 +41,6 @@ from maestro.store.schema_revision import SCHEMA_REVISION
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 WORKER, SCHEDULER, GATEWAY = "persona_service", "scheduler", "gateway"
 SANDBOX = "sandbox_service"
 # Start order: each service needs the addresses of the ones before it.
@@ -163,13 +162,6 @@ def _without_secrets(env: dict[str, str]) -> dict[str, str]:
             or key == PARENT_PID_ENV
         )
     }
-
-
-def _free_port() -> int:
-    """A port free on loopback now (the service binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
@@ -407,7 +399,7 @@ class LocalStack:
             # by side instead of each waiting for the one before it to be healthy.
             for name in self.services:
                 if not self._ports.get(name):
-                    self._ports[name] = await asyncio.to_thread(_free_port)
+                    self._ports[name] = await asyncio.to_thread(free_port)
             results = await asyncio.gather(
                 *(self.start_service(name) for name in self.services), return_exceptions=True
             )

@@ -77,6 +77,9 @@ def server_options(max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str
         # pods of a scaled-up pool get calls. Calls in flight finish on the old
         # connection (no grace limit is set), however long a step takes.
         ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        # gRPC lets two servers bind one port by default, and a client then reaches
+        # either; a port in use must be refused instead.
+        ("grpc.so_reuseport", 0),
     ]
 
 
