@@ -16,6 +16,7 @@ from datetime import timedelta
 from maestro.core.errors import InvalidArgument
 from maestro.personas import Persona
 from maestro.workflow.durations import format_duration, parse_duration
+from persona_service.call_admission import CallAdmission
 from persona_service.models import (
     FailureKind,
     ProgressCallback,
@@ -72,6 +73,7 @@ class BenchProvider:
         timeout: float,  # noqa: ASYNC109 - the Provider protocol's explicit budget
         progress: ProgressCallback,
         meter: UsageMeter | None = None,
+        admission: CallAdmission | None = None,
     ) -> StepOutput:
         """Sleeps for the step's duration and returns one small file.
 

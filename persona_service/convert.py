@@ -9,6 +9,7 @@ from maestro.api.worker.v1 import worker_pb2
 from maestro.core.errors import InvalidArgument
 from maestro.paths import BadPath, normalize_artifact_path
 from maestro.personas import PersonaMode
+from persona_service.call_admission import CallAsk
 from persona_service.models import (
     Budget,
     DependencyContext,
@@ -142,6 +143,15 @@ def rate_limits_to_proto(report: RateLimits) -> worker_pb2.RateLimitReport:
     if report.first_answer_time is not None:
         message.first_answer_time.FromDatetime(report.first_answer_time)
     return message
+
+
+def call_ask_to_proto(ask: CallAsk) -> worker_pb2.CallRequest:
+    return worker_pb2.CallRequest(
+        call=ask.call,
+        input_tokens=ask.input_tokens,
+        usage=usage_to_proto(ask.usage),
+        rate_limits=rate_limits_to_proto(ask.rate_limits) if ask.rate_limits else None,
+    )
 
 
 def output_to_proto(output: StepOutput) -> worker_pb2.StepResult:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from maestro.personas import Persona
+from persona_service.call_admission import CallAdmission
 from persona_service.models import ProgressCallback, Provider, StepOutput, StepRequest
 from persona_service.usage import UsageMeter
 
@@ -49,9 +50,12 @@ class LazyProvider:
         timeout: float,  # noqa: ASYNC109 - the Provider protocol's explicit budget
         progress: ProgressCallback,
         meter: UsageMeter | None = None,
+        admission: CallAdmission | None = None,
     ) -> StepOutput:
         provider = await self._get()
-        return await provider.run(request, persona, timeout=timeout, progress=progress, meter=meter)
+        return await provider.run(
+            request, persona, timeout=timeout, progress=progress, meter=meter, admission=admission
+        )
 
     async def aclose(self) -> None:
         if self._building is not None and not self._building.done():

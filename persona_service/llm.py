@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from maestro.personas import Persona, PersonaMode
 from persona_service.agent_loop import AgentLoop
+from persona_service.call_admission import CallAdmission
 from persona_service.catalog import ModelPrice, PriceTable
 from persona_service.checks import CheckRunner
 from persona_service.claude import Claude
@@ -117,6 +118,7 @@ class AnthropicProvider:
         timeout: float,  # noqa: ASYNC109 - the Provider protocol's explicit budget
         progress: ProgressCallback,
         meter: UsageMeter | None = None,
+        admission: CallAdmission | None = None,
     ) -> StepOutput:
         """Runs one step attempt in the persona's (or the request's) mode.
 
@@ -139,6 +141,7 @@ class AnthropicProvider:
             progress=progress,
             transcript=transcript,
             deadline=asyncio.get_running_loop().time() + timeout,
+            admission=admission,
         )
         start = starting_point(request)
         context = choose_context(persona, start, self._context_budget)

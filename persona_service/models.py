@@ -13,6 +13,7 @@ from maestro.personas import Persona, PersonaMode
 from persona_service.rate_limits import RateLimits
 
 if TYPE_CHECKING:
+    from persona_service.call_admission import CallAdmission
     from persona_service.usage import UsageMeter
 
 
@@ -192,6 +193,7 @@ class Provider(Protocol):
         timeout: float,
         progress: ProgressCallback,
         meter: UsageMeter | None = None,
+        admission: CallAdmission | None = None,
     ) -> StepOutput:
         """Runs the step within `timeout` seconds.
 
@@ -202,6 +204,8 @@ class Provider(Protocol):
             progress: Receives short notes for the scheduler's event stream.
             meter: Counts every model call's usage and enforces the attempt's budget;
                 the runner reads it for heartbeats and failures.
+            admission: Asks the scheduler before each model call after the first; None
+                when the calls are not rate-limited (or the provider makes none).
 
         Raises:
             StepFailed: for every failure of the work.

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from prometheus_client import Counter, Gauge, Histogram
 
 from maestro.core.tracing import ATTEMPT, RUN_ID, STEP_ID, span
+from persona_service.call_admission import CallAdmission, CallAsk
 from persona_service.models import StepOutput, StepRequest, TokenUsage
 from persona_service.runner import Failure, Heartbeat, Note, StepRunner
 
@@ -63,8 +64,12 @@ class MeteredStepRunner(StepRunner):
     """A StepRunner whose attempts are counted, timed and traced."""
 
     async def run(
-        self, request: StepRequest, *, time_remaining: float
-    ) -> AsyncIterator[Heartbeat | Note | StepOutput | Failure]:
+        self,
+        request: StepRequest,
+        *,
+        time_remaining: float,
+        admission: CallAdmission | None = None,
+    ) -> AsyncIterator[Heartbeat | Note | CallAsk | StepOutput | Failure]:
         attributes: dict[str, str | int] = {
             RUN_ID: request.run_id,
             STEP_ID: request.step_id,
@@ -77,7 +82,9 @@ class MeteredStepRunner(StepRunner):
         IN_FLIGHT.inc()
         try:
             with span("maestro.step_attempt", attributes):
-                async for item in super().run(request, time_remaining=time_remaining):
+                async for item in super().run(
+                    request, time_remaining=time_remaining, admission=admission
+                ):
                     if isinstance(item, StepOutput):
                         outcome, provider = "succeeded", item.provider
                         record_usage(request.persona, item.model, item.usage)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from maestro.paths import BadPath, check_file_size, normalize_artifact_path
 from maestro.personas import Persona
+from persona_service.call_admission import CallAdmission
 from persona_service.models import (
     FailureKind,
     ProgressCallback,
@@ -215,6 +216,7 @@ class OfflineProvider:
         timeout: float,  # noqa: ASYNC109 - the Provider protocol's explicit budget
         progress: ProgressCallback,
         meter: UsageMeter | None = None,
+        admission: CallAdmission | None = None,
     ) -> StepOutput:
         """Produces the persona's files for the request.
 

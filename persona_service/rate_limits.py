@@ -36,8 +36,8 @@ class RateLimits(BaseModel):
     retry_after: float | None = None
     """Seconds, from `retry-after-ms` or `retry-after`."""
     first_answer_time: datetime | None = None
-    """When the answer to the attempt's first request began (not a header: the
-    worker's clock); the API counted the request before then."""
+    """When the answer to the latest call began (not a header: the worker's clock);
+    the API counted the call before then."""
 
 
 def _number(raw: str | None) -> float | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from maestro.personas import get_persona
 from persona_service.bench_provider import BENCH, BENCH_DISABLED
+from persona_service.call_admission import CallAdmission, CallAsk
 from persona_service.catalog import PriceTable
 from persona_service.contract import check_deliverables, check_ownership
 from persona_service.models import (
@@ -133,9 +134,14 @@ class StepRunner:
         return provider
 
     async def run(
-        self, request: StepRequest, *, time_remaining: float
-    ) -> AsyncIterator[Heartbeat | Note | StepOutput | Failure]:
-        """Yields heartbeats and progress notes, then the output or a Failure.
+        self,
+        request: StepRequest,
+        *,
+        time_remaining: float,
+        admission: CallAdmission | None = None,
+    ) -> AsyncIterator[Heartbeat | Note | CallAsk | StepOutput | Failure]:
+        """Yields heartbeats, progress notes and asks for model calls (with
+        `admission`), then the output or a Failure.
 
         Raises:
             UnknownPersona, ProviderNotConfigured: the request cannot run here.
@@ -149,7 +155,14 @@ class StepRunner:
         changed = asyncio.Event()
         meter = UsageMeter(self._prices, request.budget, on_change=changed.set)
         work = asyncio.create_task(
-            provider.run(request, persona, timeout=timeout, progress=notes.put_nowait, meter=meter)
+            provider.run(
+                request,
+                persona,
+                timeout=timeout,
+                progress=notes.put_nowait,
+                meter=meter,
+                admission=admission,
+            )
         )
         yield Note(
             f"{persona.role} working with the {provider.name} provider", provider.name, meter.total
@@ -160,6 +173,9 @@ class StepRunner:
                 next_note = asyncio.create_task(notes.get())
                 beat = asyncio.create_task(changed.wait())
                 waiting = {next_note, beat}
+                if admission is not None:
+                    next_ask = asyncio.create_task(admission.next_ask())
+                    waiting.add(next_ask)
                 done, _ = await asyncio.wait(
                     {work, *waiting},
                     timeout=self._heartbeat_interval,
@@ -170,6 +186,8 @@ class StepRunner:
                 waiting = set()
                 if next_note in done:
                     yield Note(next_note.result(), provider.name, meter.total)
+                if admission is not None and next_ask in done:
+                    yield next_ask.result()
                 if beat in done or not done:
                     changed.clear()
                     yield Heartbeat(meter.total)

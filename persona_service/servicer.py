@@ -10,8 +10,11 @@ from typing import Any
 import grpc
 
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
+from maestro.core.errors import InvalidArgument, MaestroError
 from maestro.core.log_setup import run_id_var, step_id_var
+from persona_service.call_admission import CallAdmission, CallAsk
 from persona_service.convert import (
+    call_ask_to_proto,
     failure_to_proto,
     output_to_proto,
     request_from_proto,
@@ -24,6 +27,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 log = logging.getLogger(__name__)
 
+# The scheduler sends the attempt as it opens the stream.
+FIRST_MESSAGE_SECONDS = 10.0
+
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, runner: StepRunner, max_step_seconds: float) -> None:
@@ -31,9 +37,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self._max_step_seconds = max_step_seconds
 
     async def ExecuteStep(
-        self, request: worker_pb2.ExecuteStepRequest, context: Context
+        self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Context
     ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        request = await _first_message(requests)
         step = request_from_proto(request)
+        admission = CallAdmission() if request.admit_calls else None
+        grants = (
+            asyncio.create_task(_read_grants(requests, admission), name="grants")
+            if admission is not None
+            else None
+        )
         run_id_var.set(step.run_id)
         step_id_var.set(step.step_id)
         remaining = context.time_remaining()
@@ -43,7 +56,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         log.info("attempt %d of step %s started (%s)", step.attempt, step.step_id, step.persona)
         outcome = "ended without a result"
         try:
-            async for response in self._responses(step, budget):
+            async for response in self._responses(step, budget, admission):
                 kind = response.WhichOneof("kind")
                 if kind == "result":
                     outcome = "succeeded"
@@ -56,13 +69,17 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             outcome = "was cancelled"
             raise
         finally:
+            if grants is not None:
+                grants.cancel()
             log.info("attempt %d of step %s %s", step.attempt, step.step_id, outcome)
 
     async def _responses(
-        self, step: StepRequest, budget: float
+        self, step: StepRequest, budget: float, admission: CallAdmission | None
     ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
-        async for item in self._runner.run(step, time_remaining=budget):
-            if isinstance(item, Heartbeat):
+        async for item in self._runner.run(step, time_remaining=budget, admission=admission):
+            if isinstance(item, CallAsk):
+                yield worker_pb2.ExecuteStepResponse(call_request=call_ask_to_proto(item))
+            elif isinstance(item, Heartbeat):
                 yield worker_pb2.ExecuteStepResponse(
                     heartbeat=worker_pb2.Heartbeat(usage=usage_to_proto(item.usage))
                 )
@@ -78,3 +95,42 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 yield worker_pb2.ExecuteStepResponse(failure=failure_to_proto(item))
             else:
                 yield worker_pb2.ExecuteStepResponse(result=output_to_proto(item))
+
+
+async def _first_message(
+    requests: AsyncIterator[worker_pb2.ExecuteStepInput],
+) -> worker_pb2.ExecuteStepRequest:
+    """The attempt, which the scheduler sends as the stream opens.
+
+    Raises:
+        InvalidArgument: the stream ended, or began with something else, or nothing
+            came within FIRST_MESSAGE_SECONDS.
+    """
+    try:
+        async with asyncio.timeout(FIRST_MESSAGE_SECONDS):
+            first = await anext(aiter(requests), None)
+    except TimeoutError:
+        raise InvalidArgument(
+            "start", f"no attempt within {FIRST_MESSAGE_SECONDS:g}s of opening the stream"
+        ) from None
+    if first is None or first.WhichOneof("kind") != "start":
+        raise InvalidArgument("start", "the stream's first message must be the attempt")
+    return first.start
+
+
+async def _read_grants(
+    requests: AsyncIterator[worker_pb2.ExecuteStepInput], admission: CallAdmission
+) -> None:
+    """Hands the scheduler's grants to the attempt until its side of the stream ends."""
+    why = "the scheduler's side of the stream ended"
+    try:
+        async for message in requests:
+            if message.WhichOneof("kind") == "grant":
+                admission.granted(message.grant.call, message.grant.refused)
+            else:
+                log.warning("an attempt's stream sent a second `start`; ignored")
+    except MaestroError as err:  # an undecodable message: no grant can be trusted now
+        why = f"the scheduler's stream broke: {err.message}"
+        log.warning("%s", why)
+    finally:
+        admission.end(why)

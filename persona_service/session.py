@@ -4,6 +4,7 @@ counted and written to the transcript."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from anthropic.types import ContentBlock, Message, TextBlockParam, ToolParam
 
 from maestro.personas import Persona
+from persona_service.call_admission import CallAdmission, CallAsk
 from persona_service.claude import Claude
 from persona_service.models import FailureKind, ProgressCallback, StepFailed, StepRequest
 from persona_service.transcript import Transcript
@@ -53,6 +55,10 @@ class Session:
     transcript: Transcript
     deadline: float
     """The attempt's end, in event-loop time."""
+    admission: CallAdmission | None = None
+    """Asks the scheduler before each call after the first; None: calls go at once."""
+    _sent_bytes: int = 0
+    """The size of the conversation the previous call sent."""
 
     def remaining(self) -> float:
         """Seconds left of the attempt."""
@@ -85,8 +91,12 @@ class Session:
         output_schema: dict[str, Any] | None = None,
         max_tokens: int | None = None,
     ) -> Message:
-        """Makes one call within the attempt's limits and records it."""
+        """Makes one call within the attempt's limits (and, for the calls after the
+        first, once the scheduler admits it) and records it."""
         left = self.before_call(when)
+        if self.admission is not None:
+            await self._admitted(messages, left)
+            left = self.before_call(when)  # the wait took some of the time
         before = self.meter.total
         try:
             message = await self.claude.call(
@@ -127,6 +137,21 @@ class Session:
         if text:
             self.transcript.add("text", turn=turn, text=text)
         return message
+
+    async def _admitted(self, messages: Sequence[Mapping[str, Any]], left: float) -> None:
+        assert self.admission is not None
+        size = len(json.dumps(list(messages), default=str))
+        total = self.meter.total
+        # What the call adds to the conversation is what the limit counts: the rest
+        # is read from the prompt cache (a breakpoint on every turn).
+        ask = CallAsk(
+            call=total.calls + 1,
+            input_tokens=max(size - self._sent_bytes, 0) // 4,
+            usage=total,
+            rate_limits=self.meter.report(),
+        )
+        self._sent_bytes = size
+        await self.admission.before_call(ask, timeout=left - MIN_CALL_SECONDS)
 
     def stopped(self, message: Message) -> None:
         """Fails the attempt for stop reasons no continuation can fix.

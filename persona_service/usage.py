@@ -41,8 +41,9 @@ class UsageMeter:
         self.unpriced: set[str] = set()
         self.rate_limits: RateLimits | None = None
         """The rate-limit headers of the latest answer (passed on to the scheduler)."""
-        self.first_answer_time: datetime | None = None
-        """When the answer to the attempt's first call began (the API had counted it)."""
+        self.answer_time: datetime | None = None
+        """When the answer to the latest call began (the API had counted it by then);
+        None until it does."""
 
     @property
     def total(self) -> TokenUsage:
@@ -52,6 +53,7 @@ class UsageMeter:
     def start_call(self) -> None:
         """Counts a model call about to be made."""
         self._total = self._total + TokenUsage(calls=1)
+        self.answer_time = None
         self._changed()
 
     def record(
@@ -93,16 +95,18 @@ class UsageMeter:
         return call
 
     def answer_began(self) -> None:
-        """The API answered a call (headers or an error arrived): it counted the call."""
-        if self.first_answer_time is None:
-            self.first_answer_time = datetime.now(UTC)
+        """The API answered the latest call (headers or an error arrived): it counted
+        the call."""
+        if self.answer_time is None:
+            self.answer_time = datetime.now(UTC)
 
     def report(self) -> RateLimits | None:
-        """What the scheduler learns about the API's limits from this attempt."""
-        if self.first_answer_time is None:
+        """What the scheduler learns about the API's limits so far, and when the
+        latest call reached it (the scheduler admits each call, and settles each)."""
+        if self.answer_time is None:
             return self.rate_limits
         found = self.rate_limits or RateLimits(model="")
-        return found.model_copy(update={"first_answer_time": self.first_answer_time})
+        return found.model_copy(update={"first_answer_time": self.answer_time})
 
     def check_budget(self, when: str) -> None:
         """Fails the attempt when its budget is spent.

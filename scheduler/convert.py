@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from maestro.api.worker.v1 import worker_pb2
 from maestro.store import Usage
 from scheduler.capacity import RateLimitReport
-from scheduler.models import AttemptRequest, AttemptResult
+from scheduler.models import AttemptRequest, AttemptResult, CallRequest
 from scheduler.retry import Failure, FailureKind
 
 _FAILURE_KINDS = {
@@ -56,6 +56,19 @@ def attempt_request_to_proto(request: AttemptRequest) -> worker_pb2.ExecuteStepR
         ],
         shared_paths=request.shared_paths,
         feedback=request.feedback,
+        admit_calls=request.admit_calls,
+    )
+
+
+def call_request_from_proto(ask: worker_pb2.CallRequest) -> CallRequest:
+    return CallRequest(
+        call=ask.call,
+        input_tokens=max(ask.input_tokens, 0),
+        usage=usage_from_proto(ask.usage) if ask.HasField("usage") else None,
+        calls_made=ask.usage.calls,
+        rate_limits=rate_limits_from_proto(ask.rate_limits)
+        if ask.HasField("rate_limits")
+        else None,
     )
 
 

@@ -46,6 +46,21 @@ class AttemptRequest(_Frozen):
     feedback: str = ""
     """In a rework round: the gate's report or the reviewer's findings, and what the
     step did before; empty otherwise."""
+    admit_calls: bool = False
+    """The worker asks before each model call after the first (the step's model is
+    rate-limited)."""
+
+
+class CallRequest(_Frozen):
+    """A worker asks to make call number `call` of an attempt (worker.proto)."""
+
+    call: int
+    input_tokens: int
+    usage: Usage | None = None
+    """The attempt's usage so far: every earlier call has ended."""
+    calls_made: int = 0
+    """Calls the attempt has made so far."""
+    rate_limits: RateLimitReport | None = None
 
 
 class AttemptResult(_Frozen):

@@ -37,7 +37,13 @@ from maestro.workflow import Budget, StepKind, WorkflowSpec
 from scheduler import approvals, gates
 from scheduler.admission import Admission, AdmissionClosed
 from scheduler.limiter import CapacityLimiter, CapacityWaitTimeout
-from scheduler.models import AttemptBudget, AttemptRequest, AttemptResult, DependencyOutput
+from scheduler.models import (
+    AttemptBudget,
+    AttemptRequest,
+    AttemptResult,
+    CallRequest,
+    DependencyOutput,
+)
 from scheduler.path_owners import PathOwners
 from scheduler.retry import Decision, Failure, FailureKind, decide
 from scheduler.settings import SchedulerSettings
@@ -610,8 +616,23 @@ class RunDriver:
         reports = _Reports(store, lease, step_id, attempt, dispatch)
         try:
             request = self._request(step_id, persona, attempt, budget, context)
+
+            async def admit_call(ask: CallRequest) -> str:
+                async def waiting(reason: str) -> None:
+                    used = provider or self._settings.worker_provider
+                    await reports(f"call {ask.call} is {reason}", used, None)
+
+                return await self._capacity.admit_call(
+                    step_id,
+                    ask,
+                    run_order=self._order,
+                    # The attempt's end: the worker stops waiting then too.
+                    deadline=now + timeout,
+                    on_wait=waiting,
+                )
+
             answer = await self._pools.client(pool).execute(
-                request, timeout=timeout, report=reports
+                request, timeout=timeout, report=reports, admit_call=admit_call
             )
             await self._capacity.settle(
                 step_id,
@@ -790,6 +811,7 @@ class RunDriver:
             owned_paths=self._owned_paths_for(step_id, persona),
             shared_paths=self._spec.shared_paths,
             feedback=self._feedback[step_id],
+            admit_calls=self._capacity.limits_calls(step_id),
         )
 
     def _owned_paths_for(self, step_id: str, persona: str) -> tuple[tuple[str, str], ...]:

@@ -18,8 +18,16 @@ from dataclasses import dataclass
 from maestro.store import EventType, Lease, Store, Usage
 from maestro.workflow import WorkflowSpec
 from maestro.workflow.fallback import Fallback
-from scheduler.capacity import Demand, RateLimitReport, estimate_demand
-from scheduler.limiter import BreakerChange, BreakerOpen, CallOutcome, CapacityLimiter, Ticket
+from scheduler.capacity import Demand, Dimension, RateLimitReport, estimate_demand
+from scheduler.limiter import (
+    BreakerChange,
+    BreakerOpen,
+    CallOutcome,
+    CapacityLimiter,
+    CapacityWaitTimeout,
+    Ticket,
+)
+from scheduler.models import CallRequest
 from scheduler.retry import Failure, FailureKind
 from scheduler.settings import SchedulerSettings
 
@@ -80,6 +88,9 @@ class StepCapacity:
         self._persist = persist
         self._routes: dict[str, Route] = {}
         self._tickets: dict[str, Ticket] = {}
+        """The admitted call of each step still to settle: its first, or its latest."""
+        self._settled: dict[str, Demand] = {}
+        """What the attempt's calls before its current ticket used (settled already)."""
 
     def route(self, step_id: str) -> Route:
         found = self._routes.get(step_id)
@@ -87,6 +98,11 @@ class StepCapacity:
             found = Route(self._run_provider, self._spec.model_for(step_id) or "")
             self._routes[step_id] = found
         return found
+
+    def limits_calls(self, step_id: str) -> bool:
+        """Whether the step's calls are held to a model's limits (so its worker asks
+        before each call after the first)."""
+        return self._limited_model(self.route(step_id)) is not None
 
     def _limited_model(self, route: Route) -> str | None:
         """The model whose capacity the route's calls use; None when not limited."""
@@ -156,6 +172,7 @@ class StepCapacity:
                 self._settings.output_estimate_tokens,
             )
             try:
+                self._settled[step_id] = Demand(0, 0, 0)
                 self._tickets[step_id] = await self._limiter.admit(  # type: ignore[union-attr]
                     model=model,
                     demand=demand,
@@ -170,6 +187,67 @@ class StepCapacity:
                 if await self.take_fallback(step_id, closed.reason) is None:
                     raise  # unreachable: has_fallback said there was one
 
+    async def admit_call(
+        self,
+        step_id: str,
+        ask: CallRequest,
+        *,
+        run_order: float,
+        deadline: float,
+        on_wait: Callable[[str], Awaitable[None]],
+    ) -> str:
+        """Admits the next model call of a running attempt (an agent loop's next turn):
+        settles the calls before it with what they used, then waits for room.
+
+        Returns:
+            "" once admitted, or why not (the attempt's deadline passed first).
+        """
+        ticket = self._tickets.pop(step_id, None)
+        if ticket is None or self._limiter is None:
+            return ""  # not limited: nothing to hold the call to
+        if ask.usage is not None:
+            await self._settle_ticket(
+                step_id,
+                ticket,
+                actual=self._unsettled(step_id, ask.usage, ask.calls_made),
+                report=ask.rate_limits,
+                outcome=CallOutcome.SUCCEEDED,  # the call answered: the loop went on
+            )
+        else:  # a worker that did not say: the estimate stands, until now
+            await self._settle_ticket(
+                step_id,
+                ticket,
+                actual=ticket.reservation.estimate,
+                report=ask.rate_limits,
+                outcome=CallOutcome.SUCCEEDED,
+            )
+        demand = Demand(1, float(ask.input_tokens), float(self._settings.output_estimate_tokens))
+        try:
+            self._tickets[step_id] = await self._limiter.admit(
+                model=ticket.model,
+                demand=demand,
+                run_id=self._lease.run_id,
+                run_order=run_order,
+                deadline=deadline,
+                on_wait=on_wait,
+            )
+        except CapacityWaitTimeout as late:
+            return str(late)
+        return ""
+
+    def _unsettled(self, step_id: str, usage: Usage, calls: int) -> Demand:
+        """What the attempt used beyond what its earlier tickets settled."""
+        # Input tokens as the API counts them against the limit: cache reads are free
+        # of it on current models, cache writes are not.
+        total = Demand(
+            float(calls),
+            float(usage.input_tokens + usage.cache_write_tokens),
+            float(usage.output_tokens),
+        )
+        settled = self._settled.get(step_id, Demand(0, 0, 0))
+        self._settled[step_id] = total
+        return Demand(*(max(total.of(d) - settled.of(d), 0.0) for d in Dimension))
+
     async def settle(
         self,
         step_id: str,
@@ -179,26 +257,33 @@ class StepCapacity:
         report: RateLimitReport | None,
         failure: Failure | None,
     ) -> None:
-        """Ends the step's admitted call: settles the estimate with what it used,
-        applies the API's report, and records breaker changes and pauses as events."""
+        """Ends the step's admitted call (its last, when the worker asked per call):
+        settles the estimate with what it used, applies the API's report, and records
+        breaker changes and pauses as events."""
         ticket = self._tickets.pop(step_id, None)
         if ticket is None or self._limiter is None:
             return
         actual: Demand | None = None
         if usage is not None and calls is not None:
-            # Input tokens as the API counts them against the limit: cache reads are
-            # free of it on current models, cache writes are not.
-            actual = Demand(
-                float(calls),
-                float(usage.input_tokens + usage.cache_write_tokens),
-                float(usage.output_tokens),
-            )
+            actual = self._unsettled(step_id, usage, calls)
         if failure is None:
             outcome = CallOutcome.SUCCEEDED
         elif failure.kind is FailureKind.OVERLOADED:
             outcome = CallOutcome.OVERLOADED
         else:
             outcome = CallOutcome.OTHER
+        await self._settle_ticket(step_id, ticket, actual=actual, report=report, outcome=outcome)
+
+    async def _settle_ticket(
+        self,
+        step_id: str,
+        ticket: Ticket,
+        *,
+        actual: Demand | None,
+        report: RateLimitReport | None,
+        outcome: CallOutcome,
+    ) -> None:
+        assert self._limiter is not None
         change = await self._limiter.settle(ticket, actual=actual, report=report, outcome=outcome)
         if change is not None:
             await self._breaker_event(step_id, change)

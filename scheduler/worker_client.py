@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -22,12 +23,13 @@ from maestro.store import Usage
 from scheduler.capacity import RateLimitReport
 from scheduler.convert import (
     attempt_request_to_proto,
+    call_request_from_proto,
     failure_capacity_from_proto,
     failure_from_proto,
     step_result_from_proto,
     usage_from_proto,
 )
-from scheduler.models import AttemptRequest, AttemptResult
+from scheduler.models import AttemptRequest, AttemptResult, CallRequest
 from scheduler.retry import Failure, FailureKind
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,9 @@ def parse_pools(spec: str, default_address: str) -> dict[str, str]:
 Reporter = Callable[[str | None, str, Usage | None], Awaitable[None]]
 """Called with (progress note or None for a heartbeat, provider, usage so far)."""
 
+CallAdmitter = Callable[[CallRequest], Awaitable[str]]
+"""Waits until the worker's next model call may go; returns "" (granted) or why not."""
+
 
 class WorkerClient:
     """A channel to one worker pool: round-robin over the addresses its name resolves to
@@ -104,19 +109,29 @@ class WorkerClient:
         await self._channel.close(None)
 
     async def execute(
-        self, request: AttemptRequest, *, timeout: float, report: Reporter
+        self,
+        request: AttemptRequest,
+        *,
+        timeout: float,
+        report: Reporter,
+        admit_call: CallAdmitter | None = None,
     ) -> AttemptResult:
         """Runs one dispatch of an attempt on a worker of this pool.
+
+        Args:
+            admit_call: Answers the worker's asks for model calls (`admit_calls`).
 
         Raises:
             DispatchFailed: with the failure's kind (platform or work) and message.
         """
-        call = self._stub.ExecuteStep(
-            attempt_request_to_proto(request),
+        # No request iterator: the attempt and the grants are written on the call.
+        call = self._stub.ExecuteStep(  # type: ignore[call-arg]
             timeout=timeout,
             metadata=(("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),),
         )
+        granting: set[asyncio.Task[None]] = set()
         try:
+            await call.write(worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request)))
             while True:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
@@ -147,7 +162,13 @@ class WorkerClient:
                         *failure_from_proto(message.failure),
                         *failure_capacity_from_proto(message.failure),
                     )
-                if kind == "progress":
+                if kind == "call_request":
+                    # Answered in a task: heartbeats keep coming while the call waits.
+                    ask = call_request_from_proto(message.call_request)
+                    task = asyncio.create_task(_grant(call, ask, admit_call))
+                    granting.add(task)
+                    task.add_done_callback(granting.discard)
+                elif kind == "progress":
                     progress = message.progress
                     usage = usage_from_proto(progress.usage) if progress.HasField("usage") else None
                     await report(progress.message, progress.provider, usage)
@@ -159,6 +180,8 @@ class WorkerClient:
         except grpc.aio.AioRpcError as err:
             raise DispatchFailed(self._failure(err, timeout)) from err
         finally:
+            for task in granting:
+                task.cancel()
             # Cancels the RPC on the worker too when we leave early (lost, cancelled).
             call.cancel()
 
@@ -168,6 +191,22 @@ class WorkerClient:
             return Failure(FailureKind.RETRYABLE, f"the attempt timed out after {timeout:g}s")
         kind = _STATUS_KINDS.get(mapped.code, FailureKind.PLATFORM)
         return Failure(kind, mapped.message, mapped.retry_after)
+
+
+async def _grant(call: Any, ask: CallRequest, admit_call: CallAdmitter | None) -> None:
+    """Admits the worker's next call and tells it so (or why not)."""
+    try:
+        refused = await admit_call(ask) if admit_call is not None else ""
+    except Exception as err:  # the worker must hear an answer, not wait for ever
+        log.exception("admitting call %d failed", ask.call)
+        refused = f"the scheduler could not admit call {ask.call}: {err}"
+    try:
+        await call.write(
+            worker_pb2.ExecuteStepInput(grant=worker_pb2.CallGrant(call=ask.call, refused=refused))
+        )
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as err:
+        # The attempt ended meanwhile (its result, a failure, a cancel): nobody waits.
+        log.debug("grant for call %d not sent: %s", ask.call, err)
 
 
 class WorkerPools:

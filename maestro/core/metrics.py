@@ -165,21 +165,38 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _measured_stream(handler.stream_stream, method, stream_in=True),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
 
-def _measured_stream(inner: Any, method: str) -> Any:
-    """Wraps a server-streaming handler; both of grpc.aio's styles end up a generator
-    here only when the inner one is (the error interceptor keeps the style)."""
+async def _annotating(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        annotate_current_span(request)
+        yield request
+
+
+def _measured_stream(inner: Any, method: str, *, stream_in: bool = False) -> Any:
+    """Wraps a server-streaming handler (`stream_in`: a bidirectional one); both of
+    grpc.aio's styles end up a generator here only when the inner one is (the error
+    interceptor keeps the style)."""
     import inspect
 
+    kind = "bidi_stream" if stream_in else "server_stream"
     if inspect.isasyncgenfunction(inner):
 
         async def generator(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            annotate_current_span(request)
-            call = _Call.begin("server_stream", method)
+            if stream_in:
+                request = _annotating(request)
+            else:
+                annotate_current_span(request)
+            call = _Call.begin(kind, method)
             failed: BaseException | None = None
             try:
                 async for response in inner(request, context):
@@ -193,8 +210,11 @@ def _measured_stream(inner: Any, method: str) -> Any:
         return generator
 
     async def writer(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        annotate_current_span(request)
-        call = _Call.begin("server_stream", method)
+        if stream_in:
+            request = _annotating(request)
+        else:
+            annotate_current_span(request)
+        call = _Call.begin(kind, method)
         failed: BaseException | None = None
         try:
             await inner(request, context)

@@ -106,44 +106,73 @@ def configure_tracing(service: str) -> Tracing | None:
 def _instrument_channels(provider: Any, filter_: Any) -> None:
     """Makes every grpc.aio channel this process opens carry the trace context.
 
-    Like the instrumentation's GrpcAioInstrumentorClient, with one difference: a
-    server stream's span ends when its call ends, also when the caller stops reading
-    after the message it wanted and cancels the call (the scheduler does, after a
-    worker's result), instead of whenever the abandoned iterator is collected.
+    Like the instrumentation's GrpcAioInstrumentorClient, with two differences: a
+    stream's span ends when its call ends, also when the caller stops reading after
+    the message it wanted and cancels the call (the scheduler does, after a worker's
+    result), instead of whenever the abandoned iterator is collected; and a stream of
+    requests (ExecuteStep) names the run, step and attempt its messages are about.
     """
     from opentelemetry.instrumentation.grpc import _aio_client, aio_client_interceptors
 
+    async def ending_with_call(interceptor: Any, span: Span, call: Any) -> AsyncIterator[Any]:
+        ended = False
+
+        def end(_: object = None) -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                span.end()
+
+        call.add_done_callback(end)
+        try:
+            async for response in call:
+                yield response
+        except Exception as exc:
+            interceptor.add_error_details_to_span(span, exc)
+            raise
+        finally:
+            end()
+
     class PromptStreamInterceptor(_aio_client.UnaryStreamAioClientInterceptor):
-        async def _wrap_stream_response(self, span: Span, call: Any) -> AsyncIterator[Any]:
-            ended = False
+        def _wrap_stream_response(self, span: Span, call: Any) -> AsyncIterator[Any]:
+            return ending_with_call(self, span, call)
 
-            def end(_: object = None) -> None:
-                nonlocal ended
-                if not ended:
-                    ended = True
-                    span.end()
+    class BidiStreamInterceptor(_aio_client.StreamStreamAioClientInterceptor):
+        """Also ends the span with the call, and names the run, step and attempt of
+        the messages the caller writes (the instrumentation has no request hook for
+        streams of requests)."""
 
-            call.add_done_callback(end)
-            try:
-                async for response in call:
-                    yield response
-            except Exception as exc:
-                self.add_error_details_to_span(span, exc)  # type: ignore[no-untyped-call]
-                raise
-            finally:
-                end()
+        async def intercept_stream_stream(
+            self, continuation: Any, client_call_details: Any, request_iterator: Any
+        ) -> Any:
+            if self.tracing_skipped(client_call_details):  # type: ignore[no-untyped-call]
+                return await continuation(client_call_details, request_iterator)
+            with self._start_interceptor_span(client_call_details.method) as span:  # type: ignore[no-untyped-call]
+                details = self.propagate_trace_in_details(client_call_details)
+
+                async def annotated() -> AsyncIterator[Any]:
+                    async for request in request_iterator:
+                        annotate(span, request)
+                        yield request
+
+                call = await continuation(details, annotated())
+                return ending_with_call(self, span, call)
 
     def interceptors() -> list[Any]:
         chosen: list[Any] = aio_client_interceptors(  # type: ignore[no-untyped-call]
             tracer_provider=provider, filter_=filter_, request_hook=_client_request_hook
         )
+        tracer = trace.get_tracer("maestro.grpc", tracer_provider=provider)
         stream = PromptStreamInterceptor(  # type: ignore[no-untyped-call]
-            trace.get_tracer("maestro.grpc", tracer_provider=provider),
-            filter_=filter_,
-            request_hook=_client_request_hook,
+            tracer, filter_=filter_, request_hook=_client_request_hook
         )
+        bidi = BidiStreamInterceptor(tracer, filter_=filter_)  # type: ignore[no-untyped-call]
         return [
-            stream if isinstance(i, _aio_client.UnaryStreamAioClientInterceptor) else i
+            stream
+            if isinstance(i, _aio_client.UnaryStreamAioClientInterceptor)
+            else bidi
+            if isinstance(i, _aio_client.StreamStreamAioClientInterceptor)
+            else i
             for i in chosen
         ]
 
@@ -175,13 +204,16 @@ def run_attributes(message: Any) -> dict[str, str | int]:
 
     Reads the fields Maestro's APIs use for them: a `StepAttempt` in `attempt`, or a
     resource name (`runs/{run}`, `runs/{run}/steps/{step}`) in `name` or `parent`, or
-    a `run_id`/`step_id` pair. Anything else gives nothing.
+    a `run_id`/`step_id` pair, or any of these in `start` (the message that opens a
+    stream of requests). Anything else gives nothing.
     """
     attributes: dict[str, str | int] = {}
     fields = getattr(message, "DESCRIPTOR", None)
     if fields is None:
         return attributes
     names = {f.name for f in fields.fields}
+    if "start" in names and message.HasField("start"):
+        return run_attributes(message.start)
     if "attempt" in names:
         attempt = message.attempt
         if hasattr(attempt, "run_id"):

@@ -38,6 +38,10 @@ class Rpc:
     def server_streaming(self) -> bool:
         return bool(self.method.server_streaming)
 
+    @property
+    def client_streaming(self) -> bool:
+        return bool(self.method.client_streaming)
+
 
 def load_services() -> dict[str, list[Rpc]]:
     """Every service in protos/, by full name, with message classes from a fresh pool."""
@@ -199,7 +203,8 @@ def _scalar(field: FieldDescriptor, valid: Valid, hostile: bool) -> st.SearchStr
     low, high = _INT_RANGES[kind]
     if not hostile:
         return st.integers(0, 3)
-    return st.one_of(st.sampled_from([low, high, 0, -1, 1]), st.integers(low, high))
+    edges = [v for v in (low, high, 0, -1, 1) if low <= v <= high]  # no -1 when unsigned
+    return st.one_of(st.sampled_from(edges), st.integers(low, high))
 
 
 def messages(descriptor: Descriptor, cls: type[Any], valid: Valid) -> st.SearchStrategy[Any]:

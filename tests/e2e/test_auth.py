@@ -167,7 +167,9 @@ async def test_services_answer_only_the_callers_they_serve(shared_stack: LocalSt
     for token in (None, creds.service_token(GATEWAY), creds.user_token, ALICE):
         channel = insecure_channel(shared_stack.address(WORKER), token=token)
         try:
-            stream = worker_pb2_grpc.WorkerServiceStub(channel).ExecuteStep(attempt, timeout=10)
+            stream = worker_pb2_grpc.WorkerServiceStub(channel).ExecuteStep(
+                iter([worker_pb2.ExecuteStepInput(start=attempt)]), timeout=10
+            )
             assert await _code(stream) == grpc.StatusCode.UNAUTHENTICATED
         finally:
             await channel.close(None)
@@ -205,7 +207,9 @@ async def test_services_answer_only_the_callers_they_serve(shared_stack: LocalSt
     # The scheduler's own token does work on the worker (the path every run takes).
     channel = insecure_channel(shared_stack.address(WORKER), token=creds.service_token(SCHEDULER))
     try:
-        stream = worker_pb2_grpc.WorkerServiceStub(channel).ExecuteStep(attempt, timeout=30)
+        stream = worker_pb2_grpc.WorkerServiceStub(channel).ExecuteStep(
+            iter([worker_pb2.ExecuteStepInput(start=attempt)]), timeout=30
+        )
         kinds = [message.WhichOneof("kind") async for message in stream]
         assert kinds[-1] == "result"
     finally:

@@ -68,7 +68,12 @@ class Caller:
         started = time.monotonic()
         responses: list[bytes] = []
         try:
-            if rpc.server_streaming:
+            if rpc.client_streaming:  # ExecuteStep: the payload opens the stream
+                stream = self.channel.stream_stream(rpc.path)(
+                    iter([payload]), timeout=DEADLINE_SECONDS, metadata=self.metadata
+                )
+                responses.extend(stream)
+            elif rpc.server_streaming:
                 stream = self.channel.unary_stream(rpc.path)(
                     payload, timeout=DEADLINE_SECONDS, metadata=self.metadata
                 )

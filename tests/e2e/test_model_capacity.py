@@ -38,6 +38,16 @@ steps:
   - {id: docs, persona: technical_writer, depends_on: [security, review]}
 """
 
+# One code step: an agent loop of two calls (the fake writes the deliverables, then
+# submits), each admitted on its own.
+ONE_LOOP = """
+name: one-loop
+model: claude-sonnet-5-5
+steps:
+  - {id: packaging, persona: devops_engineer}
+"""
+LOOP_RPM = 20
+
 ONE_DOC = """
 name: one-document
 model: claude-sonnet-5-5
@@ -134,6 +144,30 @@ async def test_twenty_runs_stay_within_the_rate_limit_and_provoke_no_429(
         0
     ]
     assert any(f"{MODEL} requests per minute ({RPM})" in e.attributes["reason"] for e in queued)
+
+
+@pytest.mark.parametrize(
+    "stack_env", [{"MAESTRO_SCHEDULER_MODEL_LIMITS": json.dumps({MODEL: {"rpm": LOOP_RPM}})}]
+)
+async def test_every_call_of_an_agent_loop_is_admitted_not_only_its_first(
+    capacity_stack: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.set_rate_limit(LOOP_RPM, window=MINUTE)
+    runs = await asyncio.gather(*(_create(capacity_stack, ONE_LOOP) for _ in range(20)))
+    histories = await asyncio.gather(
+        *(collect_events(capacity_stack, run, timeout=120) for run in runs)
+    )
+
+    assert all(h[-1].type == gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED for h in histories)
+    # 40 calls against 20 a minute: admitting only each step's first call would let
+    # the 20 second calls go out in the first minute too, and the fake answer 429.
+    assert len(fake_anthropic.arrival_times()) == 20 * 2
+    assert fake_anthropic.rate_limited == 0
+    assert fake_anthropic.max_in_window(MINUTE) <= LOOP_RPM
+    # A second call that waited said so, while its step was running.
+    notes = [e.message for h in histories for e in _of(h, "STEP_PROGRESS")]
+    waited = [n for n in notes if n.startswith("call 2 is waiting for capacity: ")]
+    assert waited, notes[:10]
 
 
 async def test_a_429_with_retry_after_pauses_the_model_for_every_run(

@@ -212,6 +212,9 @@ Behaviour = (
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Like the API, take many connections at once: with socketserver's backlog of 5,
+    # twenty steps calling together saw connections broken (ReadError).
+    request_queue_size = 128
     fake: FakeAnthropic
 
 

@@ -277,3 +277,64 @@ async def test_a_model_that_stops_calling_tools_is_nudged(
             }
         ],
     }
+
+
+async def test_each_call_after_the_first_waits_for_the_scheduler_s_grant(
+    fake: FakeAnthropic, worker: Worker
+) -> None:
+    fake.push_tool_calls(("read_file", {"path": "docs/architecture.md"}))
+    fake.push_tool_calls(
+        ("write_file", {"path": "app/store.py", "content": STORE}),
+        ("write_file", {"path": "tests/test_backend_store.py", "content": "x = 1\n"}),
+        PYPROJECT,
+    )
+    fake.push_tool_calls(("submit", {"summary": "done"}))
+
+    outcome = await worker.execute(_backend(admit_calls=True))
+
+    assert outcome.result.summary == "done"
+    asks = outcome.call_requests
+    # The dispatch admitted the first call; the worker asked for the second and third.
+    assert [ask.call for ask in asks] == [2, 3]
+    assert len(fake.requests) == 3
+    # Each ask says what the calls before it used, and when the latest one was answered.
+    assert [ask.usage.calls for ask in asks] == [1, 2]
+    assert asks[1].usage.output_tokens > asks[0].usage.output_tokens > 0
+    assert all(ask.rate_limits.HasField("first_answer_time") for ask in asks)
+    # What a call adds to the conversation: the answer before it and the tool results
+    # (the file read in turn 1 is in the second call's estimate), not the whole prompt.
+    prompt_tokens = len(str(fake.requests[0].body["messages"])) // 4
+    assert 0 < asks[1].input_tokens < asks[0].input_tokens < prompt_tokens
+
+
+async def test_a_refused_call_fails_the_attempt_before_it_reaches_the_api(
+    fake: FakeAnthropic, worker: Worker
+) -> None:
+    fake.push_tool_calls(("read_file", {"path": "docs/architecture.md"}))
+    fake.push_tool_calls(("submit", {"summary": "never asked"}))
+
+    outcome = await worker.execute(_backend(admit_calls=True), refuse_from_call=2)
+
+    failure = outcome.failure
+    assert failure.kind == worker_pb2.FAILURE_KIND_RETRYABLE
+    assert failure.reason == "capacity_wait"
+    assert failure.message == "no capacity in this test"
+    assert len(fake.requests) == 1  # the refused call was never made
+    assert failure.usage.calls == 1
+
+
+async def test_without_admit_calls_the_worker_never_asks(
+    fake: FakeAnthropic, worker: Worker
+) -> None:
+    fake.push_tool_calls(("read_file", {"path": "docs/architecture.md"}))
+    fake.push_tool_calls(
+        ("write_file", {"path": "app/store.py", "content": STORE}),
+        ("write_file", {"path": "tests/test_backend_store.py", "content": "x = 1\n"}),
+        PYPROJECT,
+    )
+    fake.push_tool_calls(("submit", {"summary": "done"}))
+
+    outcome = await worker.execute(_backend())
+
+    assert outcome.result.summary == "done"
+    assert outcome.call_requests == [] and len(fake.requests) == 3

@@ -48,6 +48,10 @@ class Outcome:
         return [m.progress.message for m in self.messages if m.WhichOneof("kind") == "progress"]
 
     @property
+    def call_requests(self) -> list[worker_pb2.CallRequest]:
+        return [m.call_request for m in self.messages if m.WhichOneof("kind") == "call_request"]
+
+    @property
     def heartbeats(self) -> list[worker_pb2.Heartbeat]:
         return [m.heartbeat for m in self.messages if m.WhichOneof("kind") == "heartbeat"]
 
@@ -71,10 +75,24 @@ class Worker:
         self._stub = stub
 
     async def execute(
-        self, request: worker_pb2.ExecuteStepRequest, timeout: float = 30.0
+        self,
+        request: worker_pb2.ExecuteStepRequest,
+        timeout: float = 30.0,
+        *,
+        refuse_from_call: int = 0,
     ) -> Outcome:
-        call = self._stub.ExecuteStep(request, timeout=timeout)
-        messages = [message async for message in call]
+        """Runs an attempt as the scheduler does: the attempt first, then a grant for
+        each call the worker asks to make (a refusal from `refuse_from_call` on)."""
+        call = self._stub.ExecuteStep(timeout=timeout)  # type: ignore[call-arg]
+        await call.write(worker_pb2.ExecuteStepInput(start=request))
+        messages = []
+        async for message in call:
+            messages.append(message)
+            if message.WhichOneof("kind") == "call_request":
+                number = message.call_request.call
+                refused = "no capacity in this test" if 0 < refuse_from_call <= number else ""
+                grant = worker_pb2.CallGrant(call=number, refused=refused)
+                await call.write(worker_pb2.ExecuteStepInput(grant=grant))
         assert await call.code() == grpc.StatusCode.OK
         return Outcome(messages)
 

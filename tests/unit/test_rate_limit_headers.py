@@ -48,7 +48,7 @@ def test_retry_after_ms_wins_and_a_date_is_not_parsed() -> None:
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
 
 
-def test_the_first_answer_s_time_travels_even_without_headers() -> None:
+def test_the_latest_call_s_answer_time_travels_even_without_headers() -> None:
     from persona_service.usage import UsageMeter
 
     meter = UsageMeter()
@@ -56,12 +56,16 @@ def test_the_first_answer_s_time_travels_even_without_headers() -> None:
     meter.start_call()
     assert meter.report() is None  # asked, but no answer yet: the API may not know
     meter.answer_began()
-    first = meter.first_answer_time
+    first = meter.answer_time
+    meter.answer_began()  # a later event of the same answer
+    assert meter.answer_time == first
     meter.start_call()
+    assert meter.report() is None  # the latest call has no answer yet
     meter.answer_began()
-    assert meter.first_answer_time == first  # the first answer's, not the latest
+    assert meter.answer_time is not None and first is not None
+    assert meter.answer_time >= first  # each call is settled with its own answer's time
     report = meter.report()
-    assert report is not None and report.first_answer_time == meter.first_answer_time
+    assert report is not None and report.first_answer_time == meter.answer_time
     seen = rate_limits_from_proto(rate_limits_to_proto(report))
-    assert seen.first_answer == report.first_answer_time.timestamp()  # type: ignore[union-attr]
+    assert seen.first_answer == report.first_answer_time.timestamp()
     assert seen.requests_limit is None and seen.empty

@@ -122,6 +122,110 @@ FAILURE_KIND_BUDGET_EXCEEDED: FailureKind.ValueType  # 5
 Global___FailureKind: _TypeAlias = FailureKind  # noqa: Y015
 
 @_typing.final
+class ExecuteStepInput(_message.Message):
+    """One message of the scheduler's side of an ExecuteStep stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> Global___ExecuteStepRequest:
+        """The attempt to run; the first message, and only the first."""
+
+    @_builtins.property
+    def grant(self) -> Global___CallGrant:
+        """The answer to a `call_request`."""
+
+    def __init__(
+        self,
+        *,
+        start: Global___ExecuteStepRequest | None = ...,
+        grant: Global___CallGrant | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "grant"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ExecuteStepInput: _TypeAlias = ExecuteStepInput  # noqa: Y015
+
+@_typing.final
+class CallRequest(_message.Message):
+    """The worker asks to make a model call (after the attempt's first)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    call: _builtins.int
+    """The call's number within the attempt: 2 for the second call, and so on."""
+    input_tokens: _builtins.int
+    """The input tokens the call is expected to count against the limit: what the
+    conversation gained since the previous call (the previous answer and the tool
+    results; bytes / 4). The rest is read from the prompt cache, which the limit
+    does not count.
+    """
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """What the attempt has used so far: every earlier call has ended."""
+
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimitReport:
+        """The API's rate-limit headers so far; `first_answer_time` is when the previous
+        call's answer began.
+        """
+
+    def __init__(
+        self,
+        *,
+        call: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        usage: Global___TokenUsage | None = ...,
+        rate_limits: Global___RateLimitReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limits", b"rate_limits", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "input_tokens", b"input_tokens", "rate_limits", b"rate_limits", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallRequest: _TypeAlias = CallRequest  # noqa: Y015
+
+@_typing.final
+class CallGrant(_message.Message):
+    """The scheduler's answer to a `call_request`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    call: _builtins.int
+    """The `call` it answers."""
+    refused: _builtins.str
+    """Empty: make the call. Otherwise why it may not be made (the step's deadline
+    passed while it waited for capacity); the attempt then fails, retryable.
+    """
+    def __init__(
+        self,
+        *,
+        call: _builtins.int = ...,
+        refused: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "refused", b"refused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallGrant: _TypeAlias = CallGrant  # noqa: Y015
+
+@_typing.final
 class StepAttempt(_message.Message):
     """The identity of one step attempt; it travels with every call so that results are
     recorded once even when delivery is repeated.
@@ -294,6 +398,7 @@ class ExecuteStepRequest(_message.Message):
     OWNED_PATHS_FIELD_NUMBER: _builtins.int
     SHARED_PATHS_FIELD_NUMBER: _builtins.int
     FEEDBACK_FIELD_NUMBER: _builtins.int
+    ADMIT_CALLS_FIELD_NUMBER: _builtins.int
     persona: _builtins.str
     """The persona to run, by registry name (for example `backend_developer`)."""
     requirement: _builtins.str
@@ -314,6 +419,10 @@ class ExecuteStepRequest(_message.Message):
     """How to execute the step; UNSPECIFIED means the persona's default."""
     feedback: _builtins.str
     """Rework feedback (a failing gate's report, a reviewer's findings); empty normally."""
+    admit_calls: _builtins.bool
+    """Ask (`call_request`) before each model call after the first, and wait for the
+    grant: set when the step's model is rate-limited by the scheduler.
+    """
     @_builtins.property
     def attempt(self) -> Global___StepAttempt:
         """Which attempt this is."""
@@ -364,10 +473,11 @@ class ExecuteStepRequest(_message.Message):
         owned_paths: _abc.Iterable[Global___PathOwner] | None = ...,
         shared_paths: _abc.Iterable[_builtins.str] | None = ...,
         feedback: _builtins.str = ...,
+        admit_calls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "budget", b"budget", "dependencies", b"dependencies", "effort", b"effort", "feedback", b"feedback", "instructions", b"instructions", "mode", b"mode", "model", b"model", "owned_paths", b"owned_paths", "persona", b"persona", "provider", b"provider", "requirement", b"requirement", "shared_paths", b"shared_paths", "workspace", b"workspace", "workspace_omitted", b"workspace_omitted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admit_calls", b"admit_calls", "attempt", b"attempt", "budget", b"budget", "dependencies", b"dependencies", "effort", b"effort", "feedback", b"feedback", "instructions", b"instructions", "mode", b"mode", "model", b"model", "owned_paths", b"owned_paths", "persona", b"persona", "provider", b"provider", "requirement", b"requirement", "shared_paths", b"shared_paths", "workspace", b"workspace", "workspace_omitted", b"workspace_omitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -660,10 +770,10 @@ class RateLimitReport(_message.Message):
 
     @_builtins.property
     def first_answer_time(self) -> _timestamp_pb2.Timestamp:
-        """When the answer to the attempt's first request began (its response headers, or
-        an error, arrived; the worker's clock): the API counted the request before then,
-        so the scheduler counts the call until then plus a window, not until the answer
-        ended. Unset when no answer came.
+        """When the answer to the latest call began (its response headers, or an error,
+        arrived; the worker's clock): the API counted the call before then, so the
+        scheduler counts it until then plus a window, not until the answer ended. Unset
+        when the latest call has no answer.
         """
 
     def __init__(
@@ -723,6 +833,7 @@ class ExecuteStepResponse(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    CALL_REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat:
         """The attempt is alive."""
@@ -739,6 +850,10 @@ class ExecuteStepResponse(_message.Message):
     def failure(self) -> Global___StepFailure:
         """The work failed; always the last message."""
 
+    @_builtins.property
+    def call_request(self) -> Global___CallRequest:
+        """The worker asks to make its next model call; it waits for a `grant`."""
+
     def __init__(
         self,
         *,
@@ -746,12 +861,13 @@ class ExecuteStepResponse(_message.Message):
         progress: Global___Progress | None = ...,
         result: Global___StepResult | None = ...,
         failure: Global___StepFailure | None = ...,
+        call_request: Global___CallRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_request", b"call_request", "failure", b"failure", "heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_request", b"call_request", "failure", b"failure", "heartbeat", b"heartbeat", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["heartbeat", "progress", "result", "failure"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["heartbeat", "progress", "result", "failure", "call_request"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

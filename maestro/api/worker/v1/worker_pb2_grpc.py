@@ -36,9 +36,9 @@ class WorkerServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.ExecuteStep = channel.unary_stream(
+        self.ExecuteStep = channel.stream_stream(
                 '/maestro.api.worker.v1.WorkerService/ExecuteStep',
-                request_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.SerializeToString,
+                request_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepInput.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
                 _registered_method=True)
 
@@ -48,7 +48,7 @@ class WorkerServiceServicer:
     (service token); any other caller gets UNAUTHENTICATED.
     """
 
-    def ExecuteStep(self, request, context):
+    def ExecuteStep(self, request_iterator, context):
         """Runs one step attempt. The response stream carries heartbeats and progress while
         the work goes on, then exactly one final message, `result` or `failure`, then
         ends with status OK. The call's deadline bounds the whole attempt, model calls
@@ -63,6 +63,13 @@ class WorkerServiceServicer:
         the field), FAILED_PRECONDITION (the requested provider is not configured on this
         worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
         (the call's deadline passed before a final message), INTERNAL (a worker bug).
+
+        The scheduler's stream carries the attempt (`start`) first. When the attempt says
+        `admit_calls`, the worker asks (`call_request`) before each model call after the
+        first, which the scheduler admitted with the dispatch, and makes the call only
+        once the scheduler grants it (`grant`): every call of an agent loop is held to the
+        model's rate limits, not the first alone. A stream whose first message is not
+        `start` is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,9 +78,9 @@ class WorkerServiceServicer:
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'ExecuteStep': grpc.unary_stream_rpc_method_handler(
+            'ExecuteStep': grpc.stream_stream_rpc_method_handler(
                     servicer.ExecuteStep,
-                    request_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.FromString,
+                    request_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepInput.FromString,
                     response_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.SerializeToString,
             ),
     }
@@ -90,7 +97,7 @@ class WorkerService:
     """
 
     @staticmethod
-    def ExecuteStep(request,
+    def ExecuteStep(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -100,11 +107,11 @@ class WorkerService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/maestro.api.worker.v1.WorkerService/ExecuteStep',
-            maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.SerializeToString,
+            maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepInput.SerializeToString,
             maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
             options,
             channel_credentials,

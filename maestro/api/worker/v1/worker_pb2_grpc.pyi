@@ -35,7 +35,7 @@ class WorkerServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
-    ExecuteStep: _grpc.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]
+    ExecuteStep: _grpc.StreamStreamMultiCallable[_worker_pb2.ExecuteStepInput, _worker_pb2.ExecuteStepResponse]
     """Runs one step attempt. The response stream carries heartbeats and progress while
     the work goes on, then exactly one final message, `result` or `failure`, then
     ends with status OK. The call's deadline bounds the whole attempt, model calls
@@ -50,6 +50,13 @@ class WorkerServiceStub:
     the field), FAILED_PRECONDITION (the requested provider is not configured on this
     worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
     (the call's deadline passed before a final message), INTERNAL (a worker bug).
+
+    The scheduler's stream carries the attempt (`start`) first. When the attempt says
+    `admit_calls`, the worker asks (`call_request`) before each model call after the
+    first, which the scheduler admitted with the dispatch, and makes the call only
+    once the scheduler grants it (`grant`): every call of an agent loop is held to the
+    model's rate limits, not the first alone. A stream whose first message is not
+    `start` is INVALID_ARGUMENT.
     """
 
 @_typing.type_check_only
@@ -59,7 +66,7 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    ExecuteStep: _aio.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]  # type: ignore[assignment]
+    ExecuteStep: _aio.StreamStreamMultiCallable[_worker_pb2.ExecuteStepInput, _worker_pb2.ExecuteStepResponse]  # type: ignore[assignment]
     """Runs one step attempt. The response stream carries heartbeats and progress while
     the work goes on, then exactly one final message, `result` or `failure`, then
     ends with status OK. The call's deadline bounds the whole attempt, model calls
@@ -74,6 +81,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     the field), FAILED_PRECONDITION (the requested provider is not configured on this
     worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
     (the call's deadline passed before a final message), INTERNAL (a worker bug).
+
+    The scheduler's stream carries the attempt (`start`) first. When the attempt says
+    `admit_calls`, the worker asks (`call_request`) before each model call after the
+    first, which the scheduler admitted with the dispatch, and makes the call only
+    once the scheduler grants it (`grant`): every call of an agent loop is held to the
+    model's rate limits, not the first alone. A stream whose first message is not
+    `start` is INVALID_ARGUMENT.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -84,7 +98,7 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ExecuteStep(
         self,
-        request: _worker_pb2.ExecuteStepRequest,
+        request_iterator: _MaybeAsyncIterator[_worker_pb2.ExecuteStepInput],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.ExecuteStepResponse], _abc.AsyncIterator[_worker_pb2.ExecuteStepResponse]]:
         """Runs one step attempt. The response stream carries heartbeats and progress while
@@ -101,6 +115,13 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         the field), FAILED_PRECONDITION (the requested provider is not configured on this
         worker), UNAVAILABLE (the worker is unreachable or draining), DEADLINE_EXCEEDED
         (the call's deadline passed before a final message), INTERNAL (a worker bug).
+
+        The scheduler's stream carries the attempt (`start`) first. When the attempt says
+        `admit_calls`, the worker asks (`call_request`) before each model call after the
+        first, which the scheduler admitted with the dispatch, and makes the call only
+        once the scheduler grants it (`grant`): every call of an agent loop is held to the
+        model's rate limits, not the first alone. A stream whose first message is not
+        `start` is INVALID_ARGUMENT.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
