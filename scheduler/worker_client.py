@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -124,14 +123,23 @@ class WorkerClient:
         Raises:
             DispatchFailed: with the failure's kind (platform or work) and message.
         """
-        # No request iterator: the attempt and the grants are written on the call.
-        call = self._stub.ExecuteStep(  # type: ignore[call-arg]
+        # Our side of the stream: the attempt, then a grant per call the worker asks
+        # for. A queue of our own (not call.write) can always take a message and be
+        # ended, so gRPC's task that sends them ends with the call, whatever happens.
+        outbox: asyncio.Queue[worker_pb2.ExecuteStepInput | None] = asyncio.Queue()
+        outbox.put_nowait(worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request)))
+
+        async def outgoing() -> AsyncIterator[worker_pb2.ExecuteStepInput]:
+            while (message := await outbox.get()) is not None:
+                yield message
+
+        call = self._stub.ExecuteStep(
+            outgoing(),
             timeout=timeout,
             metadata=(("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),),
         )
         granting: set[asyncio.Task[None]] = set()
         try:
-            await call.write(worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request)))
             while True:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
@@ -165,7 +173,7 @@ class WorkerClient:
                 if kind == "call_request":
                     # Answered in a task: heartbeats keep coming while the call waits.
                     ask = call_request_from_proto(message.call_request)
-                    task = asyncio.create_task(_grant(call, ask, admit_call))
+                    task = asyncio.create_task(_grant(outbox, ask, admit_call))
                     granting.add(task)
                     task.add_done_callback(granting.discard)
                 elif kind == "progress":
@@ -182,6 +190,7 @@ class WorkerClient:
         finally:
             for task in granting:
                 task.cancel()
+            outbox.put_nowait(None)  # ends our side of the stream
             # Cancels the RPC on the worker too when we leave early (lost, cancelled).
             call.cancel()
 
@@ -193,20 +202,19 @@ class WorkerClient:
         return Failure(kind, mapped.message, mapped.retry_after)
 
 
-async def _grant(call: Any, ask: CallRequest, admit_call: CallAdmitter | None) -> None:
+async def _grant(
+    outbox: asyncio.Queue[worker_pb2.ExecuteStepInput | None],
+    ask: CallRequest,
+    admit_call: CallAdmitter | None,
+) -> None:
     """Admits the worker's next call and tells it so (or why not)."""
     try:
         refused = await admit_call(ask) if admit_call is not None else ""
     except Exception as err:  # the worker must hear an answer, not wait for ever
         log.exception("admitting call %d failed", ask.call)
         refused = f"the scheduler could not admit call {ask.call}: {err}"
-    try:
-        await call.write(
-            worker_pb2.ExecuteStepInput(grant=worker_pb2.CallGrant(call=ask.call, refused=refused))
-        )
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as err:
-        # The attempt ended meanwhile (its result, a failure, a cancel): nobody waits.
-        log.debug("grant for call %d not sent: %s", ask.call, err)
+    grant = worker_pb2.CallGrant(call=ask.call, refused=refused)
+    outbox.put_nowait(worker_pb2.ExecuteStepInput(grant=grant))
 
 
 class WorkerPools:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from maestro.store.db import MAX_GROUP, Dialect, Tx, map_error, now_us
+from maestro.store.db import MAX_GROUP, Dialect, StoreUnavailable, Tx, map_error, now_us
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,11 @@ class GroupWriter:
         except self._errors as err:
             self._fail_group(group, [], err)
             return
+        if any(isinstance(map_error(e), StoreUnavailable) for _, _, e in outcomes if e):
+            # A statement met an outage (an I/O error, a read-only file, a lost session):
+            # the connection may keep failing after the outage ends (SQLite stays
+            # read-only after an I/O error mid-write), so the next group connects afresh.
+            self._drop_connection()
         self._settle(outcomes, changed)
 
     def _fail_group(self, group: list[_Job], outcomes: list[Outcome], err: BaseException) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -313,3 +314,32 @@ async def test_deleting_an_unfinished_run_is_refused(store: Store) -> None:
     await _created(store)
     with pytest.raises(FailedPrecondition, match="cancel it first"):
         await store.delete_run("r1")
+
+
+async def test_after_a_statement_meets_an_outage_the_writer_connects_afresh(store: Store) -> None:
+    # SQLite keeps a connection read-only after an I/O error mid-write, long after the
+    # disk is back; the writer must not keep using it.
+    import sqlite3
+
+    import psycopg
+
+    from maestro.store import StoreUnavailable
+
+    seen: list[Any] = []  # the connections themselves: their ids could be reused
+
+    def broken(tx: Any) -> None:
+        seen.append(tx.cursor.connection)
+        if isinstance(tx.cursor, sqlite3.Cursor):
+            raise sqlite3.OperationalError("disk I/O error")
+        raise psycopg.OperationalError("the connection is lost")
+
+    def fine(tx: Any) -> None:
+        seen.append(tx.cursor.connection)
+
+    await store.db.write(fine)
+    await store.db.write(fine)
+    assert seen[0] is seen[1]  # one connection while all is well
+    with pytest.raises(StoreUnavailable):
+        await store.db.write(broken)
+    await store.db.write(fine)
+    assert seen[-1] is not seen[-2]  # the connection that met the outage is gone
