@@ -75,3 +75,9 @@ class SchedulerClient:
             await self._stub.CancelRun(
                 scheduler_pb2.CancelRunRequest(run_id=run_id), timeout=self._timeout
             )
+
+    async def get_capacity(self) -> scheduler_pb2.Capacity:
+        with mapped_rpc_errors(f"the scheduler at {self._address}"):
+            return await self._stub.GetCapacity(
+                scheduler_pb2.GetCapacityRequest(), timeout=self._timeout
+            )

@@ -270,6 +270,15 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         _caller()
         return self._workflows
 
+    async def GetCapacity(
+        self, request: gateway_pb2.GetCapacityRequest, context: Context
+    ) -> gateway_pb2.Capacity:
+        _caller()
+        answer = await self._scheduler.get_capacity()
+        # The public API defines the same messages as the internal one (it does not
+        # import it): the same wire format, which tests/unit checks field by field.
+        return gateway_pb2.Capacity.FromString(answer.SerializeToString())
+
     async def ListPersonas(
         self, request: gateway_pb2.ListPersonasRequest, context: Context
     ) -> gateway_pb2.ListPersonasResponse:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from maestro.api.scheduler.v1 import scheduler_pb2
 from maestro.api.worker.v1 import worker_pb2
 from maestro.store import Usage
+from scheduler.breaker import BreakerState
 from scheduler.capacity import RateLimitReport
+from scheduler.limiter import ModelView
 from scheduler.models import AttemptRequest, AttemptResult, CallRequest
 from scheduler.retry import Failure, FailureKind
 
@@ -146,3 +150,31 @@ def failure_capacity_from_proto(
         rate_limits_from_proto(failure.rate_limits) if failure.HasField("rate_limits") else None
     )
     return report, failure.usage.calls
+
+
+_BREAKER_STATES = {
+    BreakerState.CLOSED: scheduler_pb2.BREAKER_STATE_CLOSED,
+    BreakerState.HALF_OPEN: scheduler_pb2.BREAKER_STATE_HALF_OPEN,
+    BreakerState.OPEN: scheduler_pb2.BREAKER_STATE_OPEN,
+}
+
+
+def capacity_to_proto(scheduler: str, views: list[ModelView]) -> scheduler_pb2.Capacity:
+    answer = scheduler_pb2.Capacity(scheduler=scheduler)
+    for view in views:
+        model = answer.models.add(
+            model=view.model,
+            breaker=_BREAKER_STATES[view.breaker],
+            overloads=view.overloads,
+            requests_limit=view.limits.requests,
+            input_tokens_limit=view.limits.input_tokens,
+            output_tokens_limit=view.limits.output_tokens,
+            waiting_calls=view.waiting,
+        )
+        if view.used is not None:
+            model.requests_used = view.used.requests
+            model.input_tokens_used = view.used.input_tokens
+            model.output_tokens_used = view.used.output_tokens
+        if view.paused_until > time.time():
+            model.paused_until.FromNanoseconds(round(view.paused_until * 1e9))
+    return answer

@@ -50,8 +50,9 @@ class Ledger(Protocol):
         """Applies the API's report (less left than we think, a 429's pause)."""
         ...
 
-    def snapshot(self, now: float) -> dict[str, tuple[Demand, Demand, float]]:
-        """Per model seen: (used in the window, limits in force, paused until)."""
+    def snapshot(self, now: float) -> dict[str, tuple[Demand | None, Demand, float]]:
+        """Per model seen: (used in the window, or None when the account is not in
+        this process; limits in force; paused until)."""
         ...
 
     async def close(self) -> None: ...
@@ -95,7 +96,7 @@ class LocalLedger:
     ) -> None:
         self.model(model, limits).observe(report, now)
 
-    def snapshot(self, now: float) -> dict[str, tuple[Demand, Demand, float]]:
+    def snapshot(self, now: float) -> dict[str, tuple[Demand | None, Demand, float]]:
         return {
             name: (
                 account.used(now),

@@ -32,7 +32,7 @@ from scheduler.breaker import (
     record_overload,
     record_success,
 )
-from scheduler.capacity import Demand, Limits, RateLimitReport, limits_for
+from scheduler.capacity import Demand, Dimension, Limits, RateLimitReport, limits_for
 from scheduler.ledger import Ledger, Reservation
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,20 @@ class Ticket:
     run_id: str
     reservation: Reservation
     probe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """One model's capacity as this scheduler sees it (for `maestro status`)."""
+
+    model: str
+    breaker: BreakerState
+    overloads: int
+    limits: Demand
+    used: Demand | None
+    """What the window holds; None when the account is shared in the database."""
+    paused_until: float
+    waiting: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +149,32 @@ class CapacityLimiter:
     @property
     def waiting(self) -> int:
         return sum(len(q.waiters) for q in self._queues.values())
+
+    def view(self) -> list[ModelView]:
+        """Every model seen (admitted to, or overloaded), by name."""
+        now = self._clock()
+        accounts = self._ledger.snapshot(now)
+        models = sorted({*accounts, *self._breakers, *self._queues})
+        views = []
+        for model in models:
+            configured = self.limits(model)
+            used, limits, paused = accounts.get(
+                model, (None, Demand(*(configured.per_minute(d) for d in Dimension)), 0.0)
+            )
+            breaker = self.breaker(model)
+            queue = self._queues.get(model)
+            views.append(
+                ModelView(
+                    model=model,
+                    breaker=breaker.state,
+                    overloads=len(breaker.overloads),
+                    limits=limits,
+                    used=used,
+                    paused_until=paused,
+                    waiting=len(queue.waiters) if queue is not None else 0,
+                )
+            )
+        return views
 
     def _queue(self, model: str) -> _Queue:
         found = self._queues.get(model)

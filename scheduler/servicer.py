@@ -9,6 +9,7 @@ import grpc
 
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from maestro.core.errors import InvalidArgument
+from scheduler.convert import capacity_to_proto
 from scheduler.engine import Engine
 from scheduler.watch import ChangeFeed
 
@@ -48,6 +49,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgument("run_id", "is required")
         await self._engine.delete_run(request.run_id)
         return scheduler_pb2.DeleteRunResponse(run_id=request.run_id)
+
+    async def GetCapacity(
+        self, request: scheduler_pb2.GetCapacityRequest, context: Context
+    ) -> scheduler_pb2.Capacity:
+        return capacity_to_proto(self._engine.scheduler_id, self._engine.capacity.view())
 
     async def DecideStep(
         self, request: scheduler_pb2.DecideStepRequest, context: Context

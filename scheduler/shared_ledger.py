@@ -214,10 +214,10 @@ class SharedLedger:
             return
         self._paused[model] = max(self._paused.get(model, 0.0), paused_us / _US)
 
-    def snapshot(self, now: float) -> dict[str, tuple[Demand, Demand, float]]:
+    def snapshot(self, now: float) -> dict[str, tuple[Demand | None, Demand, float]]:
         return {
             model: (
-                Demand(0, 0, 0),
+                None,  # in the database, shared by every scheduler
                 Demand(*(limits.per_minute(d) for d in Dimension)),
                 self._paused.get(model, 0.0),
             )

@@ -15,12 +15,14 @@ from pathlib import Path
 from maestro.cli.download import Mode, download_artifacts
 from maestro.cli.interrupts import Interrupts
 from maestro.cli.live import JsonLines, LiveTable, PlainLines, RunTracker, View
-from maestro.cli.local import Endpoint, NoLocalData, connect
+from maestro.cli.local import Endpoint, NoLocalData, NoRunningStack, connect, running_stack_address
 from maestro.cli.models import run_name
 from maestro.cli.options import LOCAL_DATA_DIR, GatewayTarget
 from maestro.cli.render import (
     artifact_version_to_dict,
+    capacity_to_dict,
     format_artifact_versions,
+    format_capacity,
     format_run,
     format_run_list,
     format_size,
@@ -180,6 +182,23 @@ async def runs_list(
     _out(format_run_list(runs))
     if next_token:
         _note(f"more runs: --page-token {next_token}")
+    return 0
+
+
+async def status(
+    endpoint: Endpoint | None, *, as_json: bool, data_dir: Path = LOCAL_DATA_DIR
+) -> int:
+    """`maestro status`: the model capacity a running scheduler holds calls to."""
+    if endpoint is None:
+        running = await asyncio.to_thread(running_stack_address, data_dir)
+        if running is None:
+            raise NoRunningStack(
+                f"no Maestro stack is running in {data_dir}: start one with `maestro up`, "
+                "or point at a gateway with --gateway or MAESTRO_GATEWAY"
+            )
+    async with connect(endpoint, data_dir) as where, client_for(where.target) as client:
+        capacity = await client.get_capacity()
+    _out(json_line(capacity_to_dict(capacity)) if as_json else format_capacity(capacity))
     return 0
 
 

@@ -153,6 +153,14 @@ class GatewayClient:
             page: pb.ListRunsResponse = await self._stub.ListRuns(request, timeout=self.timeout)
         return [run_from_proto(r) for r in page.runs], page.next_page_token
 
+    async def get_capacity(self) -> pb.Capacity:
+        """The model capacity the answering scheduler holds calls to."""
+        with mapped_rpc_errors():
+            answer: pb.Capacity = await self._stub.GetCapacity(
+                pb.GetCapacityRequest(), timeout=self.timeout
+            )
+        return answer
+
     async def decide_step(
         self, run: str, step: str, *, approve: bool, comment: str, request_id: str
     ) -> StepView:

@@ -52,6 +52,10 @@ class NoLocalData(Exception):
     """There is no local data directory with a database to read."""
 
 
+class NoRunningStack(Exception):
+    """The command needs a running scheduler, and no local stack runs here."""
+
+
 def _note(text: str) -> None:
     print(printable(text), file=sys.stderr, flush=True)
 

@@ -31,7 +31,7 @@ from maestro.cli.checks import (
 from maestro.cli.completion import SHELLS, completion_script
 from maestro.cli.credentials import CredentialsError, read_local_token
 from maestro.cli.download import Mode, UnusableOutput, check_output
-from maestro.cli.local import Endpoint, NoLocalData, running_stack_address
+from maestro.cli.local import Endpoint, NoLocalData, NoRunningStack, running_stack_address
 from maestro.cli.options import (
     ANTHROPIC_MODEL_ENV,
     DEFAULT_ANTHROPIC_MODEL,
@@ -374,6 +374,17 @@ def build_parser() -> _Parser:
     )
     artifacts.set_defaults(handler=_artifacts)
 
+    status = _command(
+        sub,
+        "status",
+        "show model capacity: limits, use, pauses and circuit breakers",
+        "Show the model capacity a running scheduler holds calls to: per model its "
+        "circuit breaker, what the current minute holds of each rate limit, a 429's pause "
+        "and the calls that wait.",
+        [gateway, as_json],
+    )
+    status.set_defaults(handler=_status)
+
     validate = _command(
         sub,
         "validate",
@@ -585,6 +596,10 @@ def _runs_list(args: argparse.Namespace) -> int:
     )
 
 
+def _status(args: argparse.Namespace) -> int:
+    return asyncio.run(commands.status(_endpoint(args), as_json=args.json))
+
+
 def _runs_get(args: argparse.Namespace) -> int:
     return asyncio.run(commands.runs_get(_endpoint(args), args.run, as_json=args.json))
 
@@ -716,6 +731,9 @@ def _report(err: BaseException, args: argparse.Namespace) -> int:
     if isinstance(err, NoLocalData):
         _note(f"error: {err}")
         return EXIT_FAILED
+    if isinstance(err, NoRunningStack):
+        _note(f"error: {err}")
+        return EXIT_UNREACHABLE
     if isinstance(err, Unauthenticated):
         _note(
             f"error: {_where(args)} refused the call ({err.message}); pass --token or set "
@@ -766,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
         MaestroError,
         StackError,
         NoLocalData,
+        NoRunningStack,
         CredentialsError,
         TargetError,
         BadPath,

@@ -488,3 +488,60 @@ def format_workflow(spec: WorkflowLike) -> str:
         what = step.persona or "gate: " + ", ".join(getattr(step, "checks", ()))
         lines.append(f"  {step.id:<{width}}  ({what}){after}")
     return "\n".join(lines)
+
+
+_BREAKERS = {1: "closed", 2: "half-open", 3: "open"}
+
+
+def _use(model: Any, dimension: str) -> str:
+    limit = getattr(model, f"{dimension}_limit")
+    if not model.HasField(f"{dimension}_used"):
+        return f"{limit:g} (shared)"
+    return f"{getattr(model, f'{dimension}_used'):g} of {limit:g}"
+
+
+def format_capacity(capacity: Any) -> str:
+    """`maestro status`: per model, its breaker, what the window holds of each limit, a
+    429's pause and the calls that wait."""
+    lines = [f"scheduler {capacity.scheduler} (each scheduler keeps its own circuit breakers)"]
+    if not capacity.models:
+        lines.append("no model calls admitted yet")
+        return "\n".join(lines)
+    rows = []
+    for model in capacity.models:
+        breaker = _BREAKERS.get(model.breaker, "unknown")
+        if model.overloads:
+            breaker += f" ({model.overloads} overloads)"
+        paused = (
+            local_time(model.paused_until.ToDatetime(tzinfo=UTC))
+            if model.HasField("paused_until")
+            else "-"
+        )
+        rows.append(
+            (
+                model.model,
+                breaker,
+                _use(model, "requests"),
+                _use(model, "input_tokens"),
+                _use(model, "output_tokens"),
+                paused,
+                str(model.waiting_calls),
+            )
+        )
+    header = (
+        "MODEL",
+        "BREAKER",
+        "REQUESTS/MIN",
+        "INPUT TOKENS/MIN",
+        "OUTPUT TOKENS/MIN",
+        "PAUSED UNTIL",
+        "WAITING",
+    )
+    return "\n".join([*lines, *_table(header, rows)])
+
+
+def capacity_to_dict(capacity: Any) -> JsonDict:
+    """`maestro status --json`: the gateway's Capacity message as JSON."""
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(capacity, preserving_proto_field_name=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.stack import LocalStack
 from tests.e2e.channels import gateway_channel
+from tests.e2e.events import collect_events
 from tests.fakes.anthropic_server import FakeAnthropic
 
 
@@ -241,3 +242,49 @@ async def test_runs_cancel_without_a_gateway_cancels_an_unfinished_local_run(
     assert "resuming 1 unfinished run" in err
     code, out, _ = await _maestro("runs", "get", left.name, "--json", cwd=tmp_path)
     assert (code, json.loads(out)["state"]) == (0, "CANCELLED")
+
+
+ONE_DOCUMENT = """
+name: one-document
+model: claude-sonnet-5-5
+steps:
+  - {id: requirements, persona: requirements_analyst}
+"""
+
+
+async def test_maestro_status_shows_each_model_s_limits_use_and_breaker(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    code, _, err = await _maestro("status", cwd=tmp_path, timeout=30)
+    assert code == 3 and "no Maestro stack is running" in err
+    env = {
+        "ANTHROPIC_API_KEY": "test-key",
+        "MAESTRO_WORKER_ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+        "MAESTRO_SCHEDULER_MODEL_LIMITS": json.dumps({"claude-sonnet-5-5": {"rpm": 50}}),
+    }
+    async with LocalStack(tmp_path / ".maestro", provider="anthropic", extra_env=env) as stack:
+        gateway = ("--gateway", stack.gateway_address)
+        code, out, err = await _maestro("status", *gateway, cwd=tmp_path, timeout=30)
+        assert code == 0, err
+        assert "no model calls admitted yet" in out
+
+        channel = gateway_channel(stack)
+        stub = gateway_pb2_grpc.MaestroServiceStub(channel)
+        run = await stub.CreateRun(
+            gateway_pb2.CreateRunRequest(workflow_yaml=ONE_DOCUMENT, requirement="x"), timeout=10
+        )
+        events = await collect_events(stub, run.name, timeout=60)
+        await channel.close(None)
+        assert events[-1].type == gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED
+
+        code, out, err = await _maestro("status", "--json", *gateway, cwd=tmp_path, timeout=30)
+        assert code == 0, err
+        (model,) = json.loads(out)["models"]
+        assert model["model"] == "claude-sonnet-5-5"
+        assert model["breaker"] == "BREAKER_STATE_CLOSED"
+        # The one call the run made is in the minute's window, against the limit set.
+        assert (model["requests_used"], model["requests_limit"]) == (1, 50)
+        code, out, _ = await _maestro("status", *gateway, cwd=tmp_path, timeout=30)
+        assert code == 0
+        (row,) = [line for line in out.splitlines() if line.startswith("claude-sonnet-5-5")]
+        assert row.split()[1] == "closed" and "1 of 50" in row

@@ -119,6 +119,13 @@ async def _create(stub: gateway_pb2_grpc.MaestroServiceAsyncStub, yaml: str) -> 
     return run.name
 
 
+async def _breaker(stub: gateway_pb2_grpc.MaestroServiceAsyncStub) -> tuple[int, int]:
+    """The model's breaker state and overload count, as GetCapacity reports them."""
+    capacity = await stub.GetCapacity(gateway_pb2.GetCapacityRequest(), timeout=10)
+    (model,) = [m for m in capacity.models if m.model == MODEL]
+    return model.breaker, model.overloads
+
+
 def _of(events: list[gateway_pb2.RunEvent], name: str) -> list[gateway_pb2.RunEvent]:
     return [e for e in events if event_type_name(e) == name]
 
@@ -211,6 +218,8 @@ async def test_overload_opens_the_breaker_fallbacks_take_over_and_recovery_close
     opened = await wait_for_event(capacity_stack, waiting, gateway_pb2.EVENT_TYPE_BREAKER_OPENED)
     assert opened[-1].attributes["model"] == MODEL
     assert fake_anthropic.overload_answers == 2
+    # `maestro status` (the gateway's GetCapacity) shows the breaker open.
+    assert await _breaker(capacity_stack) == (gateway_pb2.BREAKER_STATE_OPEN, 2)
 
     # While it is open, a step with a declared fallback goes straight to it, labelled.
     with_fallback = await _create(capacity_stack, ONE_DOC_WITH_FALLBACK)
@@ -233,6 +242,7 @@ async def test_overload_opens_the_breaker_fallbacks_take_over_and_recovery_close
     assert any("circuit breaker open" in e.attributes["reason"] for e in _of(events, "STEP_QUEUED"))
     (closed,) = _of(events, "BREAKER_CLOSED")
     assert closed.attributes["model"] == MODEL
+    assert (await _breaker(capacity_stack))[0] == gateway_pb2.BREAKER_STATE_CLOSED
     (done,) = _of(events, "STEP_SUCCEEDED")
     assert done.attributes["provider"] == "anthropic"
     assert fake_anthropic.overload_answers == 2  # it waited, and called only to probe

@@ -408,3 +408,46 @@ def test_a_run_summary_ends_with_each_gates_metrics() -> None:
         assert lines[-1].split() == ["lint_errors", "missing", "<=", "0", "MISSED"]
     (row,) = [line for line in format_run(run).splitlines() if line.startswith("  checks ")]
     assert row.split()[:3] == ["checks", "gate", "FAILED"]
+
+
+def test_status_shows_each_model_s_breaker_use_pause_and_waiting_calls() -> None:
+    from maestro.api.gateway.v1 import gateway_pb2
+    from maestro.cli.render import format_capacity
+
+    capacity = gateway_pb2.Capacity(scheduler="vm:1:ab")
+    local = capacity.models.add(
+        model="claude-sonnet-5-5",
+        breaker=gateway_pb2.BREAKER_STATE_OPEN,
+        overloads=3,
+        requests_limit=50,
+        input_tokens_limit=450000,
+        output_tokens_limit=90000,
+        waiting_calls=7,
+    )
+    local.requests_used, local.input_tokens_used, local.output_tokens_used = 41, 80311, 20410
+    shared = capacity.models.add(
+        model="claude-haiku-4-5", breaker=gateway_pb2.BREAKER_STATE_CLOSED, requests_limit=4000
+    )
+    shared.paused_until.FromSeconds(4_000_000_000)
+
+    lines = format_capacity(capacity).splitlines()
+
+    assert lines[0].startswith("scheduler vm:1:ab")
+    assert lines[1].split() == [
+        "MODEL",
+        "BREAKER",
+        "REQUESTS/MIN",
+        "INPUT",
+        "TOKENS/MIN",
+        "OUTPUT",
+        "TOKENS/MIN",
+        "PAUSED",
+        "UNTIL",
+        "WAITING",
+    ]
+    assert lines[2].startswith("claude-sonnet-5-5  open (3 overloads)  41 of 50")
+    assert "80311 of 450000" in lines[2] and lines[2].split()[-2:] == ["-", "7"]
+    assert "4000 (shared)" in lines[3] and "2096-" in lines[3]  # the pause, in local time
+    assert format_capacity(gateway_pb2.Capacity(scheduler="s")).endswith(
+        "no model calls admitted yet"
+    )

@@ -274,6 +274,34 @@ later version is the latest; both are kept (ListArtifacts with all_versions).
 """
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
+class _BreakerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKER_STATE_UNSPECIFIED: _BreakerState.ValueType  # 0
+    """Not set."""
+    BREAKER_STATE_CLOSED: _BreakerState.ValueType  # 1
+    """Calls go to the model."""
+    BREAKER_STATE_HALF_OPEN: _BreakerState.ValueType  # 2
+    """Cooled down: one probe call may go; its outcome closes or reopens the breaker."""
+    BREAKER_STATE_OPEN: _BreakerState.ValueType  # 3
+    """Sustained overload: new calls wait, or go to their step's declared fallback."""
+
+class BreakerState(_BreakerState, metaclass=_BreakerStateEnumTypeWrapper):
+    """The state of a model's circuit breaker."""
+
+BREAKER_STATE_UNSPECIFIED: BreakerState.ValueType  # 0
+"""Not set."""
+BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
+"""Calls go to the model."""
+BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 2
+"""Cooled down: one probe call may go; its outcome closes or reopens the breaker."""
+BREAKER_STATE_OPEN: BreakerState.ValueType  # 3
+"""Sustained overload: new calls wait, or go to their step's declared fallback."""
+Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
+
 @_typing.final
 class TokenUsage(_message.Message):
     """Tokens used and what they cost."""
@@ -1753,3 +1781,127 @@ class ListPersonasResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPersonasResponse: _TypeAlias = ListPersonasResponse  # noqa: Y015
+
+@_typing.final
+class GetCapacityRequest(_message.Message):
+    """Asks for a scheduler's view of model capacity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapacityRequest: _TypeAlias = GetCapacityRequest  # noqa: Y015
+
+@_typing.final
+class Capacity(_message.Message):
+    """One scheduler's view of model capacity. Output only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULER_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    scheduler: _builtins.str
+    """The scheduler that answered: each keeps its own circuit breakers."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelCapacity]:
+        """Every model it has admitted calls to (or counted overloads of), by name."""
+
+    def __init__(
+        self,
+        *,
+        scheduler: _builtins.str = ...,
+        models: _abc.Iterable[Global___ModelCapacity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "scheduler", b"scheduler"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Capacity: _TypeAlias = Capacity  # noqa: Y015
+
+@_typing.final
+class ModelCapacity(_message.Message):
+    """One model's capacity, as a scheduler sees it. Output only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    BREAKER_FIELD_NUMBER: _builtins.int
+    OVERLOADS_FIELD_NUMBER: _builtins.int
+    REQUESTS_LIMIT_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_LIMIT_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_LIMIT_FIELD_NUMBER: _builtins.int
+    REQUESTS_USED_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_USED_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_USED_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    WAITING_CALLS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model, for example `claude-sonnet-5-5`."""
+    breaker: Global___BreakerState.ValueType
+    """Its circuit breaker."""
+    overloads: _builtins.int
+    """Overloads (HTTP 529, `overloaded_error`) counted within the breaker's window."""
+    requests_limit: _builtins.float
+    """The limits in force per minute: the configured ones, or the API's where lower."""
+    input_tokens_limit: _builtins.float
+    """Input tokens per minute."""
+    output_tokens_limit: _builtins.float
+    """Output tokens per minute."""
+    requests_used: _builtins.float
+    """What the current window holds (calls in flight count as estimated). Unset on
+    PostgreSQL, where the account is shared by every scheduler in the database.
+    """
+    input_tokens_used: _builtins.float
+    """Input tokens the window holds."""
+    output_tokens_used: _builtins.float
+    """Output tokens the window holds."""
+    waiting_calls: _builtins.int
+    """Calls waiting for room in its limits or for its breaker."""
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when a 429's `retry-after` holds every call to the model; unset when it
+        does not.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        breaker: Global___BreakerState.ValueType = ...,
+        overloads: _builtins.int = ...,
+        requests_limit: _builtins.float = ...,
+        input_tokens_limit: _builtins.float = ...,
+        output_tokens_limit: _builtins.float = ...,
+        requests_used: _builtins.float | None = ...,
+        input_tokens_used: _builtins.float | None = ...,
+        output_tokens_used: _builtins.float | None = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
+        waiting_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_used", b"_input_tokens_used", "_output_tokens_used", b"_output_tokens_used", "_requests_used", b"_requests_used", "input_tokens_used", b"input_tokens_used", "output_tokens_used", b"output_tokens_used", "paused_until", b"paused_until", "requests_used", b"requests_used"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_tokens_used", b"_input_tokens_used", "_output_tokens_used", b"_output_tokens_used", "_requests_used", b"_requests_used", "breaker", b"breaker", "input_tokens_limit", b"input_tokens_limit", "input_tokens_used", b"input_tokens_used", "model", b"model", "output_tokens_limit", b"output_tokens_limit", "output_tokens_used", b"output_tokens_used", "overloads", b"overloads", "paused_until", b"paused_until", "requests_limit", b"requests_limit", "requests_used", b"requests_used", "waiting_calls", b"waiting_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__input_tokens_used: _TypeAlias = _typing.Literal["input_tokens_used"]  # noqa: Y015
+    _WhichOneofArgType__input_tokens_used: _TypeAlias = _typing.Literal["_input_tokens_used", b"_input_tokens_used"]  # noqa: Y015
+    _WhichOneofReturnType__output_tokens_used: _TypeAlias = _typing.Literal["output_tokens_used"]  # noqa: Y015
+    _WhichOneofArgType__output_tokens_used: _TypeAlias = _typing.Literal["_output_tokens_used", b"_output_tokens_used"]  # noqa: Y015
+    _WhichOneofReturnType__requests_used: _TypeAlias = _typing.Literal["requests_used"]  # noqa: Y015
+    _WhichOneofArgType__requests_used: _TypeAlias = _typing.Literal["_requests_used", b"_requests_used"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_tokens_used) -> _WhichOneofReturnType__input_tokens_used | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_tokens_used) -> _WhichOneofReturnType__output_tokens_used | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_used) -> _WhichOneofReturnType__requests_used | None: ...
+
+Global___ModelCapacity: _TypeAlias = ModelCapacity  # noqa: Y015

@@ -110,6 +110,11 @@ class MaestroServiceStub:
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasResponse.FromString,
                 _registered_method=True)
+        self.GetCapacity = channel.unary_unary(
+                '/maestro.api.gateway.v1.MaestroService/GetCapacity',
+                request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.GetCapacityRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Capacity.FromString,
+                _registered_method=True)
 
 
 class MaestroServiceServicer:
@@ -256,6 +261,18 @@ class MaestroServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapacity(self, request, context):
+        """The model capacity of the installation, as the scheduler that answers sees it:
+        per model, its rate limits and what the current window holds, a 429's pause, its
+        circuit breaker and the calls that wait. With several schedulers, each keeps its
+        own breakers; `scheduler` names the one that answered.
+
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (no scheduler answers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MaestroServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -318,6 +335,11 @@ def add_MaestroServiceServicer_to_server(servicer, server):
                     servicer.ListPersonas,
                     request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasRequest.FromString,
                     response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasResponse.SerializeToString,
+            ),
+            'GetCapacity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapacity,
+                    request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.GetCapacityRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Capacity.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -659,6 +681,33 @@ class MaestroService:
             '/maestro.api.gateway.v1.MaestroService/ListPersonas',
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasRequest.SerializeToString,
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListPersonasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapacity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.gateway.v1.MaestroService/GetCapacity',
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.GetCapacityRequest.SerializeToString,
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.Capacity.FromString,
             options,
             channel_credentials,
             insecure,

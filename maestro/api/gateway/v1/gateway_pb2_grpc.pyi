@@ -127,6 +127,14 @@ class MaestroServiceStub:
 
     Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
     """
+    GetCapacity: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetCapacityRequest, _gateway_pb2.Capacity]
+    """The model capacity of the installation, as the scheduler that answers sees it:
+    per model, its rate limits and what the current window holds, a 429's pause, its
+    circuit breaker and the calls that wait. With several schedulers, each keeps its
+    own breakers; `scheduler` names the one that answered.
+
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (no scheduler answers).
+    """
 
 @_typing.type_check_only
 class MaestroServiceAsyncStub(MaestroServiceStub):
@@ -225,6 +233,14 @@ class MaestroServiceAsyncStub(MaestroServiceStub):
     """Lists the personas a workflow step may name.
 
     Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+    """
+    GetCapacity: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetCapacityRequest, _gateway_pb2.Capacity]  # type: ignore[assignment]
+    """The model capacity of the installation, as the scheduler that answers sees it:
+    per model, its rate limits and what the current window holds, a 429's pause, its
+    circuit breaker and the calls that wait. With several schedulers, each keeps its
+    own breakers; `scheduler` names the one that answered.
+
+    Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (no scheduler answers).
     """
 
 class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -393,6 +409,20 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the personas a workflow step may name.
 
         Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCapacity(
+        self,
+        request: _gateway_pb2.GetCapacityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Capacity, _abc.Awaitable[_gateway_pb2.Capacity]]:
+        """The model capacity of the installation, as the scheduler that answers sees it:
+        per model, its rate limits and what the current window holds, a 429's pause, its
+        circuit breaker and the calls that wait. With several schedulers, each keeps its
+        own breakers; `scheduler` names the one that answered.
+
+        Errors: UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (no scheduler answers).
         """
 
 def add_MaestroServiceServicer_to_server(servicer: MaestroServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -60,6 +60,11 @@ class SchedulerServiceStub:
                 request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.RunChanges.FromString,
                 _registered_method=True)
+        self.GetCapacity = channel.unary_unary(
+                '/maestro.api.scheduler.v1.SchedulerService/GetCapacity',
+                request_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.GetCapacityRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.Capacity.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -120,6 +125,15 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapacity(self, request, context):
+        """The model capacity this scheduler holds calls to: per model, the limits in force,
+        what the current window holds, a 429's pause, the circuit breaker and the calls
+        that wait.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +161,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.WatchRuns,
                     request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.FromString,
                     response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.RunChanges.SerializeToString,
+            ),
+            'GetCapacity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapacity,
+                    request_deserializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.GetCapacityRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.Capacity.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -285,6 +304,33 @@ class SchedulerService:
             '/maestro.api.scheduler.v1.SchedulerService/WatchRuns',
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.WatchRunsRequest.SerializeToString,
             maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.RunChanges.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapacity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.api.scheduler.v1.SchedulerService/GetCapacity',
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.GetCapacityRequest.SerializeToString,
+            maestro_dot_api_dot_scheduler_dot_v1_dot_scheduler__pb2.Capacity.FromString,
             options,
             channel_credentials,
             insecure,
