@@ -12,6 +12,7 @@ from maestro.core.observability import start_observability
 from maestro.core.serving import serve
 from maestro.core.settings import load_settings
 from maestro.store import open_store, redact_url
+from scheduler.capacity import parse_api_keys
 from scheduler.engine import Engine
 from scheduler.gates import close_sandboxes
 from scheduler.observe import EventMeter, observe_capacity, observe_engine
@@ -46,7 +47,11 @@ async def main(settings: SchedulerSettings) -> None:
         # Only with an endpoint to read them from: counting reads committed events back.
         store.on_change(meter.publish)
         meter.start()
-    workers = WorkerPools(pools, heartbeat_timeout=settings.heartbeat_timeout_seconds)
+    workers = WorkerPools(
+        pools,
+        heartbeat_timeout=settings.heartbeat_timeout_seconds,
+        api_keys=parse_api_keys(settings.api_keys),
+    )
     engine = Engine(store, workers, settings)
     observe_engine(
         lambda: engine.admission.in_flight,

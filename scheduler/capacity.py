@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -98,9 +99,40 @@ def parse_limits(text: str) -> dict[str, Limits]:
     return found
 
 
-def limits_for(configured: dict[str, Limits], model: str) -> Limits:
-    """The model's own limits, else the '*' entry, else the documented defaults."""
-    return configured.get(model) or configured.get("*") or Limits()
+def account_name(api_key: str, model: str) -> str:
+    """The account a call is held to: `KEY/MODEL` for a pool with its own API key
+    (a label, never the key), else the model's name."""
+    return f"{api_key}/{model}" if api_key else model
+
+
+def limits_for(configured: dict[str, Limits], account: str) -> Limits:
+    """An account's own limits (`KEY/MODEL`, then `KEY/*`), else its model's, else the
+    '*' entry, else the documented defaults."""
+    key, _, model = account.partition("/") if "/" in account else ("", "", account)
+    found = configured.get(account) or (configured.get(f"{key}/*") if key else None)
+    return found or configured.get(model) or configured.get("*") or Limits()
+
+
+_KEY_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """`POOL=LABEL,...` (a pool is a persona with its own workers, or `*`) -> the label
+    of the API key each pool's workers use.
+
+    Raises:
+        ValueError: an entry that is not POOL=LABEL, or a label that is not 1-64 of
+            letters, digits, `_`, `.`, `-`.
+    """
+    found: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        pool, sep, label = (part.strip() for part in entry.partition("="))
+        if not sep or not pool or not label:
+            raise ValueError(f"entry {entry!r} is not POOL=LABEL")
+        if not _KEY_LABEL.fullmatch(label):
+            raise ValueError(f"label {label!r}: use 1-64 letters, digits, '_', '.', '-'")
+        found[pool] = label
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,6 +316,7 @@ class RunDriver:
             store=store,
             lease=lease,
             persist=persist,
+            api_key_of=lambda step_id: pools.api_key_of(spec.step(step_id).persona),
         )
         self._produced: dict[str, int] = {}
         """Bytes each step produced (this process saw): the next prompts' estimate."""

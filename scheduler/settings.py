@@ -11,7 +11,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from maestro.core.settings import ServiceSettings
-from scheduler.capacity import parse_limits
+from scheduler.capacity import parse_api_keys, parse_limits
 
 
 class SchedulerSettings(ServiceSettings):
@@ -100,6 +100,12 @@ class SchedulerSettings(ServiceSettings):
         description='JSON: {"MODEL": {"rpm": N, "input_tpm": N, "output_tpm": N}, "*": {...}}; '
         "models not named (and no '*') get Anthropic's Tier 4 limits for Claude Sonnet",
     )
+    api_keys: str = Field(
+        default="",
+        description="POOL=LABEL,...: which API key (a label, never the key) each worker pool "
+        "calls with, when pools use different keys; each key has its own account, and "
+        "model_limits may name KEY/MODEL (or KEY/*)",
+    )
     capacity_minute_seconds: float = Field(
         default=60.0, gt=0, description="the length of a rate limit's minute (shorter in tests)"
     )
@@ -146,6 +152,15 @@ class SchedulerSettings(ServiceSettings):
     breaker_cool_down_seconds: float = Field(
         default=30.0, gt=0, description="how long an open breaker waits before one probe call"
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_parse(cls, value: str) -> str:
+        try:
+            parse_api_keys(value)
+        except ValueError as err:
+            raise ValueError(f"MAESTRO_SCHEDULER_API_KEYS: {err}") from None
+        return value
 
     @field_validator("model_limits")
     @classmethod

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from maestro.store import EventType, Lease, Store, Usage
 from maestro.workflow import WorkflowSpec
 from maestro.workflow.fallback import Fallback
-from scheduler.capacity import Demand, Dimension, RateLimitReport, estimate_demand
+from scheduler.capacity import (
+    Demand,
+    Dimension,
+    RateLimitReport,
+    account_name,
+    estimate_demand,
+)
 from scheduler.limiter import (
     BreakerChange,
     BreakerOpen,
@@ -78,8 +84,11 @@ class StepCapacity:
         store: Store,
         lease: Lease,
         persist: Callable[..., Awaitable[None]],
+        api_key_of: Callable[[str], str] = lambda step_id: "",
     ) -> None:
         self._limiter = limiter
+        self._api_key_of = api_key_of
+        """The label of the API key a step's workers call with ("": the one key)."""
         self._settings = settings
         self._spec = spec
         self._run_provider = run_provider
@@ -102,14 +111,16 @@ class StepCapacity:
     def limits_calls(self, step_id: str) -> bool:
         """Whether the step's calls are held to a model's limits (so its worker asks
         before each call after the first)."""
-        return self._limited_model(self.route(step_id)) is not None
+        return self._limited_account(step_id) is not None
 
-    def _limited_model(self, route: Route) -> str | None:
-        """The model whose capacity the route's calls use; None when not limited."""
+    def _limited_account(self, step_id: str) -> str | None:
+        """The account whose capacity the step's calls use (its model, or KEY/MODEL
+        when its workers call with a key of their own); None when not limited."""
+        route = self.route(step_id)
         provider = route.provider or self._settings.worker_provider
         if self._limiter is None or provider != LIMITED_PROVIDER:
             return None
-        return route.model or self._settings.default_model
+        return account_name(self._api_key_of(step_id), route.model or self._settings.default_model)
 
     def _next_fallback(self, step_id: str) -> Fallback | None:
         declared = self._spec.fallback_for(step_id)
@@ -163,8 +174,7 @@ class StepCapacity:
             CapacityWaitTimeout: the step's deadline passed first.
         """
         while True:
-            route = self.route(step_id)
-            model = self._limited_model(route)
+            model = self._limited_account(step_id)
             if model is None:
                 return
             demand = estimate_demand(

@@ -220,14 +220,26 @@ async def _grant(
 class WorkerPools:
     """The worker pools, by persona (`*` for every persona not named)."""
 
-    def __init__(self, pools: dict[str, str], *, heartbeat_timeout: float) -> None:
+    def __init__(
+        self,
+        pools: dict[str, str],
+        *,
+        heartbeat_timeout: float,
+        api_keys: dict[str, str] | None = None,
+    ) -> None:
         self._clients = {
             name: WorkerClient(address, heartbeat_timeout=heartbeat_timeout)
             for name, address in pools.items()
         }
+        self._api_keys = api_keys or {}
 
     def pool_for(self, persona: str) -> str:
         return persona if persona in self._clients else DEFAULT_POOL
+
+    def api_key_of(self, persona: str) -> str:
+        """The label of the API key the persona's workers call with ("": the one key)."""
+        keys = self._api_keys
+        return keys.get(self.pool_for(persona)) or keys.get(DEFAULT_POOL, "")
 
     def client(self, pool: str) -> WorkerClient:
         return self._clients[pool]

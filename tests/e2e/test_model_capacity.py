@@ -177,6 +177,42 @@ async def test_every_call_of_an_agent_loop_is_admitted_not_only_its_first(
     assert waited, notes[:10]
 
 
+KEY_RPM = 4
+
+
+@pytest.mark.parametrize(
+    "stack_env",
+    [
+        {
+            # The workers call with the key labelled team-b, whose own limit is tighter
+            # than the model's.
+            "MAESTRO_SCHEDULER_API_KEYS": "*=team-b",
+            "MAESTRO_SCHEDULER_MODEL_LIMITS": json.dumps(
+                {MODEL: {"rpm": RPM}, f"team-b/{MODEL}": {"rpm": KEY_RPM}}
+            ),
+        }
+    ],
+)
+async def test_a_pool_s_api_key_is_held_to_that_key_s_own_limit(
+    capacity_stack: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.set_rate_limit(KEY_RPM, window=MINUTE)
+    runs = await asyncio.gather(*(_create(capacity_stack, ONE_DOC) for _ in range(8)))
+    histories = await asyncio.gather(
+        *(collect_events(capacity_stack, run, timeout=120) for run in runs)
+    )
+
+    assert all(h[-1].type == gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED for h in histories)
+    assert fake_anthropic.rate_limited == 0
+    assert fake_anthropic.max_in_window(MINUTE) <= KEY_RPM
+    queued = [e for h in histories for e in _of(h, "STEP_QUEUED")]
+    assert any(
+        f"team-b/{MODEL} requests per minute ({KEY_RPM})" in e.attributes["reason"] for e in queued
+    )
+    capacity = await capacity_stack.GetCapacity(gateway_pb2.GetCapacityRequest(), timeout=10)
+    assert [m.model for m in capacity.models] == [f"team-b/{MODEL}"]
+
+
 async def test_a_429_with_retry_after_pauses_the_model_for_every_run(
     capacity_stack: gateway_pb2_grpc.MaestroServiceAsyncStub, fake_anthropic: FakeAnthropic
 ) -> None:

@@ -121,3 +121,43 @@ def test_limits_parse_strictly_and_default_to_the_documented_tier() -> None:
     assert limits_for(configured, "b").rpm == 7
     assert limits_for({}, "b") == Limits()
     assert Limits().rpm == 4000  # Tier 4, Claude Sonnet
+
+
+def test_each_api_key_has_its_own_account_and_limits() -> None:
+    from scheduler.capacity import account_name, parse_api_keys
+
+    assert parse_api_keys(" backend_developer=team-b , *=team-a ") == {
+        "backend_developer": "team-b",
+        "*": "team-a",
+    }
+    for bad in ("backend_developer", "=x", "a=", "a=has/slash", "a=" + "x" * 65):
+        with pytest.raises(ValueError):
+            parse_api_keys(bad)
+    assert account_name("", "claude-sonnet-5-5") == "claude-sonnet-5-5"
+    assert account_name("team-b", "claude-sonnet-5-5") == "team-b/claude-sonnet-5-5"
+    configured = parse_limits(
+        '{"team-b/claude-sonnet-5-5": {"rpm": 5}, "team-b/*": {"rpm": 7},'
+        ' "claude-sonnet-5-5": {"rpm": 9}, "*": {"rpm": 11}}'
+    )
+    assert limits_for(configured, "team-b/claude-sonnet-5-5").rpm == 5
+    assert limits_for(configured, "team-b/claude-haiku-4-5").rpm == 7
+    assert limits_for(configured, "team-c/claude-sonnet-5-5").rpm == 9  # the model's
+    assert limits_for(configured, "team-c/claude-haiku-4-5").rpm == 11
+    assert limits_for(configured, "claude-sonnet-5-5").rpm == 9
+
+
+async def test_a_pool_calls_with_its_own_key_or_the_default_pool_s() -> None:
+    from scheduler.worker_client import WorkerPools
+
+    pools = WorkerPools(
+        {"*": "127.0.0.1:1", "backend_developer": "127.0.0.1:2", "qa_engineer": "127.0.0.1:3"},
+        heartbeat_timeout=1,
+        api_keys={"backend_developer": "team-b", "*": "team-a"},
+    )
+    assert pools.api_key_of("backend_developer") == "team-b"
+    assert pools.api_key_of("requirements_analyst") == "team-a"  # the default pool
+    assert pools.api_key_of("qa_engineer") == "team-a"  # its pool names no key of its own
+    await pools.close()
+    one_key = WorkerPools({"*": "127.0.0.1:1"}, heartbeat_timeout=1)
+    assert one_key.api_key_of("x") == ""
+    await one_key.close()
