@@ -57,8 +57,8 @@ class Session:
     """The attempt's end, in event-loop time."""
     admission: CallAdmission | None = None
     """Asks the scheduler before each call after the first; None: calls go at once."""
-    _sent_bytes: int = 0
-    """The size of the conversation the previous call sent."""
+    _sent_messages: int = 0
+    """How many messages of the conversation the previous call sent."""
 
     def remaining(self) -> float:
         """Seconds left of the attempt."""
@@ -140,17 +140,19 @@ class Session:
 
     async def _admitted(self, messages: Sequence[Mapping[str, Any]], left: float) -> None:
         assert self.admission is not None
-        size = len(json.dumps(list(messages), default=str))
-        total = self.meter.total
         # What the call adds to the conversation is what the limit counts: the rest
-        # is read from the prompt cache (a breakpoint on every turn).
+        # is read from the prompt cache (a breakpoint on every turn). Only the new
+        # messages are measured, so a long loop does not serialize its past each turn.
+        since = self._sent_messages if self._sent_messages <= len(messages) else 0
+        added = len(json.dumps(list(messages[since:]), default=str))
+        self._sent_messages = len(messages)
+        total = self.meter.total
         ask = CallAsk(
             call=total.calls + 1,
-            input_tokens=max(size - self._sent_bytes, 0) // 4,
+            input_tokens=added // 4,
             usage=total,
             rate_limits=self.meter.report(),
         )
-        self._sent_bytes = size
         await self.admission.before_call(ask, timeout=left - MIN_CALL_SECONDS)
 
     def stopped(self, message: Message) -> None:
