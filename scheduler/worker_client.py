@@ -139,6 +139,7 @@ class WorkerClient:
             metadata=(("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),),
         )
         granting: set[asyncio.Task[None]] = set()
+        answered = False
         try:
             while True:
                 try:
@@ -164,8 +165,10 @@ class WorkerClient:
                 assert isinstance(message, worker_pb2.ExecuteStepResponse)
                 kind = message.WhichOneof("kind")
                 if kind == "result":
+                    answered = True
                     return step_result_from_proto(message.result)
                 if kind == "failure":
+                    answered = True
                     raise DispatchFailed(
                         *failure_from_proto(message.failure),
                         *failure_capacity_from_proto(message.failure),
@@ -191,8 +194,12 @@ class WorkerClient:
             for task in granting:
                 task.cancel()
             outbox.put_nowait(None)  # ends our side of the stream
-            # Cancels the RPC on the worker too when we leave early (lost, cancelled).
-            call.cancel()
+            if not answered:
+                # Cancels the RPC on the worker too when we leave early (lost,
+                # cancelled). Not after an answer: the worker ends the call itself, and
+                # a cancel makes grpc.aio format a traceback for its request task
+                # (a sixth of the scheduler's event loop per no-op step).
+                call.cancel()
 
     def _failure(self, err: grpc.aio.AioRpcError, timeout: float) -> Failure:
         mapped = error_from_rpc(err, f"worker {self.address}")

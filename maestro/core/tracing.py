@@ -16,6 +16,7 @@ scheduler restart starts a new trace for each step attempt, with the same attrib
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -249,9 +250,17 @@ def annotate_current_span(message: Any) -> None:
     annotate(trace.get_current_span(), message)
 
 
+@functools.cache
+def _maestro_tracer() -> trace.Tracer:
+    # Looked up once: get_tracer walks the provider on every call (a few % of a worker's
+    # CPU per step). Taken before tracing is set up, it is a proxy that follows the
+    # provider set later.
+    return trace.get_tracer("maestro")
+
+
 @contextmanager
 def span(name: str, attributes: Mapping[str, str | int | float] | None = None) -> Iterator[Span]:
     """A child span of the current one; a no-op span when tracing is off."""
-    tracer = trace.get_tracer("maestro")
+    tracer = _maestro_tracer()
     with tracer.start_as_current_span(name, attributes=dict(attributes or {})) as current:
         yield current
