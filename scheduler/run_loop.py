@@ -498,7 +498,7 @@ class RunDriver:
         """About what the step's prompt will hold: the requirement, its instructions and
         its ancestors' output within the context budget (for the capacity estimate)."""
         context = sum(
-            self._produced.get(a, 0) for a in self._spec.ancestors(step_id)[:MAX_CONTEXT_STEPS]
+            self._produced.get(a, 0) for a in self._spec.ancestors(step_id, MAX_CONTEXT_STEPS)
         )
         return (
             len(self._record.requirement.encode())
@@ -608,7 +608,7 @@ class RunDriver:
             provider,
             # The nearest ancestors only: a long chain must not make every step read
             # (and send) every earlier step's output.
-            self._spec.ancestors(step_id)[:MAX_CONTEXT_STEPS],
+            self._spec.ancestors(step_id, MAX_CONTEXT_STEPS),
             self._settings.context_budget_bytes,
         )
         self._last_attempt[step_id] = attempt

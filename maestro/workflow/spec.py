@@ -453,16 +453,19 @@ class WorkflowSpec(BaseModel):
         found = self.step(step_id).fallback
         return found if found is not None else (self.fallback or ())
 
-    def ancestors(self, step_id: str) -> list[str]:
+    def ancestors(self, step_id: str, limit: int | None = None) -> list[str]:
         """Returns every step this one transitively depends on, nearest first.
 
         Direct dependencies come first in declared order, then theirs, and so on;
-        each step appears once, at its nearest distance.
+        each step appears once, at its nearest distance. With `limit`, the first
+        `limit` of them (the walk stops there: a step deep in a long chain does not
+        walk the whole chain for its nearest few).
 
         Raises:
             KeyError: If the workflow has no such step.
         """
-        return self._walk(step_id, lambda s: self._by_id[s].depends_on)
+        by_id = self._by_id
+        return self._walk(step_id, lambda s: by_id[s].depends_on, limit)
 
     def dependents(self, step_id: str) -> list[str]:
         """Returns every step that transitively depends on this one, nearest first.
@@ -472,7 +475,9 @@ class WorkflowSpec(BaseModel):
         """
         return self._walk(step_id, lambda s: self._dependents[s])
 
-    def _walk(self, start: str, edges: Callable[[str], Sequence[str]]) -> list[str]:
+    def _walk(
+        self, start: str, edges: Callable[[str], Sequence[str]], limit: int | None = None
+    ) -> list[str]:
         self.step(start)
         seen = {start}
         order: list[str] = []
@@ -484,6 +489,8 @@ class WorkflowSpec(BaseModel):
                     if nxt not in seen:
                         seen.add(nxt)
                         order.append(nxt)
+                        if len(order) == limit:
+                            return order
                         following.append(nxt)
             frontier = following
         return order

@@ -188,6 +188,15 @@ def test_ancestors_are_nearest_first_without_duplicates():
     assert wf.ancestors("a") == []
 
 
+def test_ancestors_with_a_limit_are_the_nearest_of_the_full_walk():
+    wf = spec(a=[], b=["a"], c=["a"], d=["c", "b"], e=["d", "a"])
+    full = wf.ancestors("e")
+    for limit in range(1, len(full) + 2):
+        assert wf.ancestors("e", limit) == full[:limit]
+    chain = spec(**{f"s{i}": [f"s{i - 1}"] if i else [] for i in range(200)})
+    assert chain.ancestors("s199", 3) == ["s198", "s197", "s196"]
+
+
 def test_dependents_are_nearest_first_in_declaration_order():
     wf = spec(a=[], b=["a"], c=["a"], d=["c", "b"], e=["d", "a"])
     assert wf.dependents("a") == ["b", "c", "e", "d"]
