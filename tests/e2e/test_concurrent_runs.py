@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.e2e.events import collect_events
 
 RUNS = 120
 IN_FLIGHT = 16
+
+# Every run's gate runs real checks in the sandbox, two at a time: on a slow machine
+# 120 gates take most of two minutes, so this test gets more than the suite's default.
+pytestmark = pytest.mark.timeout(360)
 
 
 async def _one_run(
