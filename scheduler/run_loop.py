@@ -521,10 +521,7 @@ class RunDriver:
             try:
                 await self._capacity.admit(
                     step_id,
-                    # Only a step held to a model's limits needs the estimate.
-                    prompt_bytes=(
-                        self._prompt_bytes(step_id) if self._capacity.limits_calls(step_id) else 0
-                    ),
+                    prompt_bytes=lambda: self._prompt_bytes(step_id),
                     run_order=self._order,
                     deadline=(self._first_start[step_id] or time.time())
                     + self._spec.deadline_for(step_id).total_seconds(),

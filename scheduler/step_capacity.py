@@ -162,13 +162,14 @@ class StepCapacity:
         self,
         step_id: str,
         *,
-        prompt_bytes: int,
+        prompt_bytes: Callable[[], int],
         run_order: float,
         deadline: float,
         on_wait: Callable[[str], Awaitable[None]],
     ) -> None:
         """Waits until the step's call may go to its model (moving to a fallback when the
-        model's breaker is open and one is declared).
+        model's breaker is open and one is declared). `prompt_bytes` is asked only for a
+        step held to a model's limits (it walks the step's ancestors).
 
         Raises:
             CapacityWaitTimeout: the step's deadline passed first.
@@ -178,7 +179,7 @@ class StepCapacity:
             if model is None:
                 return
             demand = estimate_demand(
-                prompt_bytes + self._settings.prompt_overhead_bytes,
+                prompt_bytes() + self._settings.prompt_overhead_bytes,
                 self._settings.output_estimate_tokens,
             )
             try:
