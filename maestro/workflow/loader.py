@@ -33,6 +33,7 @@ from maestro.workflow.limits import (
     MAX_YAML_NODES,
     shown,
 )
+from maestro.workflow.plain_json import load_plain_json
 from maestro.workflow.spec import (
     GraphError,
     HintBudget,
@@ -126,6 +127,9 @@ def load_yaml_document(text: str, source: str) -> Any:
     size = len(text.encode("utf-8"))
     if size > MAX_WORKFLOW_BYTES:
         raise _whole(f"{source} is too large ({size} bytes; at most {MAX_WORKFLOW_BYTES})")
+    plain = load_plain_json(text)
+    if plain is not None:
+        return plain
     try:
         _prescan(text, source)
         loader = _Loader(text)
