@@ -22,7 +22,6 @@ from maestro.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     MaestroError,
-    NotFound,
     Unavailable,
 )
 from maestro.store import Claim, Lease, LeaseLost, NewRun, RunFinished, RunRecord, RunState, Store
@@ -213,17 +212,14 @@ class Engine:
         return new.run_id
 
     async def _create_and_start(self, new: NewRun, owner: str | None, spec: WorkflowSpec) -> None:
-        lease = await self._store.create_run(
+        created = await self._store.create_run(
             new, owner=owner, lease_seconds=self._settings.lease_seconds
         )
         log.info("run %s created: workflow %s", new.run_id, new.workflow_name)
-        if lease is None:
+        if created.lease is None:
             self._claim_now.set()  # over our limit: the claim loops share it out
             return
-        record = await self._store.get_run(new.run_id)
-        if record is None:
-            raise NotFound(f"run runs/{new.run_id} vanished as it was created")
-        self._start(lease, record, spec, note="")
+        self._start(created.lease, created.record, spec, note="")
 
     @staticmethod
     def _same_request(existing: RunRecord, new: tuple[str, str, str]) -> str:

@@ -25,6 +25,7 @@ from maestro.store.models import (
     ArtifactRecord,
     CancelRequest,
     Claim,
+    CreatedRun,
     EventRecord,
     EventType,
     Lease,
@@ -113,8 +114,11 @@ class Store:
 
     async def create_run(
         self, new: NewRun, *, owner: str | None, lease_seconds: float = DEFAULT_LEASE_SECONDS
-    ) -> Lease | None:
+    ) -> CreatedRun:
         """Records a PENDING run with RUN_CREATED; claimed by `owner` in the same breath.
+
+        Returns:
+            The lease (None without an owner) and the run's record as stored.
 
         Raises:
             AlreadyExists: another run has this request_id.

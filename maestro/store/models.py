@@ -244,6 +244,14 @@ class RunRecord(_Frozen):
         return total
 
 
+@dataclass(frozen=True)
+class CreatedRun:
+    """A run just recorded: its lease (None when nobody claimed it) and its record."""
+
+    lease: Lease | None
+    record: RunRecord
+
+
 class EventRecord(_Frozen):
     run_id: str
     sequence: int

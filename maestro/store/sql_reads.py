@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from maestro.store.models import (
     ArtifactRecord,
     EventRecord,
     EventType,
+    NewRun,
     RunRecord,
     RunState,
     StepContextRecord,
@@ -37,13 +39,20 @@ def from_datetime(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
 
 
+@functools.lru_cache(maxsize=4096)
+def _dependencies(stored: str) -> tuple[str, ...]:
+    # Shared by every read of the same list: runs of one workflow repeat them, and the
+    # 1,000 steps of a large run are read whole by every GetRun.
+    return tuple(json.loads(stored))
+
+
 def _step(row: Row) -> StepRecord:
     return StepRecord(
         run_id=row["run_id"],
         step_id=row["step_id"],
         persona=row["persona"],
         kind=row["kind"],
-        depends_on=tuple(json.loads(row["depends_on"])),
+        depends_on=_dependencies(row["depends_on"]),
         state=StepState(row["state"]),
         attempts=row["attempts"],
         round=row["round"],
@@ -86,6 +95,50 @@ def _run(row: Row, steps: tuple[StepRecord, ...]) -> RunRecord:
         owner=row["owner"],
         last_sequence=row["last_sequence"],
         steps=steps,
+    )
+
+
+def created_run(new: NewRun, owner: str | None, create_time: int) -> RunRecord:
+    """The record of a run `create_run` has just inserted, as reading it back would give
+    it (a unit test compares the two), without reading 1,000 steps back."""
+    no_usage = Usage()
+    return RunRecord(
+        run_id=new.run_id,
+        workflow_name=new.workflow_name,
+        spec_json=new.spec_json,
+        requirement=new.requirement,
+        provider=new.provider,
+        request_id=new.request_id,
+        created_by=new.created_by,
+        state=RunState.PENDING,
+        error="",
+        create_time=to_datetime(create_time),
+        start_time=None,
+        end_time=None,
+        owner=owner,
+        last_sequence=1,
+        steps=tuple(
+            StepRecord(
+                run_id=new.run_id,
+                step_id=step_id,
+                persona=persona,
+                kind=kind,
+                depends_on=tuple(depends_on),
+                state=StepState.PENDING,
+                attempts=0,
+                round=0,
+                start_time=None,
+                end_time=None,
+                due_time=None,
+                error="",
+                summary="",
+                provider="",
+                model="",
+                result_json="",
+                usage=no_usage,
+            )
+            for step_id, persona, kind, depends_on in new.steps
+        ),
     )
 
 

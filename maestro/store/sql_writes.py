@@ -23,6 +23,7 @@ from maestro.store.models import (
     RUN_TERMINAL_EVENT,
     CancelRequest,
     Claim,
+    CreatedRun,
     DispatchState,
     EventType,
     Lease,
@@ -33,7 +34,7 @@ from maestro.store.models import (
     StepState,
     Usage,
 )
-from maestro.store.sql_reads import step_context
+from maestro.store.sql_reads import created_run, step_context
 
 ACTIVE = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_RUN_STATES)) + ")"
 STEP_UNFINISHED = (
@@ -109,7 +110,7 @@ def _step(tx: Tx, run_id: str, step_id: str) -> Row:
 # -- runs and leases ------------------------------------------------------------------
 
 
-def create_run(tx: Tx, new: NewRun, owner: str | None, lease_seconds: float) -> Lease | None:
+def create_run(tx: Tx, new: NewRun, owner: str | None, lease_seconds: float) -> CreatedRun:
     """Records a PENDING run with its steps and RUN_CREATED; claims it for `owner`."""
     if new.request_id and tx.one("SELECT run_id FROM runs WHERE request_id = ?", (new.request_id,)):
         raise AlreadyExists(f"request_id {new.request_id!r} already made a run")
@@ -154,7 +155,9 @@ def create_run(tx: Tx, new: NewRun, owner: str | None, lease_seconds: float) -> 
         },
     )
     tx.announce(new.run_id, 1)
-    return Lease(new.run_id, owner, token) if owner else None
+    return CreatedRun(
+        Lease(new.run_id, owner, token) if owner else None, created_run(new, owner, tx.now)
+    )
 
 
 def claim_runs(

@@ -58,9 +58,17 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 
 
 async def _created(store: Store, run_id: str = "r1", request_id: str = "") -> Lease:
-    lease = await store.create_run(_new_run(run_id, request_id), owner=ME)
+    lease = (await store.create_run(_new_run(run_id, request_id), owner=ME)).lease
     assert lease is not None
     return lease
+
+
+async def test_a_created_run_s_record_is_the_one_read_back(store: Store) -> None:
+    # The scheduler drives a new run from the record create_run returns, built
+    # without reading the steps back; it must be exactly what a read gives.
+    for owner in (ME, None):
+        created = await store.create_run(_new_run(f"fresh-{owner}", f"q-{owner}"), owner=owner)
+        assert created.record == await store.get_run(created.record.run_id)
 
 
 async def test_concurrent_writers_keep_event_sequences_dense(store: Store) -> None:
@@ -227,7 +235,7 @@ async def test_released_runs_are_claimed_at_once_and_oldest_first(store: Store) 
     claims = await store.claim_runs("scheduler-b", limit=2)
     assert [c.lease.run_id for c in claims] == ["r0", "r1"]
     unowned = await store.create_run(_new_run("r9"), owner=None)
-    assert unowned is None
+    assert unowned.lease is None
     claims = await store.claim_runs("scheduler-c", limit=10)
     assert [c.lease.run_id for c in claims] == ["r2", "r9"]
 

@@ -31,7 +31,7 @@ async def _created(store: Store, run_id: str) -> Lease:
         created_by="alice",
         steps=(("a", "backend_developer", "persona", ()),),
     )
-    lease = await store.create_run(new, owner=ME)
+    lease = (await store.create_run(new, owner=ME)).lease
     assert lease is not None
     return lease
 
