@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from maestro.cli.ports import free_port
 from maestro.core.client import KEEPALIVE_ENV, insecure_channel, server_options
 
 
@@ -37,3 +40,46 @@ async def test_a_quiet_stream_survives_many_pings(monkeypatch: pytest.MonkeyPatc
     assert await _quiet_stream_outcome(None) == grpc.StatusCode.UNAVAILABLE
     # ...and Maestro's servers permit it: the stream lasts until its own deadline.
     assert await _quiet_stream_outcome(server_options()) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def _serve_health(port: int) -> grpc.aio.Server:
+    server = grpc.aio.server(options=server_options())
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
+    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+    await server.start()
+    return server
+
+
+async def test_a_channel_reconnects_within_seconds_of_a_long_outage() -> None:
+    # gRPC's default backoff grows from 1 s to 2 minutes and fails every call until its
+    # next attempt: after 10 s down, a caller (the gateway's change feed) would wait
+    # several more seconds after the service was back. Maestro's channels try every 2 s.
+    port = free_port()
+    server = await _serve_health(port)
+    channel = insecure_channel(f"127.0.0.1:{port}")
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service="")
+    loop = asyncio.get_running_loop()
+    try:
+        await stub.Check(request, timeout=5)
+        await server.stop(None)
+        outage_ends = loop.time() + 10
+        while loop.time() < outage_ends:  # a caller that keeps trying, as the gateway does
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.Check(request, timeout=1)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.sleep(0.1)
+        server = await _serve_health(port)
+        back = loop.time()
+        while True:
+            try:
+                await stub.Check(request, timeout=1)
+                break
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE
+                await asyncio.sleep(0.05)
+        # At most the 2 s cap, with gRPC's 20% jitter, and room for a slow machine.
+        assert loop.time() - back < 3.5
+    finally:
+        await channel.close(None)
+        await server.stop(None)
