@@ -352,9 +352,11 @@ def startup_table(results: Results) -> Table:
                 mib(int(percentile(s.worker_rss_kib, 50))),
             )
     table.note = (
-        "Fresh stacks on fresh databases, services started in order (each once the one "
-        "before is healthy: port file written and grpc.health SERVING; LocalStack checks "
-        "every 50 ms). 'anthropic configured': ANTHROPIC_API_KEY set and the provider "
+        "Fresh stacks on fresh databases: a SQLite stack's schema is created first, then "
+        "the four services start side by side; each is healthy once its port file is "
+        "written and grpc.health says SERVING (LocalStack checks every 20 ms); whole stack "
+        "= the first start to the last healthy. 'anthropic configured': "
+        "ANTHROPIC_API_KEY set and the provider "
         "chosen, so the worker builds its Anthropic client at start (nothing is called)."
     )
     return table
