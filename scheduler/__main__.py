@@ -44,8 +44,8 @@ async def main(settings: SchedulerSettings) -> None:
     store.on_change(feed.publish)
     meter = EventMeter(store)
     if settings.metrics_port is not None:
-        # Only with an endpoint to read them from: counting reads committed events back.
-        store.on_change(meter.publish)
+        # Only with an endpoint to read them from.
+        store.on_events(meter.take)
         meter.start()
     workers = WorkerPools(
         pools,

@@ -1,12 +1,11 @@
 """The scheduler's metrics, derived in one place from the events it commits.
 
-The store announces every commit that appended events (`Store.on_change`); the meter
-reads those events back, off the commit path, and counts runs and steps by the state
-they entered, and times step attempts per persona. Counting the committed events (not
-the run loop's intentions) keeps the metrics equal to what the API shows. Each event is
-counted by the scheduler that wrote it: a run first seen here (created or taken over)
-is counted from this scheduler's first transaction for it, recognised by its commit
-time, which every event of one transaction shares.
+The store hands over the events of every commit (`Store.on_events`); the meter counts
+them off the commit path: runs and steps by the state they entered, and the time of
+step attempts per persona. Counting the committed events (not the run loop's
+intentions) keeps the metrics equal to what the API shows. Each event is counted by the
+scheduler that wrote it: of a run taken over, the events written before are only read,
+for when the attempts in flight began.
 
 The engine's own state gives the gauges: steps in flight at the workers, steps waiting
 for a slot (queue depth) and runs driven.
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -114,7 +114,8 @@ class _Run:
     """What the meter knows of one run."""
 
     personas: dict[str, str]
-    counted: int = 0
+    seen: int = 0
+    """The last sequence folded in (counted, or read as history)."""
     finished: bool = False
     started: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
@@ -127,27 +128,22 @@ def observe_engine(in_flight: object, waiting: object, driven: object) -> None:
 
 
 class EventMeter:
-    """Counts the events this scheduler commits. `publish` is the store's listener."""
+    """Counts the events this scheduler commits. `take` is the store's event listener."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._pending: dict[str, int] = {}
-        self._first: dict[str, int] = {}
+        self._pending: deque[EventRecord] = deque()
         self._runs: dict[str, _Run] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def publish(self, changed: dict[str, int]) -> None:
-        """Notes that runs' logs grew to these sequences (called after each commit)."""
-        for run_id, sequence in changed.items():
-            if run_id not in self._runs and run_id not in self._first:
-                self._first[run_id] = sequence
-            if sequence > self._pending.get(run_id, 0):
-                self._pending[run_id] = sequence
+    def take(self, events: list[EventRecord]) -> None:
+        """Takes the events of a commit (called after each one, in commit order)."""
+        self._pending.extend(events)
         self._ready.set()
 
     def start(self) -> None:
-        """Starts reading and counting in the background."""
+        """Starts counting in the background."""
         self._task = asyncio.create_task(self._count_forever(), name="event-meter")
 
     async def close(self) -> None:
@@ -166,40 +162,35 @@ class EventMeter:
             try:
                 await self.count_pending()
             except MaestroError as err:
-                # The store is away; the runs stay pending and are counted once it is back.
-                log.warning("metrics: could not read committed events: %s", err.message)
+                # The store is away; the events stay pending and are counted once it is back.
+                log.warning("metrics: could not read a run's earlier events: %s", err.message)
                 await asyncio.sleep(1.0)
                 self._ready.set()
 
     async def count_pending(self) -> None:
-        """Reads and counts every event announced so far."""
+        """Counts every event taken so far, in commit order."""
         while self._pending:
-            run_id, upto = next(iter(self._pending.items()))
-            await self._count(run_id, upto)
-            if self._pending.get(run_id) == upto:
-                del self._pending[run_id]
+            event = self._pending[0]
+            run = self._runs.get(event.run_id)
+            if run is None:
+                run = await self._first_sight(event.run_id)
+            if event.sequence > run.seen + 1:
+                # Events another scheduler wrote (before a takeover): not ours to count,
+                # but they say when the attempts they started began.
+                for earlier in await self._read(event.run_id, run.seen, event.sequence - 1):
+                    self._fold(run, earlier, count=False)
+            self._fold(run, event, count=True)
+            run.seen = event.sequence
+            self._pending.popleft()
+            if run.finished:
+                del self._runs[event.run_id]
 
-    async def _count(self, run_id: str, upto: int) -> None:
-        run = self._runs.get(run_id)
-        if run is None:
-            record = await self._store.get_run(run_id)
-            if record is None:
-                self._first.pop(run_id, None)
-                return  # deleted since
-            run = _Run(personas={s.step_id: s.persona or s.kind for s in record.steps})
-            first = self._first.pop(run_id, upto)
-            history = await self._read(run_id, 0, first)
-            mine = _last_transaction(history)
-            for event in history:
-                self._fold(run, event, count=event.sequence in mine)
-            run.counted = first
-            self._runs[run_id] = run
-        if upto > run.counted:
-            for event in await self._read(run_id, run.counted, upto):
-                self._fold(run, event, count=True)
-                run.counted = event.sequence
-        if run.counted >= upto and run.finished:
-            del self._runs[run_id]
+    async def _first_sight(self, run_id: str) -> _Run:
+        record = await self._store.get_run(run_id)
+        # A run deleted since is still counted; its steps' personas are unknown then.
+        personas = {} if record is None else {s.step_id: s.persona or s.kind for s in record.steps}
+        run = self._runs[run_id] = _Run(personas=personas)
+        return run
 
     async def _read(self, run_id: str, after: int, upto: int) -> list[EventRecord]:
         events: list[EventRecord] = []
@@ -230,17 +221,3 @@ class EventMeter:
             RUNS.labels(_RUN_STATES[kind]).inc()
         elif kind in _STEP_STATES:
             STEPS.labels(persona, _STEP_STATES[kind]).inc()
-
-
-def _last_transaction(history: list[EventRecord]) -> set[int]:
-    """The sequences of the newest transaction's events: the trailing ones sharing its
-    commit time."""
-    if not history:
-        return set()
-    stamp = history[-1].time
-    tail: set[int] = set()
-    for event in reversed(history):
-        if event.time != stamp:
-            break
-        tail.add(event.sequence)
-    return tail

@@ -19,7 +19,7 @@ from maestro.store import sql_approvals as approvals
 from maestro.store import sql_reads as reads
 from maestro.store import sql_rounds as rounds
 from maestro.store import sql_writes as writes
-from maestro.store.db import ChangeListener, Database, Dialect
+from maestro.store.db import ChangeListener, Database, Dialect, EventListener
 from maestro.store.errors import SchemaMismatch
 from maestro.store.models import (
     ArtifactRecord,
@@ -73,6 +73,10 @@ class Store:
     def on_change(self, listener: ChangeListener) -> None:
         """Calls `listener({run_id: last_sequence})` after each commit that added events."""
         self.db.on_change(listener)
+
+    def on_events(self, listener: EventListener) -> None:
+        """Calls `listener(events)` with the events of each commit that added some."""
+        self.db.on_events(listener)
 
     async def close(self) -> None:
         await self.db.close()

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from maestro.core.errors import Internal, MaestroError, Unavailable
+from maestro.store.models import EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Tx:
     """The transaction's time in microseconds since the epoch: one value for all its rows."""
     changed_runs: dict[str, int] = field(default_factory=dict)
     """Runs whose event log grew, with their last sequence (announced after commit)."""
+    appended: list[EventRecord] = field(default_factory=list)
+    """The events this transaction appended (handed to event listeners after commit)."""
 
     def later(self, seconds: float) -> int:
         """The time `seconds` after this transaction's, as stored."""
@@ -117,6 +120,7 @@ class Tx:
 
 
 ChangeListener = Callable[[dict[str, int]], None]
+EventListener = Callable[[list[EventRecord]], None]
 
 
 def map_error(err: BaseException) -> BaseException:
@@ -151,6 +155,7 @@ class Database:
 
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
+        self._event_listeners: list[EventListener] = []
         self.outage: StoreUnavailable | None = None
         """The last write failure, until a write succeeds again."""
 
@@ -158,9 +163,20 @@ class Database:
         """Calls `listener` on the event loop after each commit that appended events."""
         self._listeners.append(listener)
 
-    def _announce(self, changed: dict[str, int]) -> None:
-        for listener in self._listeners:
-            listener(changed)
+    def on_events(self, listener: EventListener) -> None:
+        """Calls `listener` on the event loop with the events of each commit, in order."""
+        self._event_listeners.append(listener)
+
+    def _settled(
+        self, _outcomes: object, changed: dict[str, int], events: list[EventRecord]
+    ) -> None:
+        """A group committed (the writer's `on_settled`): tells the listeners."""
+        if changed:
+            for listener in self._listeners:
+                listener(changed)
+        if events:
+            for event_listener in self._event_listeners:
+                event_listener(events)
 
     async def write(self, fn: Callable[..., T], *args: Any, fail_fast: bool = False) -> T:
         """Runs `fn(tx, *args)` in a write transaction, all or nothing.

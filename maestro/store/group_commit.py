@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from maestro.store.db import MAX_GROUP, Dialect, StoreUnavailable, Tx, map_error, now_us
+from maestro.store.models import EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class _Job:
 
 
 Outcome = tuple[_Job, Any, BaseException | None]
-Settled = Callable[[list[Outcome], dict[str, int]], None]
+Settled = Callable[[list[Outcome], dict[str, int], list[EventRecord]], None]
 
 
 class GroupWriter:
@@ -117,12 +118,13 @@ class GroupWriter:
             self._conn.execute(self._begin)
         except self._errors as err:
             self._drop_connection()
-            self._settle([(job, None, err) for job in group], {})
+            self._settle([(job, None, err) for job in group], {}, [])
             return
         conn = self._conn
         single = len(group) == 1
         outcomes: list[Outcome] = []
         changed: dict[str, int] = {}
+        events: list[EventRecord] = []
         for job in group:
             cursor = conn.cursor()
             tx = Tx(cursor, self._dialect, now_us())
@@ -135,6 +137,7 @@ class GroupWriter:
                 outcomes.append((job, result, None))
                 for run_id, sequence in tx.changed_runs.items():
                     changed[run_id] = max(sequence, changed.get(run_id, 0))
+                events += tx.appended
             except BaseException as err:  # noqa: BLE001 - delivered to the job's caller
                 outcomes.append((job, None, err))
                 if single:
@@ -151,7 +154,7 @@ class GroupWriter:
         try:
             if single and outcomes[0][2] is not None:
                 conn.execute("ROLLBACK")
-                changed = {}
+                changed, events = {}, []
             else:
                 conn.execute("COMMIT")
         except self._errors as err:
@@ -162,7 +165,7 @@ class GroupWriter:
             # the connection may keep failing after the outage ends (SQLite stays
             # read-only after an I/O error mid-write), so the next group connects afresh.
             self._drop_connection()
-        self._settle(outcomes, changed)
+        self._settle(outcomes, changed, events)
 
     def _fail_group(self, group: list[_Job], outcomes: list[Outcome], err: BaseException) -> None:
         try:
@@ -178,15 +181,19 @@ class GroupWriter:
         # Jobs that had succeeded before the failure were rolled back with it.
         undone: list[Outcome] = [(job, None, failure) for job, _, e in outcomes if e is None]
         failed: list[Outcome] = [(job, r, e) for job, r, e in outcomes if e is not None]
-        self._settle(failed + undone + rest, {})
+        self._settle(failed + undone + rest, {}, [])
 
-    def _settle(self, outcomes: list[Outcome], changed: dict[str, int]) -> None:
+    def _settle(
+        self, outcomes: list[Outcome], changed: dict[str, int], events: list[EventRecord]
+    ) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._deliver, outcomes, changed)
+            self._loop.call_soon_threadsafe(self._deliver, outcomes, changed, events)
         except RuntimeError:
             log.debug("the event loop closed before a group's results were delivered")
 
-    def _deliver(self, outcomes: list[Outcome], changed: dict[str, int]) -> None:
+    def _deliver(
+        self, outcomes: list[Outcome], changed: dict[str, int], events: list[EventRecord]
+    ) -> None:
         for job, result, err in outcomes:
             if job.future.done():
                 continue
@@ -194,4 +201,4 @@ class GroupWriter:
                 job.future.set_result(result)
             else:
                 job.future.set_exception(map_error(err))
-        self._on_settled(outcomes, changed)
+        self._on_settled(outcomes, changed, events)

@@ -22,7 +22,7 @@ from maestro.store.db import (
     map_error,
     now_us,
 )
-from maestro.store.group_commit import GroupWriter, Outcome
+from maestro.store.group_commit import GroupWriter
 
 T = TypeVar("T")
 
@@ -91,10 +91,6 @@ class PostgresDatabase(Database):
 
             raise Internal("this store was opened read-only")
         return self._writer.submit(fn, args)
-
-    def _settled(self, _outcomes: list[Outcome], changed: dict[str, int]) -> None:
-        if changed:
-            self._announce(changed)
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)

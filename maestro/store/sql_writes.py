@@ -25,6 +25,7 @@ from maestro.store.models import (
     Claim,
     CreatedRun,
     DispatchState,
+    EventRecord,
     EventType,
     Lease,
     NewRun,
@@ -34,7 +35,7 @@ from maestro.store.models import (
     StepState,
     Usage,
 )
-from maestro.store.sql_reads import created_run, step_context
+from maestro.store.sql_reads import created_run, step_context, to_datetime
 
 ACTIVE = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_RUN_STATES)) + ")"
 STEP_UNFINISHED = (
@@ -51,10 +52,22 @@ def append_event(
     step_id: str = "",
     attributes: dict[str, str] | None = None,
 ) -> None:
+    attributes = attributes or {}
     tx.execute(
         "INSERT INTO events (run_id, sequence, type, step_id, time, message, attributes)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (run_id, sequence, type_.value, step_id, tx.now, message, json.dumps(attributes or {})),
+        (run_id, sequence, type_.value, step_id, tx.now, message, json.dumps(attributes)),
+    )
+    tx.appended.append(
+        EventRecord(
+            run_id=run_id,
+            sequence=sequence,
+            type=type_,
+            step_id=step_id,
+            time=to_datetime(tx.now),
+            message=message,
+            attributes=attributes,
+        )
     )
 
 

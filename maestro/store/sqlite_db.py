@@ -13,7 +13,7 @@ from typing import IO, Any, TypeVar
 
 from maestro.core.errors import FailedPrecondition, Internal
 from maestro.store.db import LOCK_WAIT_SECONDS, Database, Dialect, Tx, map_error, now_us
-from maestro.store.group_commit import GroupWriter, Outcome
+from maestro.store.group_commit import GroupWriter
 
 T = TypeVar("T")
 
@@ -85,10 +85,6 @@ class SqliteDatabase(Database):
         if self._writer is None:
             raise Internal("this store was opened read-only")
         return self._writer.submit(fn, args)
-
-    def _settled(self, _outcomes: list[Outcome], changed: dict[str, int]) -> None:
-        if changed:
-            self._announce(changed)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

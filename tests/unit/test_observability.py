@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,8 +14,6 @@ from maestro.api.worker.v1 import worker_pb2
 from maestro.core.log_setup import JsonFormatter, configure_logging, truncate
 from maestro.core.metrics import split_method
 from maestro.core.tracing import ATTEMPT, RUN_ID, STEP_ID, run_attributes, tracing_endpoint
-from maestro.store.models import EventRecord, EventType
-from scheduler.observe import _last_transaction
 
 
 @pytest.fixture
@@ -88,25 +85,3 @@ def test_methods_split_into_service_and_method():
         "maestro.api.gateway.v1.MaestroService",
         "CreateRun",
     )
-
-
-def _event(seq: int, at: datetime) -> EventRecord:
-    return EventRecord(
-        run_id="r",
-        sequence=seq,
-        type=EventType.STEP_PROGRESS,
-        step_id="s",
-        time=at,
-        message="",
-        attributes={},
-    )
-
-
-def test_a_run_first_seen_is_counted_from_this_schedulers_own_transaction():
-    # Events 1-3 were written by a scheduler that stopped; 4-5 by this one's first
-    # transaction for the run (one commit time): only those are this scheduler's to count.
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    earlier = [_event(i, t0 + timedelta(seconds=i)) for i in (1, 2, 3)]
-    ours = [_event(i, t0 + timedelta(minutes=5)) for i in (4, 5)]
-    assert _last_transaction(earlier + ours) == {4, 5}
-    assert _last_transaction([]) == set()
