@@ -53,9 +53,10 @@ def channel_options() -> list[tuple[str, int | str]]:
         ("grpc.keepalive_permit_without_calls", 1),
         # Keep pinging however long a stream stays quiet (the default stops after 2).
         ("grpc.http2.max_pings_without_data", 0),
-        # Reconnect to a service that was down within 2 s of its return. gRPC's default
-        # backs off from 1 s to 2 minutes, and every call fails fast until it retries:
-        # a gateway started a moment before its scheduler missed its change feed (and
+        # Try a refused connection again every 2 s at most (plus gRPC's 20% jitter), so
+        # a service that was down is reached soon after it is back. gRPC's default backs
+        # off from 1 s to 2 minutes, and every call fails fast until it retries: a
+        # gateway started a moment before its scheduler missed its change feed (and
         # streamed events a second late) for the first seconds of every `maestro up`.
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),

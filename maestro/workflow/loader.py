@@ -130,6 +130,11 @@ def load_yaml_document(text: str, source: str) -> Any:
     plain = load_plain_json(text)
     if plain is not None:
         return plain
+    return _load_yaml(text, source)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """The YAML path of `load_yaml_document` (the JSON fast path must agree with it)."""
     try:
         _prescan(text, source)
         loader = _Loader(text)

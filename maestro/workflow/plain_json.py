@@ -9,11 +9,15 @@ YAML path reads it and reports its problems as it always did. The fast path neve
 reports an error of its own and never accepts what the YAML path would refuse, except
 for PyYAML's YAML 1.1 quirks about JSON whitespace (tabs), which YAML 1.2 allows.
 
-Where YAML 1.1 (PyYAML) and JSON differ, the document goes to the YAML path:
+Where YAML 1.1 (libyaml) and JSON differ, the document goes to the YAML path:
 - a number YAML reads as a string (`1e3`, `1.5e3`: YAML 1.1 floats need a dot, and an
   exponent needs a sign), or `NaN`/`Infinity` (not JSON; not floats in YAML);
 - a repeated key (JSON keeps the last; the YAML path refuses it);
 - a surrogate escape (`\\ud83d\\ude00`: JSON joins the pair, PyYAML does not);
+- a character YAML does not take raw (DEL, C1 controls, U+FFFE/U+FFFF) or reads as a
+  line break and folds inside strings (NEL, LS, PS);
+- a key whose `:` is on another line or far from the key's start (YAML reads a key
+  only on one line, within 1,024 characters);
 - anything over the YAML path's limits: depth, number of values, key and string
   lengths (the YAML path says which and where).
 """
@@ -38,6 +42,19 @@ __all__ = ["load_plain_json"]
 # with its sign (PyYAML's resolver; JSON forbids the other forms it allows).
 _YAML_FLOAT = re.compile(r"-?[0-9]+\.[0-9]+(?:[eE][-+][0-9]+)?")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# YAML's printable characters, less NEL, LS and PS (line breaks to YAML, folded inside
+# quoted strings; plain characters to JSON).
+_NOT_PLAIN_CHARACTER = re.compile(
+    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+# A key YAML would not read as one: its `:` on another line, or more than 1,024
+# characters from the key's opening quote. Over-approximated (a long key or a long gap
+# alone is enough), which only sends a few more documents the YAML way: 800 tokens of
+# a string are at most 960 characters (an escape such as \u0041 is 5 tokens, 6
+# characters), and then a gap under 60 keeps the colon within 1,024.
+_KEY_YAML_WOULD_NOT_READ = re.compile(
+    r'"[ \t\r\n]*[\r\n][ \t\r\n]*:|"[ \t\r\n]{60,}:|"(?:[^"\\]|\\.){800,}"[ \t\r\n]*:'
+)
 
 
 class _NotPlain(Exception):
@@ -54,7 +71,12 @@ def load_plain_json(text: str) -> dict[str, Any] | None:
         The data (dicts, lists, strings, ints, floats, booleans, None), or None when
         the YAML path must read the document instead.
     """
-    if not text.lstrip().startswith("{") or _SURROGATE_ESCAPE.search(text):
+    if (
+        not text.lstrip().startswith("{")
+        or _SURROGATE_ESCAPE.search(text)
+        or _NOT_PLAIN_CHARACTER.search(text)
+        or _KEY_YAML_WOULD_NOT_READ.search(text)
+    ):
         return None
     try:
         data = json.loads(
