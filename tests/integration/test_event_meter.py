@@ -6,22 +6,12 @@ schedulers, the meter listening only from the takeover on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from prometheus_client import REGISTRY
 
-from maestro.store import NewRun, RunState, StepResultRecord, Store, open_store
+from maestro.store import NewRun, RunState, StepResultRecord, Store
 from scheduler.observe import EventMeter
 
 PERSONA = "backend_developer"
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    store = await open_store(database_url, writer=True)
-    yield store
-    await store.close()
 
 
 def _value(name: str, **labels: str) -> float:

@@ -13,12 +13,20 @@ from maestro.cli.ports import free_port
 from maestro.core.client import KEEPALIVE_ENV, insecure_channel, server_options
 
 
-async def _quiet_stream_outcome(options: list[tuple[str, int]] | None) -> grpc.StatusCode:
-    """Holds a health Watch open with nothing to say for 5 s; returns how it ended."""
+async def _serve_health(
+    options: list[tuple[str, int]] | None, port: int = 0
+) -> tuple[grpc.aio.Server, int]:
+    """A health service on loopback (`port` 0: any free one); returns it and its port."""
     server = grpc.aio.server(options=options)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    return server, bound
+
+
+async def _quiet_stream_outcome(options: list[tuple[str, int]] | None) -> grpc.StatusCode:
+    """Holds a health Watch open with nothing to say for 5 s; returns how it ended."""
+    server, port = await _serve_health(options)
     channel = insecure_channel(f"127.0.0.1:{port}")
     try:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
@@ -42,20 +50,13 @@ async def test_a_quiet_stream_survives_many_pings(monkeypatch: pytest.MonkeyPatc
     assert await _quiet_stream_outcome(server_options()) == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-async def _serve_health(port: int) -> grpc.aio.Server:
-    server = grpc.aio.server(options=server_options())
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
-    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
-    await server.start()
-    return server
-
-
 async def test_a_channel_reconnects_within_seconds_of_a_long_outage() -> None:
     # gRPC's default backoff grows from 1 s to 2 minutes and fails every call until its
     # next attempt: after 10 s down, a caller (the gateway's change feed) would wait
     # several more seconds after the service was back. Maestro's channels try every 2 s.
     port = free_port()
-    server = await _serve_health(port)
+    server, bound = await _serve_health(server_options(), port)
+    assert bound == port
     channel = insecure_channel(f"127.0.0.1:{port}")
     stub = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest(service="")
@@ -69,7 +70,8 @@ async def test_a_channel_reconnects_within_seconds_of_a_long_outage() -> None:
                 await stub.Check(request, timeout=1)
             assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
             await asyncio.sleep(0.1)
-        server = await _serve_health(port)
+        server, bound = await _serve_health(server_options(), port)
+        assert bound == port
         back = loop.time()
         while True:
             try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from maestro.store import (
     StepState,
     Store,
     Usage,
-    open_store,
 )
 
 ME = "scheduler-a"
@@ -48,13 +46,6 @@ def _result(*files: tuple[str, bytes], usage: Usage = THREE_IN_FOUR_OUT) -> Step
     return StepResultRecord(
         summary="done", files=files, provider="offline", model="offline", usage=usage
     )
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    store = await open_store(database_url, writer=True)
-    yield store
-    await store.close()
 
 
 async def _created(store: Store, run_id: str = "r1", request_id: str = "") -> Lease:

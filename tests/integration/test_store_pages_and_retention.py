@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from maestro.store import Lease, NewRun, RunState, StepResultRecord, Store, Usage, open_store
+from maestro.store import Lease, NewRun, RunState, StepResultRecord, Store, Usage
 from maestro.store.retention import expire_runs
 
 ME = "scheduler-a"
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    store = await open_store(database_url, writer=True)
-    yield store
-    await store.close()
 
 
 async def _created(store: Store, run_id: str) -> Lease:
