@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # grpc.aio's end-of-stream sentinel (missing from the type stubs).
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+StreamCall = grpc.aio.StreamStreamCall[worker_pb2.ExecuteStepInput, worker_pb2.ExecuteStepResponse]
 
 DEFAULT_POOL = "*"
 
@@ -123,24 +125,19 @@ class WorkerClient:
         Raises:
             DispatchFailed: with the failure's kind (platform or work) and message.
         """
-        # Our side of the stream: the attempt, then a grant per call the worker asks
-        # for. A queue of our own (not call.write) can always take a message and be
-        # ended, so gRPC's task that sends them ends with the call, whatever happens.
-        outbox: asyncio.Queue[worker_pb2.ExecuteStepInput | None] = asyncio.Queue()
-        outbox.put_nowait(worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request)))
-
-        async def outgoing() -> AsyncIterator[worker_pb2.ExecuteStepInput]:
-            while (message := await outbox.get()) is not None:
-                yield message
-
+        # Our side of the stream is written directly (call.write), not from a request
+        # iterator: an iterator costs a task and a queue per dispatch, and its set-up was
+        # a tenth of the scheduler's event loop on no-op steps (bench/RESULTS.md). The
+        # attempt goes first; the grant tasks write the rest and end with the call.
         call = self._stub.ExecuteStep(
-            outgoing(),
+            None,  # no request iterator: the messages are written below
             timeout=timeout,
             metadata=(("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),),
         )
         granting: set[asyncio.Task[None]] = set()
         answered = False
         try:
+            await _send(call, worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request)))
             while True:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
@@ -176,7 +173,7 @@ class WorkerClient:
                 if kind == "call_request":
                     # Answered in a task: heartbeats keep coming while the call waits.
                     ask = call_request_from_proto(message.call_request)
-                    task = asyncio.create_task(_grant(outbox, ask, admit_call))
+                    task = asyncio.create_task(_grant(call, ask, admit_call))
                     granting.add(task)
                     task.add_done_callback(granting.discard)
                 elif kind == "progress":
@@ -193,12 +190,9 @@ class WorkerClient:
         finally:
             for task in granting:
                 task.cancel()
-            outbox.put_nowait(None)  # ends our side of the stream
             if not answered:
                 # Cancels the RPC on the worker too when we leave early (lost,
-                # cancelled). Not after an answer: the worker ends the call itself, and
-                # a cancel makes grpc.aio format a traceback for its request task
-                # (a sixth of the scheduler's event loop per no-op step).
+                # cancelled). After an answer the worker ends the call itself.
                 call.cancel()
 
     def _failure(self, err: grpc.aio.AioRpcError, timeout: float) -> Failure:
@@ -209,19 +203,37 @@ class WorkerClient:
         return Failure(kind, mapped.message, mapped.retry_after)
 
 
-async def _grant(
-    outbox: asyncio.Queue[worker_pb2.ExecuteStepInput | None],
-    ask: CallRequest,
-    admit_call: CallAdmitter | None,
-) -> None:
-    """Admits the worker's next call and tells it so (or why not)."""
+async def _grant(call: StreamCall, ask: CallRequest, admit_call: CallAdmitter | None) -> None:
+    """Admits the worker's next call and tells it so (or why not).
+
+    A call that has ended meanwhile needs no answer: the dispatch is over, and the
+    reader reports how it ended.
+    """
     try:
         refused = await admit_call(ask) if admit_call is not None else ""
     except Exception as err:  # the worker must hear an answer, not wait for ever
         log.exception("admitting call %d failed", ask.call)
         refused = f"the scheduler could not admit call {ask.call}: {err}"
     grant = worker_pb2.CallGrant(call=ask.call, refused=refused)
-    outbox.put_nowait(worker_pb2.ExecuteStepInput(grant=grant))
+    try:
+        await _send(call, worker_pb2.ExecuteStepInput(grant=grant))
+    except grpc.aio.AioRpcError as err:
+        log.debug("grant for call %d not sent: the call ended (%s)", ask.call, err.code())
+
+
+async def _send(call: StreamCall, message: worker_pb2.ExecuteStepInput) -> None:
+    """Writes one message of our side of the stream.
+
+    A call that has already ended takes nothing more: the message is dropped (with a
+    debug line), and reading the call reports how it ended.
+
+    Raises:
+        grpc.aio.AioRpcError: the call failed while the message was being sent.
+    """
+    try:
+        await call.write(message)
+    except asyncio.InvalidStateError as err:
+        log.debug("a message for a call that already ended was dropped: %s", err)
 
 
 class WorkerPools:
