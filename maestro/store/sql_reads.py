@@ -374,26 +374,23 @@ def step_context(
     if not step_ids:
         return []
     marks = ", ".join("?" for _ in step_ids)
-    steps = {
-        row["step_id"]: row
-        for row in tx.all(
-            f"SELECT step_id, persona, summary FROM steps WHERE run_id = ? AND step_id IN"
-            f" ({marks}) AND state = ?",
-            (run_id, *step_ids, StepState.SUCCEEDED.value),
-        )
-    }
+    # The steps and their latest files' sizes in one statement (a step without files
+    # comes back once, with no path).
+    steps: dict[str, Row] = {}
+    sizes: dict[str, list[tuple[str, int]]] = {}
+    for row in tx.all(
+        "SELECT s.step_id, s.persona, s.summary, a.path, a.size_bytes FROM steps s"
+        " LEFT JOIN artifacts a ON a.run_id = s.run_id AND a.step_id = s.step_id"
+        f" AND +a.latest = 1 WHERE s.run_id = ? AND s.step_id IN ({marks}) AND s.state = ?",
+        (run_id, *step_ids, StepState.SUCCEEDED.value),
+    ):
+        steps.setdefault(row["step_id"], row)
+        listed = sizes.setdefault(row["step_id"], [])
+        if row["path"] is not None:
+            listed.append((row["path"], int(row["size_bytes"])))
     order = [step_id for step_id in step_ids if step_id in steps]
-    sizes: dict[str, list[tuple[str, int]]] = {step_id: [] for step_id in order}
-    if order:
-        found_marks = ", ".join("?" for _ in order)
-        for row in tx.all(
-            f"SELECT step_id, path, size_bytes FROM artifacts WHERE run_id = ?"
-            f" AND step_id IN ({found_marks}) AND {_LATEST_BY_STEP}",
-            (run_id, *order),
-        ):
-            sizes[row["step_id"]].append((row["path"], int(row["size_bytes"])))
-        for listed in sizes.values():
-            listed.sort()
+    for listed in sizes.values():
+        listed.sort()
     chosen = choose_files([(step_id, sizes[step_id]) for step_id in order], budget_bytes)
     contents: dict[tuple[str, str], bytes] = {}
     if chosen:

@@ -52,27 +52,52 @@ def append_event(
     step_id: str = "",
     attributes: dict[str, str] | None = None,
 ) -> None:
-    attributes = attributes or {}
-    tx.execute(
+    _insert_events(tx, [_event(tx, run_id, sequence, type_, message, step_id, attributes)])
+
+
+def _event(
+    tx: Tx,
+    run_id: str,
+    sequence: int,
+    type_: EventType,
+    message: str,
+    step_id: str,
+    attributes: dict[str, str] | None,
+) -> EventRecord:
+    return EventRecord(
+        run_id=run_id,
+        sequence=sequence,
+        type=type_,
+        step_id=step_id,
+        time=to_datetime(tx.now),
+        message=message,
+        attributes=attributes or {},
+    )
+
+
+def _insert_events(tx: Tx, events: list[EventRecord]) -> None:
+    """Stores a transaction's events in one statement (appended in sequence order)."""
+    rows = [
+        (e.run_id, e.sequence, e.type.value, e.step_id, tx.now, e.message, json.dumps(e.attributes))
+        for e in events
+    ]
+    sql = (
         "INSERT INTO events (run_id, sequence, type, step_id, time, message, attributes)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (run_id, sequence, type_.value, step_id, tx.now, message, json.dumps(attributes)),
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
-    tx.appended.append(
-        EventRecord(
-            run_id=run_id,
-            sequence=sequence,
-            type=type_,
-            step_id=step_id,
-            time=to_datetime(tx.now),
-            message=message,
-            attributes=attributes,
-        )
-    )
+    if len(rows) == 1:
+        tx.execute(sql, rows[0])
+    else:
+        tx.many(sql, rows)
+    tx.appended.extend(events)
 
 
 class _RunWriter:
-    """One transaction's writes for one run, under its lease."""
+    """One transaction's writes for one run, under its lease.
+
+    Its events are stored by `close`, all in one statement: a step's completion
+    appends three or four, and on PostgreSQL every statement is a round trip.
+    """
 
     def __init__(self, tx: Tx, lease: Lease, *, allow_finished: bool = False) -> None:
         row = tx.one(
@@ -94,6 +119,7 @@ class _RunWriter:
         self.run_id = lease.run_id
         self._first = int(row["last_sequence"])
         self.sequence = self._first
+        self._events: list[EventRecord] = []
 
     def event(
         self,
@@ -103,9 +129,15 @@ class _RunWriter:
         attributes: dict[str, str] | None = None,
     ) -> None:
         self.sequence += 1
-        append_event(self.tx, self.run_id, self.sequence, type_, message, step_id, attributes)
+        self._events.append(
+            _event(self.tx, self.run_id, self.sequence, type_, message, step_id, attributes)
+        )
 
     def close(self) -> None:
+        """Stores the events and the run's new last sequence (every writer must close)."""
+        if self._events:
+            _insert_events(self.tx, self._events)
+            self._events = []
         if self.sequence != self._first:
             self.tx.execute(
                 "UPDATE runs SET last_sequence = ? WHERE run_id = ?", (self.sequence, self.run_id)
@@ -380,14 +412,18 @@ def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[i
         (attempt, dispatch) numbers, both from 1.
     """
     run = _RunWriter(tx, lease)
-    step = _step(tx, lease.run_id, step_id)
-    last = tx.one(
-        "SELECT attempt, dispatch, state FROM dispatches WHERE run_id = ? AND step_id = ?"
-        " ORDER BY attempt DESC, dispatch DESC LIMIT 1",
+    # The step and its latest dispatch (if any) in one statement.
+    step = tx.one(
+        "SELECT s.attempts, s.round, s.persona, s.kind, d.attempt AS last_attempt,"
+        " d.dispatch AS last_dispatch, d.state AS last_state FROM steps s"
+        " LEFT JOIN dispatches d ON d.run_id = s.run_id AND d.step_id = s.step_id"
+        " WHERE s.run_id = ? AND s.step_id = ? ORDER BY d.attempt DESC, d.dispatch DESC LIMIT 1",
         (lease.run_id, step_id),
     )
-    if last is not None and last["state"] == DispatchState.LOST.value:
-        attempt, dispatch = int(last["attempt"]), int(last["dispatch"]) + 1
+    if step is None:
+        raise NotFound(f"run runs/{lease.run_id} has no step {step_id!r}")
+    if step["last_state"] == DispatchState.LOST.value:
+        attempt, dispatch = int(step["last_attempt"]), int(step["last_dispatch"]) + 1
     else:
         attempt, dispatch = int(step["attempts"]) + 1, 1
     tx.execute(
@@ -440,7 +476,19 @@ def start_dispatch_with_context(
     return attempt, dispatch, step_context(tx, lease.run_id, context_steps, budget_bytes)
 
 
-def _running_dispatch(tx: Tx, run_id: str, step_id: str, attempt: int, dispatch: int) -> Row:
+def _running_dispatch(
+    tx: Tx, run_id: str, step_id: str, attempt: int, dispatch: int, *, with_round: bool = False
+) -> Row:
+    """A dispatch's state and usage so far; `with_round` adds its step's current round
+    (`step_round`), read in the same statement."""
+    if with_round:
+        return tx.one(
+            "SELECT d.state, d.input_tokens, d.output_tokens, d.cache_read_tokens,"
+            " d.cache_write_tokens, d.cost_usd, s.round AS step_round FROM dispatches d"
+            " JOIN steps s ON s.run_id = d.run_id AND s.step_id = d.step_id"
+            " WHERE d.run_id = ? AND d.step_id = ? AND d.attempt = ? AND d.dispatch = ?",
+            (run_id, step_id, attempt, dispatch),
+        )
     return tx.one(
         "SELECT state, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
         " cost_usd FROM dispatches WHERE run_id = ? AND step_id = ? AND attempt = ?"
@@ -550,13 +598,12 @@ def complete_step(
         False when this dispatch's outcome was already recorded (a repeated delivery).
     """
     run = _RunWriter(tx, lease)
-    row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch)
+    row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch, with_round=True)
     if row is None:
         raise NotFound(f"attempt {attempt} of step {step_id!r} was never dispatched")
     if row["state"] != DispatchState.RUNNING.value:
         return False
     _progress(run, step_id, attempt, dispatch, notes)
-    step = _step(tx, lease.run_id, step_id)
     _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), result.usage)
     tx.execute(
         "UPDATE dispatches SET state = ?, end_time = ?, provider = ?, model = ? WHERE run_id = ?"
@@ -577,7 +624,7 @@ def complete_step(
             run,
             step_id,
             attempt,
-            int(step["round"]),
+            int(row["step_round"]),
             path,
             content,
             result.provider,
