@@ -6,8 +6,8 @@ hand-off and one wake-up, not forty (aiosqlite made each statement and each fetc
 cross-thread job; that was most of a step's scheduler CPU).
 
 Writes go to one writer thread per process that commits *groups* of concurrent
-transactions together, each inside its own SAVEPOINT, so one failing transaction never
-takes the others with it (maestro/store/group_commit.py). Reads run on reader threads
+transactions together; one failing transaction never takes the others with it
+(maestro/store/group_commit.py). Reads run on reader threads
 with their own connections. The backends are sqlite_db.py and postgres_db.py; both
 speak the same SQL text (qmark placeholders, translated once for psycopg).
 

@@ -2,10 +2,12 @@
 
 Concurrent steps of many runs all write; committing each on its own costs a thread
 hop, a lock round, and (on PostgreSQL) a WAL flush apiece. The writer thread takes
-every transaction waiting in its queue, runs each inside its own SAVEPOINT of one
-database transaction, and commits once: a failing transaction is rolled back to its
-savepoint and fails alone; a failing commit fails the whole group, each job with the
-mapped error. Results go back to the event loop in one hand-off per group.
+every transaction waiting in its queue, runs them one after another in one database
+transaction, and commits once. A failing transaction fails alone: the group is rolled
+back and the others run again without it (transactions are functions of the database
+and their arguments, so running one again is safe). A failing commit fails the whole
+group, each job with the mapped error. Results go back to the event loop in one
+hand-off per group.
 """
 
 from __future__ import annotations
@@ -112,6 +114,18 @@ class GroupWriter:
             self._conn = None
 
     def _run_group(self, group: list[_Job]) -> None:
+        while group:
+            group = self._try_group(group)
+
+    def _try_group(self, group: list[_Job]) -> list[_Job]:
+        """Runs the jobs in one transaction and commits them together.
+
+        Returns:
+            The jobs still to run: when one fails, the transaction is rolled back, that
+            job alone gets its error, and the others are returned to run again without
+            it. No SAVEPOINT per job: jobs rarely fail, and on PostgreSQL a savepoint
+            and its release are two round trips for every transaction.
+        """
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -119,53 +133,47 @@ class GroupWriter:
         except self._errors as err:
             self._drop_connection()
             self._settle([(job, None, err) for job in group], {}, [])
-            return
+            return []
         conn = self._conn
-        single = len(group) == 1
         outcomes: list[Outcome] = []
         changed: dict[str, int] = {}
         events: list[EventRecord] = []
-        for job in group:
+        for index, job in enumerate(group):
             cursor = conn.cursor()
             tx = Tx(cursor, self._dialect, now_us())
             try:
-                if not single:
-                    conn.execute("SAVEPOINT job")
                 result = job.fn(tx, *job.args)
-                if not single:
-                    conn.execute("RELEASE SAVEPOINT job")
-                outcomes.append((job, result, None))
-                for run_id, sequence in tx.changed_runs.items():
-                    changed[run_id] = max(sequence, changed.get(run_id, 0))
-                events += tx.appended
             except BaseException as err:  # noqa: BLE001 - delivered to the job's caller
-                outcomes.append((job, None, err))
-                if single:
-                    break
-                try:
-                    conn.execute("ROLLBACK TO SAVEPOINT job")
-                    conn.execute("RELEASE SAVEPOINT job")
-                except self._errors as undo:
-                    # The transaction itself failed: nothing of the group survives.
-                    self._fail_group(group, outcomes, undo)
-                    return
-            finally:
                 cursor.close()
+                return self._undo(group, index, err)
+            cursor.close()
+            outcomes.append((job, result, None))
+            for run_id, sequence in tx.changed_runs.items():
+                changed[run_id] = max(sequence, changed.get(run_id, 0))
+            events += tx.appended
         try:
-            if single and outcomes[0][2] is not None:
-                conn.execute("ROLLBACK")
-                changed, events = {}, []
-            else:
-                conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except self._errors as err:
             self._fail_group(group, [], err)
-            return
-        if any(isinstance(map_error(e), StoreUnavailable) for _, _, e in outcomes if e):
+            return []
+        self._settle(outcomes, changed, events)
+        return []
+
+    def _undo(self, group: list[_Job], failed: int, err: BaseException) -> list[_Job]:
+        """Rolls the group back after its job `failed` raised `err`; returns the others."""
+        try:
+            self._conn.execute("ROLLBACK")
+        except self._errors as undo:
+            # The transaction itself failed: nothing of the group survives.
+            self._fail_group(group, [(group[failed], None, err)], undo)
+            return []
+        if isinstance(map_error(err), StoreUnavailable):
             # A statement met an outage (an I/O error, a read-only file, a lost session):
             # the connection may keep failing after the outage ends (SQLite stays
             # read-only after an I/O error mid-write), so the next group connects afresh.
             self._drop_connection()
-        self._settle(outcomes, changed, events)
+        self._settle([(group[failed], None, err)], {}, [])
+        return group[:failed] + group[failed + 1 :]
 
     def _fail_group(self, group: list[_Job], outcomes: list[Outcome], err: BaseException) -> None:
         try:

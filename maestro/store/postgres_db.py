@@ -1,8 +1,8 @@
 """PostgreSQL: one group-committing writer connection per process, reader threads.
 
-Several schedulers share one database; each writes through its own writer. Within a
-group, every transaction has its own SAVEPOINT, and `NOTIFY` inside it is delivered
-when (and only if) the group commits.
+Several schedulers share one database; each writes through its own writer. A group's
+transactions commit together (maestro/store/group_commit.py), and a `NOTIFY` inside
+one is delivered when (and only if) the group commits.
 """
 
 from __future__ import annotations

@@ -278,19 +278,24 @@ async def test_nothing_about_a_run_is_recorded_after_it_finished(store: Store) -
 async def test_a_failing_transaction_in_a_group_does_not_undo_the_others(store: Store) -> None:
     lease = await _created(store)
     attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
+    # Submitted together, so they share a group: failing ones first, in the middle and
+    # last; every other one must commit, each failing one must fail alone.
+    failing = {0, 7, 8, 21}
     results = await asyncio.gather(
         *(
-            store.record_progress(lease, "a", attempt, dispatch, [(f"n{i}", "x")], None)
-            for i in range(20)
+            store.start_dispatch(lease, "no-such-step", "offline")
+            if i in failing
+            else store.record_progress(lease, "a", attempt, dispatch, [(f"n{i}", "x")], None)
+            for i in range(22)
         ),
-        store.start_dispatch(lease, "no-such-step", "offline"),
         return_exceptions=True,
     )
-    assert isinstance(results[-1], NotFound)
-    assert all(r is True for r in results[:-1])
+    assert all(isinstance(results[i], NotFound) for i in failing)
+    assert all(r is True for i, r in enumerate(results) if i not in failing)
     events = await store.events_after("r1", 0)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-    assert sum(e.type is EventType.STEP_PROGRESS for e in events) == 20
+    notes = [e.message for e in events if e.type is EventType.STEP_PROGRESS]
+    assert sorted(notes) == sorted(f"n{i}" for i in range(22) if i not in failing)
 
 
 async def test_a_cancelled_caller_does_not_cut_a_transaction_short(store: Store) -> None:
