@@ -135,9 +135,12 @@ class WorkerClient:
             metadata=(("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),),
         )
         granting: set[asyncio.Task[None]] = set()
+        # gRPC takes one message at a time on a call: grants answered at once queue here.
+        sending = asyncio.Lock()
         answered = False
         try:
-            await _send(call, worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request)))
+            start = worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request))
+            await _send(call, sending, start)
             while True:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
@@ -173,7 +176,7 @@ class WorkerClient:
                 if kind == "call_request":
                     # Answered in a task: heartbeats keep coming while the call waits.
                     ask = call_request_from_proto(message.call_request)
-                    task = asyncio.create_task(_grant(call, ask, admit_call))
+                    task = asyncio.create_task(_grant(call, sending, ask, admit_call))
                     granting.add(task)
                     task.add_done_callback(granting.discard)
                 elif kind == "progress":
@@ -203,7 +206,9 @@ class WorkerClient:
         return Failure(kind, mapped.message, mapped.retry_after)
 
 
-async def _grant(call: StreamCall, ask: CallRequest, admit_call: CallAdmitter | None) -> None:
+async def _grant(
+    call: StreamCall, sending: asyncio.Lock, ask: CallRequest, admit_call: CallAdmitter | None
+) -> None:
     """Admits the worker's next call and tells it so (or why not).
 
     A call that has ended meanwhile needs no answer: the dispatch is over, and the
@@ -216,13 +221,15 @@ async def _grant(call: StreamCall, ask: CallRequest, admit_call: CallAdmitter | 
         refused = f"the scheduler could not admit call {ask.call}: {err}"
     grant = worker_pb2.CallGrant(call=ask.call, refused=refused)
     try:
-        await _send(call, worker_pb2.ExecuteStepInput(grant=grant))
+        await _send(call, sending, worker_pb2.ExecuteStepInput(grant=grant))
     except grpc.aio.AioRpcError as err:
         log.debug("grant for call %d not sent: the call ended (%s)", ask.call, err.code())
 
 
-async def _send(call: StreamCall, message: worker_pb2.ExecuteStepInput) -> None:
-    """Writes one message of our side of the stream.
+async def _send(
+    call: StreamCall, sending: asyncio.Lock, message: worker_pb2.ExecuteStepInput
+) -> None:
+    """Writes one message of our side of the stream, one writer at a time (`sending`).
 
     A call that has already ended takes nothing more: the message is dropped (with a
     debug line), and reading the call reports how it ended.
@@ -231,7 +238,8 @@ async def _send(call: StreamCall, message: worker_pb2.ExecuteStepInput) -> None:
         grpc.aio.AioRpcError: the call failed while the message was being sent.
     """
     try:
-        await call.write(message)
+        async with sending:
+            await call.write(message)
     except asyncio.InvalidStateError as err:
         log.debug("a message for a call that already ended was dropped: %s", err)
 

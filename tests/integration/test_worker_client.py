@@ -1,0 +1,122 @@
+"""The scheduler's side of ExecuteStep against a scripted worker over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
+from maestro.store import Usage
+from scheduler.models import AttemptRequest, CallRequest
+from scheduler.worker_client import WorkerClient, _send
+
+REFUSAL = "the step's deadline passed while it waited " * 1_000
+
+
+class _CountsMessages(worker_pb2_grpc.WorkerServiceServicer):
+    """Reads `expected` messages, then answers with how many it read."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+
+    async def ExecuteStep(
+        self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Any
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        read = 0
+        async for _ in requests:
+            read += 1
+            if read == self.expected:
+                break
+        yield worker_pb2.ExecuteStepResponse(result=worker_pb2.StepResult(summary=str(read)))
+
+
+class _AsksTwiceAtOnce(worker_pb2_grpc.WorkerServiceServicer):
+    """Asks for two model calls without waiting, then answers once both are granted."""
+
+    def __init__(self) -> None:
+        self.grants: list[worker_pb2.CallGrant] = []
+
+    async def ExecuteStep(
+        self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Any
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        first = await anext(aiter(requests))
+        assert first.WhichOneof("kind") == "start"
+        for call in (2, 3):
+            yield worker_pb2.ExecuteStepResponse(call_request=worker_pb2.CallRequest(call=call))
+        async for message in requests:
+            self.grants.append(message.grant)
+            if len(self.grants) == 2:
+                break
+        yield worker_pb2.ExecuteStepResponse(
+            result=worker_pb2.StepResult(summary="done", provider="offline", model="offline")
+        )
+
+
+async def test_grants_answered_at_the_same_moment_all_reach_the_worker() -> None:
+    # Two asks answered at the same moment: both grants must reach the worker.
+    worker = _AsksTwiceAtOnce()
+    server = grpc.aio.server()
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(worker, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = WorkerClient(f"127.0.0.1:{port}", heartbeat_timeout=10)
+    both_asked = asyncio.Event()
+    asked: list[int] = []
+
+    async def admit_call(ask: CallRequest) -> str:
+        asked.append(ask.call)
+        if len(asked) == 2:
+            # Set from another task: both grants wake, and are written, in one turn.
+            asyncio.get_running_loop().call_soon(both_asked.set)
+        await both_asked.wait()
+        return REFUSAL
+
+    async def report(note: str | None, provider: str, usage: Usage | None) -> None:
+        return None
+
+    try:
+        request = AttemptRequest(
+            run_id="r1",
+            step_id="s",
+            attempt=1,
+            persona="backend_developer",
+            requirement="r",
+            instructions="",
+            dependencies=(),
+            provider="offline",
+            admit_calls=True,
+        )
+        result = await client.execute(request, timeout=10, report=report, admit_call=admit_call)
+    finally:
+        await client.close()
+        await server.stop(None)
+    assert result.summary == "done"
+    assert sorted(grant.call for grant in worker.grants) == [2, 3]
+    assert all(grant.refused == REFUSAL for grant in worker.grants)
+
+
+async def test_messages_written_at_once_on_one_call_are_sent_one_at_a_time() -> None:
+    # gRPC takes one outgoing message at a time on a call: a second write while one is
+    # being sent fails the whole call (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, seen with
+    # these sizes when each write went straight to call.write).
+    messages = 9
+    server = grpc.aio.server()
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(_CountsMessages(messages), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        call = worker_pb2_grpc.WorkerServiceStub(channel).ExecuteStep(None, timeout=10)
+        sending = asyncio.Lock()
+        grant = worker_pb2.CallGrant(call=2, refused="x" * 100_000)
+        message = worker_pb2.ExecuteStepInput(grant=grant)
+        await asyncio.gather(*(_send(call, sending, message) for _ in range(messages)))
+        answer = await call.read()
+        assert isinstance(answer, worker_pb2.ExecuteStepResponse)
+    finally:
+        await channel.close(None)
+        await server.stop(None)
+    assert answer.result.summary == str(messages)
