@@ -5,9 +5,9 @@ hop, a lock round, and (on PostgreSQL) a WAL flush apiece. The writer thread tak
 every transaction waiting in its queue, runs them one after another in one database
 transaction, and commits once. A failing transaction fails alone: the group is rolled
 back and the others run again without it (transactions are functions of the database
-and their arguments, so running one again is safe). A failing commit fails the whole
-group, each job with the mapped error. Results go back to the event loop in one
-hand-off per group.
+and their arguments, so running one again is safe; none runs more than twice). A
+failing commit fails the whole group, each job with the mapped error. Results go
+back to the event loop in one hand-off per group.
 """
 
 from __future__ import annotations
@@ -114,17 +114,27 @@ class GroupWriter:
             self._conn = None
 
     def _run_group(self, group: list[_Job]) -> None:
-        while group:
-            group = self._try_group(group)
+        pending = [group]
+        while pending:
+            before, after = self._try_group(pending.pop())
+            # The jobs before a failed one run again first (they were submitted first),
+            # then the ones after it as a group of their own: each job runs at most
+            # twice, however many of its group fail.
+            if after:
+                pending.append(after)
+            if before:
+                pending.append(before)
 
-    def _try_group(self, group: list[_Job]) -> list[_Job]:
+    def _try_group(self, group: list[_Job]) -> tuple[list[_Job], list[_Job]]:
         """Runs the jobs in one transaction and commits them together.
 
+        No SAVEPOINT per job: on PostgreSQL a savepoint and its release are two round
+        trips for every transaction. When a job fails, the transaction is rolled back
+        and that job alone gets its error.
+
         Returns:
-            The jobs still to run: when one fails, the transaction is rolled back, that
-            job alone gets its error, and the others are returned to run again without
-            it. No SAVEPOINT per job: jobs rarely fail, and on PostgreSQL a savepoint
-            and its release are two round trips for every transaction.
+            The jobs still to run: those before the failed job (rolled back with it) and
+            those after it (not run yet); both empty when the group ended.
         """
         try:
             if self._conn is None:
@@ -133,7 +143,7 @@ class GroupWriter:
         except self._errors as err:
             self._drop_connection()
             self._settle([(job, None, err) for job in group], {}, [])
-            return []
+            return [], []
         conn = self._conn
         outcomes: list[Outcome] = []
         changed: dict[str, int] = {}
@@ -145,7 +155,8 @@ class GroupWriter:
                 result = job.fn(tx, *job.args)
             except BaseException as err:  # noqa: BLE001 - delivered to the job's caller
                 cursor.close()
-                return self._undo(group, index, err)
+                self._undo(job, err)
+                return group[:index], group[index + 1 :]
             cursor.close()
             outcomes.append((job, result, None))
             for run_id, sequence in tx.changed_runs.items():
@@ -154,28 +165,30 @@ class GroupWriter:
         try:
             conn.execute("COMMIT")
         except self._errors as err:
-            self._fail_group(group, [], err)
-            return []
+            self._fail_group(group, err)
+            return [], []
         self._settle(outcomes, changed, events)
-        return []
+        return [], []
 
-    def _undo(self, group: list[_Job], failed: int, err: BaseException) -> list[_Job]:
-        """Rolls the group back after its job `failed` raised `err`; returns the others."""
+    def _undo(self, failed: _Job, err: BaseException) -> None:
+        """Rolls the transaction back after `failed` raised `err`, and tells its caller."""
         try:
             self._conn.execute("ROLLBACK")
-        except self._errors as undo:
-            # The transaction itself failed: nothing of the group survives.
-            self._fail_group(group, [(group[failed], None, err)], undo)
-            return []
+        except self._errors:
+            # The transaction is in an unknown state (SQLite may already have rolled it
+            # back after a full disk or an I/O error): closing the connection ends it,
+            # and the other jobs run on a new one.
+            log.debug("rollback after a failed transaction failed", exc_info=True)
+            self._drop_connection()
         if isinstance(map_error(err), StoreUnavailable):
             # A statement met an outage (an I/O error, a read-only file, a lost session):
             # the connection may keep failing after the outage ends (SQLite stays
             # read-only after an I/O error mid-write), so the next group connects afresh.
             self._drop_connection()
-        self._settle([(group[failed], None, err)], {}, [])
-        return group[:failed] + group[failed + 1 :]
+        self._settle([(failed, None, err)], {}, [])
 
-    def _fail_group(self, group: list[_Job], outcomes: list[Outcome], err: BaseException) -> None:
+    def _fail_group(self, group: list[_Job], err: BaseException) -> None:
+        """The commit failed: every job of the group fails with its mapped error."""
         try:
             self._conn.execute("ROLLBACK")
         except self._errors:
@@ -184,12 +197,7 @@ class GroupWriter:
         # a PostgreSQL session in an unknown state): the next group connects afresh.
         self._drop_connection()
         failure = map_error(err)
-        settled = {id(job) for job, _, _ in outcomes}
-        rest: list[Outcome] = [(job, None, failure) for job in group if id(job) not in settled]
-        # Jobs that had succeeded before the failure were rolled back with it.
-        undone: list[Outcome] = [(job, None, failure) for job, _, e in outcomes if e is None]
-        failed: list[Outcome] = [(job, r, e) for job, r, e in outcomes if e is not None]
-        self._settle(failed + undone + rest, {}, [])
+        self._settle([(job, None, failure) for job in group], {}, [])
 
     def _settle(
         self, outcomes: list[Outcome], changed: dict[str, int], events: list[EventRecord]

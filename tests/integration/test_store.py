@@ -4,7 +4,10 @@ events, leases with fencing, durable timers, artifact versions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -275,27 +278,63 @@ async def test_nothing_about_a_run_is_recorded_after_it_finished(store: Store) -
     assert await store.get_run("r1") is None
 
 
+@contextlib.asynccontextmanager
+async def _one_group(store: Store) -> AsyncIterator[None]:
+    """Holds the writer thread until the block ends, so that the writes started inside
+    it wait in its queue and are taken as one group."""
+    release = threading.Event()
+    held = asyncio.ensure_future(store.db.write(lambda tx: release.wait(10)))
+    await asyncio.sleep(0.05)  # the writer is inside the holding job now
+    try:
+        yield
+        await asyncio.sleep(0)  # the writes started in the block are queued
+    finally:
+        release.set()
+        await held
+
+
 async def test_a_failing_transaction_in_a_group_does_not_undo_the_others(store: Store) -> None:
     lease = await _created(store)
     attempt, dispatch = await store.start_dispatch(lease, "a", "offline")
-    # Submitted together, so they share a group: failing ones first, in the middle and
-    # last; every other one must commit, each failing one must fail alone.
+    # One group: failing ones first, in the middle and last; every other one must
+    # commit, each failing one must fail alone.
     failing = {0, 7, 8, 21}
-    results = await asyncio.gather(
-        *(
-            store.start_dispatch(lease, "no-such-step", "offline")
-            if i in failing
-            else store.record_progress(lease, "a", attempt, dispatch, [(f"n{i}", "x")], None)
+    async with _one_group(store):
+        writes = [
+            asyncio.ensure_future(
+                store.start_dispatch(lease, "no-such-step", "offline")
+                if i in failing
+                else store.record_progress(lease, "a", attempt, dispatch, [(f"n{i}", "x")], None)
+            )
             for i in range(22)
-        ),
-        return_exceptions=True,
-    )
+        ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
     assert all(isinstance(results[i], NotFound) for i in failing)
     assert all(r is True for i, r in enumerate(results) if i not in failing)
     events = await store.events_after("r1", 0)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     notes = [e.message for e in events if e.type is EventType.STEP_PROGRESS]
     assert sorted(notes) == sorted(f"n{i}" for i in range(22) if i not in failing)
+
+
+async def test_no_transaction_of_a_group_runs_more_than_twice(store: Store) -> None:
+    # A failing transaction rolls its group back; the others run again, but however
+    # many fail, none runs more than twice (not once per failure after it).
+    runs = [0] * 60
+
+    def job(tx: Any, index: int) -> int:
+        runs[index] += 1
+        tx.execute("SELECT 1")
+        if index % 2:
+            raise NotFound(f"job {index} fails")
+        return index
+
+    async with _one_group(store):
+        writes = [asyncio.ensure_future(store.db.write(job, i)) for i in range(60)]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [r for r in results if not isinstance(r, NotFound)] == list(range(0, 60, 2))
+    assert max(runs) <= 2
+    assert all(runs[i] == 1 for i in range(1, 60, 2))  # a failing one ran once
 
 
 async def test_a_cancelled_caller_does_not_cut_a_transaction_short(store: Store) -> None:
