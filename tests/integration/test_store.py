@@ -337,6 +337,34 @@ async def test_no_transaction_of_a_group_runs_more_than_twice(store: Store) -> N
     assert all(runs[i] == 1 for i in range(1, 60, 2))  # a failing one ran once
 
 
+async def test_a_transaction_that_ends_its_own_transaction_fails_alone(store: Store) -> None:
+    # SQLite ends a transaction by itself on some errors (a full disk); the writer's own
+    # ROLLBACK then fails. The others of the group must still commit.
+    def note(tx: Any, value: str) -> str:
+        tx.execute(
+            "INSERT INTO schedulers (scheduler_id, host, pid, start_time, heartbeat_time)"
+            " VALUES (?, 'h', 1, 0, 0)",
+            (value,),
+        )
+        return value
+
+    def ends_it(tx: Any) -> None:
+        tx.execute("ROLLBACK")
+        raise NotFound("gone")
+
+    async with _one_group(store):
+        writes = [
+            asyncio.ensure_future(store.db.write(note, "before")),
+            asyncio.ensure_future(store.db.write(ends_it)),
+            asyncio.ensure_future(store.db.write(note, "after")),
+        ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert results[0] == "before" and results[2] == "after"
+    assert isinstance(results[1], NotFound)
+    stored = await store.db.read(lambda tx: tx.all("SELECT scheduler_id FROM schedulers"))
+    assert sorted(row["scheduler_id"] for row in stored) == ["after", "before"]
+
+
 async def test_a_cancelled_caller_does_not_cut_a_transaction_short(store: Store) -> None:
     lease = await _created(store)
     for turns in range(8):
