@@ -118,6 +118,22 @@ class Tx:
                 "SELECT pg_notify('maestro_events', %s)", (f"{run_id}:{last_sequence}",)
             )
 
+    def move_last_sequence(self, run_id: str, last_sequence: int) -> None:
+        """Stores that the run's events now end at `last_sequence`, and announces it."""
+        self.changed_runs[run_id] = max(last_sequence, self.changed_runs.get(run_id, 0))
+        if self.dialect is Dialect.POSTGRES:
+            # One statement, one round trip: the UPDATE in a WITH runs whole whether or
+            # not the notify reads it.
+            self.cursor.execute(
+                "WITH moved AS (UPDATE runs SET last_sequence = %s WHERE run_id = %s)"
+                " SELECT pg_notify('maestro_events', %s)",
+                (last_sequence, run_id, f"{run_id}:{last_sequence}"),
+            )
+        else:
+            self.execute(
+                "UPDATE runs SET last_sequence = ? WHERE run_id = ?", (last_sequence, run_id)
+            )
+
 
 ChangeListener = Callable[[dict[str, int]], None]
 EventListener = Callable[[list[EventRecord]], None]

@@ -365,6 +365,21 @@ async def test_a_transaction_that_ends_its_own_transaction_fails_alone(store: St
     assert sorted(row["scheduler_id"] for row in stored) == ["after", "before"]
 
 
+async def test_a_transaction_of_hundreds_of_events_stores_them_all(store: Store) -> None:
+    # Cancelling a run of 450 unfinished steps appends 451 events in one transaction
+    # (PostgreSQL takes them 200 rows to an INSERT).
+    steps = tuple((f"s{i}", "backend_developer", "persona", ()) for i in range(450))
+    new = _new_run("big").model_copy(update={"steps": steps})
+    lease = (await store.create_run(new, owner=ME)).lease
+    assert lease is not None
+    await store.finish_run(lease, RunState.CANCELLED, "cancelled by request")
+    events = await store.events_after("big", 0, 1000)
+    assert [e.sequence for e in events] == list(range(1, 453))  # RUN_CREATED first
+    assert sum(e.type is EventType.STEP_CANCELLED for e in events) == 450
+    assert events[-1].type is EventType.RUN_CANCELLED
+    assert (await store.run_progress(["big"]))["big"] == (RunState.CANCELLED, 452)
+
+
 async def test_a_cancelled_caller_does_not_cut_a_transaction_short(store: Store) -> None:
     lease = await _created(store)
     for turns in range(8):
