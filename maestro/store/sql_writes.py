@@ -482,23 +482,13 @@ def start_dispatch_with_context(
     return attempt, dispatch, step_context(tx, lease.run_id, context_steps, budget_bytes)
 
 
-def _running_dispatch(
-    tx: Tx, run_id: str, step_id: str, attempt: int, dispatch: int, *, with_round: bool = False
-) -> Row:
-    """A dispatch's state and usage so far; `with_round` adds its step's current round
-    (`step_round`), read in the same statement."""
-    if with_round:
-        return tx.one(
-            "SELECT d.state, d.input_tokens, d.output_tokens, d.cache_read_tokens,"
-            " d.cache_write_tokens, d.cost_usd, s.round AS step_round FROM dispatches d"
-            " JOIN steps s ON s.run_id = d.run_id AND s.step_id = d.step_id"
-            " WHERE d.run_id = ? AND d.step_id = ? AND d.attempt = ? AND d.dispatch = ?",
-            (run_id, step_id, attempt, dispatch),
-        )
+def _running_dispatch(tx: Tx, run_id: str, step_id: str, attempt: int, dispatch: int) -> Row:
+    """A dispatch's state and usage so far, with its step's current round (`step_round`)."""
     return tx.one(
-        "SELECT state, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
-        " cost_usd FROM dispatches WHERE run_id = ? AND step_id = ? AND attempt = ?"
-        " AND dispatch = ?",
+        "SELECT d.state, d.input_tokens, d.output_tokens, d.cache_read_tokens,"
+        " d.cache_write_tokens, d.cost_usd, s.round AS step_round FROM dispatches d"
+        " JOIN steps s ON s.run_id = d.run_id AND s.step_id = d.step_id"
+        " WHERE d.run_id = ? AND d.step_id = ? AND d.attempt = ? AND d.dispatch = ?",
         (run_id, step_id, attempt, dispatch),
     )
 
@@ -604,7 +594,7 @@ def complete_step(
         False when this dispatch's outcome was already recorded (a repeated delivery).
     """
     run = _RunWriter(tx, lease)
-    row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch, with_round=True)
+    row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch)
     if row is None:
         raise NotFound(f"attempt {attempt} of step {step_id!r} was never dispatched")
     if row["state"] != DispatchState.RUNNING.value:
