@@ -68,6 +68,13 @@ def _postgres_sql(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+def _postgres_tuple_rows() -> Any:
+    # Imported here: psycopg is loaded only by processes that use PostgreSQL.
+    from psycopg.rows import tuple_row
+
+    return tuple_row
+
+
 @dataclass
 class Tx:
     """What a transaction function gets: portable SQL on one connection, one time."""
@@ -103,6 +110,19 @@ class Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.cursor.execute(self._sql(sql), params)
         return list(self.cursor.fetchall())
+
+    def values(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples in the SELECT's column order, for reads of many rows:
+        sqlite3.Row finds a column by comparing names one by one, which was most of the
+        cost of reading a 1,000-step run back."""
+        cursor = self.cursor
+        named = cursor.row_factory
+        cursor.row_factory = None if self.dialect is Dialect.SQLITE else _postgres_tuple_rows()
+        try:
+            cursor.execute(self._sql(sql), params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.row_factory = named
 
     @property
     def for_update(self) -> str:

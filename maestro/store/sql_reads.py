@@ -6,6 +6,7 @@ import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from maestro.store.db import Dialect, Row, Tx
 from maestro.store.models import (
@@ -46,32 +47,66 @@ def _dependencies(stored: str) -> tuple[str, ...]:
     return tuple(json.loads(stored))
 
 
-def _step(row: Row) -> StepRecord:
+_STEP_COLUMNS = (
+    "run_id, step_id, persona, kind, depends_on, state, attempts, round, start_time,"
+    " end_time, due_time, error, summary, provider, model, result_json, feedback,"
+    " attempts_before_round, input_tokens, output_tokens, cache_read_tokens,"
+    " cache_write_tokens, cost_usd"
+)
+"""The columns `_step` reads, in its order (a run's steps are read as plain tuples)."""
+
+
+def _step(values: tuple[Any, ...]) -> StepRecord:
+    (
+        run_id,
+        step_id,
+        persona,
+        kind,
+        depends_on,
+        state,
+        attempts,
+        round_,
+        start_time,
+        end_time,
+        due_time,
+        error,
+        summary,
+        provider,
+        model,
+        result_json,
+        feedback,
+        attempts_before_round,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        cost_usd,
+    ) = values
     return StepRecord(
-        run_id=row["run_id"],
-        step_id=row["step_id"],
-        persona=row["persona"],
-        kind=row["kind"],
-        depends_on=_dependencies(row["depends_on"]),
-        state=StepState(row["state"]),
-        attempts=row["attempts"],
-        round=row["round"],
-        start_time=to_datetime(row["start_time"]),
-        end_time=to_datetime(row["end_time"]),
-        due_time=to_datetime(row["due_time"]),
-        error=row["error"],
-        summary=row["summary"],
-        provider=row["provider"],
-        model=row["model"],
-        result_json=row["result_json"],
-        feedback=row["feedback"],
-        attempts_before_round=row["attempts_before_round"],
+        run_id=run_id,
+        step_id=step_id,
+        persona=persona,
+        kind=kind,
+        depends_on=_dependencies(depends_on),
+        state=StepState(state),
+        attempts=attempts,
+        round=round_,
+        start_time=to_datetime(start_time),
+        end_time=to_datetime(end_time),
+        due_time=to_datetime(due_time),
+        error=error,
+        summary=summary,
+        provider=provider,
+        model=model,
+        result_json=result_json,
+        feedback=feedback,
+        attempts_before_round=attempts_before_round,
         usage=Usage(
-            int(row["input_tokens"]),
-            int(row["output_tokens"]),
-            int(row["cache_read_tokens"]),
-            int(row["cache_write_tokens"]),
-            float(row["cost_usd"]),
+            int(input_tokens),
+            int(output_tokens),
+            int(cache_read_tokens),
+            int(cache_write_tokens),
+            float(cost_usd),
         ),
     )
 
@@ -148,10 +183,11 @@ def _with_steps(tx: Tx, rows: list[Row]) -> list[RunRecord]:
     ids = [row["run_id"] for row in rows]
     marks = ", ".join("?" for _ in ids)
     by_run: dict[str, list[StepRecord]] = {run_id: [] for run_id in ids}
-    for step in tx.all(
-        f"SELECT * FROM steps WHERE run_id IN ({marks}) ORDER BY run_id, position", ids
+    for values in tx.values(
+        f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id IN ({marks}) ORDER BY run_id, position",
+        ids,
     ):
-        by_run[step["run_id"]].append(_step(step))
+        by_run[values[0]].append(_step(values))
     return [_run(row, tuple(by_run[row["run_id"]])) for row in rows]
 
 
