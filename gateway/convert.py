@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from gateway.event_details import details_for
 from gateway.names import RUN_ID_PATTERN, run_name
 from maestro.api.gateway.v1 import gateway_pb2
+from maestro.api.scheduler.v1 import scheduler_pb2
 from maestro.core.errors import InvalidArgument
 from maestro.paths import BadPath, normalize_artifact_path
 from maestro.personas import Persona
@@ -106,6 +107,34 @@ def run_to_proto(run: RunRecord) -> gateway_pb2.Run:
         usage=usage_to_proto(run.usage),
         creator=run.created_by,
     )
+
+
+def created_run_to_proto(run_id: str, created: scheduler_pb2.CreatedRun) -> gateway_pb2.Run:
+    """The public form of a run the scheduler has just recorded: what `run_to_proto`
+    gives for it read back from the store (a test compares the two), without reading
+    a large run back."""
+    name = run_name(run_id)
+    run = gateway_pb2.Run(
+        name=name,
+        workflow=created.workflow_name,
+        requirement=created.requirement,
+        state=gateway_pb2.RUN_STATE_PENDING,
+        create_time=created.create_time,
+        provider=created.provider,
+        creator=created.created_by,
+    )
+    run.usage.SetInParent()  # zero, but present, as for a run read back
+    add = run.steps.add
+    for step in created.steps:
+        add(
+            name=f"{name}/steps/{step.step_id}",
+            step_id=step.step_id,
+            persona=step.persona,
+            depends_on=step.depends_on,
+            state=gateway_pb2.STEP_STATE_PENDING,
+            kind=step.kind,
+        ).usage.SetInParent()
+    return run
 
 
 def event_to_proto(event: EventRecord) -> gateway_pb2.RunEvent:

@@ -25,8 +25,9 @@ class SchedulerClient:
         provider: str,
         request_id: str,
         created_by: str,
-    ) -> str:
-        """Returns the new (or, for a repeated request_id, the existing) run's id."""
+    ) -> scheduler_pb2.CreateRunResponse:
+        """The new (or, for a repeated request_id, the existing) run's id, with the run
+        as recorded when this call recorded it."""
         request = scheduler_pb2.CreateRunRequest(
             requirement=requirement,
             provider=provider,
@@ -38,8 +39,7 @@ class SchedulerClient:
         else:
             request.workflow_name = workflow_name
         with mapped_rpc_errors(f"the scheduler at {self._address}"):
-            response = await self._stub.CreateRun(request, timeout=self._timeout)
-        return response.run_id
+            return await self._stub.CreateRun(request, timeout=self._timeout)
 
     async def delete_run(self, run_id: str) -> None:
         with mapped_rpc_errors(f"the scheduler at {self._address}"):

@@ -16,6 +16,7 @@ from google.protobuf import empty_pb2
 from gateway.convert import (
     EventProtoCache,
     artifact_to_proto,
+    created_run_to_proto,
     decode_artifact_token,
     decode_page_token,
     encode_artifact_token,
@@ -119,7 +120,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
             raise InvalidArgument("request_id", f"is longer than {MAX_REQUEST_ID_CHARS} characters")
         if len(request.provider) > MAX_PROVIDER_CHARS:
             raise InvalidArgument("provider", "unknown provider; use 'anthropic' or 'offline'")
-        run_id = await self._scheduler.create_run(
+        answer = await self._scheduler.create_run(
             workflow_name=request.workflow_name,
             workflow_yaml=request.workflow_yaml,
             requirement=request.requirement,
@@ -128,7 +129,11 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
             request_id=f"{caller.name}/{request.request_id}" if request.request_id else "",
             created_by=caller.name,
         )
-        return run_to_proto(await self._run(run_id))
+        if answer.HasField("created"):
+            # Built from what the scheduler recorded: reading 1,000 steps back and
+            # converting them was a third of CreateRun for a large workflow.
+            return created_run_to_proto(answer.run_id, answer.created)
+        return run_to_proto(await self._run(answer.run_id))
 
     async def GetRun(self, request: gateway_pb2.GetRunRequest, context: Context) -> gateway_pb2.Run:
         return run_to_proto(await self._run(parse_run_name(request.name)))

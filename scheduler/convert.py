@@ -1,4 +1,5 @@
-"""Proto <-> domain for the worker API, on the scheduler's side. Pure functions."""
+"""Proto <-> domain for the worker API and the scheduler's own, on the scheduler's side.
+Pure functions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from maestro.api.scheduler.v1 import scheduler_pb2
 from maestro.api.worker.v1 import worker_pb2
-from maestro.store import Usage
+from maestro.store import RunRecord, Usage
 from scheduler.breaker import BreakerState
 from scheduler.capacity import RateLimitReport
 from scheduler.limiter import ModelView
@@ -178,3 +179,18 @@ def capacity_to_proto(scheduler: str, views: list[ModelView]) -> scheduler_pb2.C
         if view.paused_until > time.time():
             model.paused_until.FromNanoseconds(round(view.paused_until * 1e9))
     return answer
+
+
+def created_run_to_proto(run: RunRecord) -> scheduler_pb2.CreatedRun:
+    """A run this scheduler has just recorded, for the gateway's answer to CreateRun."""
+    created = scheduler_pb2.CreatedRun(
+        workflow_name=run.workflow_name,
+        requirement=run.requirement,
+        provider=run.provider,
+        created_by=run.created_by,
+    )
+    created.create_time.FromDatetime(run.create_time)
+    add = created.steps.add
+    for step in run.steps:
+        add(step_id=step.step_id, persona=step.persona, kind=step.kind, depends_on=step.depends_on)
+    return created

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from pydantic import ValidationError
@@ -58,6 +59,15 @@ def _problems(err: ValidationError, most: int = 3) -> str:
     ]
     more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
     return "; ".join(problems[:most]) + more
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What CreateRun answers: the run's id, and the run as recorded when this call
+    recorded it (None when a repeated request_id found an earlier run)."""
+
+    run_id: str
+    created: RunRecord | None
 
 
 class Engine:
@@ -159,8 +169,8 @@ class Engine:
         provider: str,
         request_id: str,
         created_by: str = "",
-    ) -> str:
-        """Validates and records a run, starts it, and returns its id at once.
+    ) -> Accepted:
+        """Validates and records a run, starts it, and returns at once.
 
         Raises:
             InvalidArgument: bad workflow, requirement or provider.
@@ -187,7 +197,7 @@ class Engine:
         if request_id:
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is not None:
-                return self._same_request(existing, new_request)
+                return Accepted(self._same_request(existing, new_request), created=None)
         new = NewRun(
             run_id=uuid.uuid4().hex[:16],
             workflow_name=spec.name,
@@ -202,24 +212,27 @@ class Engine:
         try:
             # Shielded: once the run is committed it must also be driven, even if the
             # caller goes away (deadline, disconnect) in between.
-            await asyncio.shield(self._create_and_start(new, owner, spec))
+            record = await asyncio.shield(self._create_and_start(new, owner, spec))
         except AlreadyExists:
             # Lost a race with a concurrent retry of the same request.
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is None:
                 raise
-            return self._same_request(existing, new_request)
-        return new.run_id
+            return Accepted(self._same_request(existing, new_request), created=None)
+        return Accepted(new.run_id, created=record)
 
-    async def _create_and_start(self, new: NewRun, owner: str | None, spec: WorkflowSpec) -> None:
+    async def _create_and_start(
+        self, new: NewRun, owner: str | None, spec: WorkflowSpec
+    ) -> RunRecord:
         created = await self._store.create_run(
             new, owner=owner, lease_seconds=self._settings.lease_seconds
         )
         log.info("run %s created: workflow %s", new.run_id, new.workflow_name)
         if created.lease is None:
             self._claim_now.set()  # over our limit: the claim loops share it out
-            return
-        self._start(created.lease, created.record, spec, note="")
+        else:
+            self._start(created.lease, created.record, spec, note="")
+        return created.record
 
     @staticmethod
     def _same_request(existing: RunRecord, new: tuple[str, str, str]) -> str:

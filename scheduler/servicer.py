@@ -9,7 +9,7 @@ import grpc
 
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from maestro.core.errors import InvalidArgument
-from scheduler.convert import capacity_to_proto
+from scheduler.convert import capacity_to_proto, created_run_to_proto
 from scheduler.engine import Engine
 from scheduler.watch import ChangeFeed
 
@@ -24,7 +24,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def CreateRun(
         self, request: scheduler_pb2.CreateRunRequest, context: Context
     ) -> scheduler_pb2.CreateRunResponse:
-        run_id = await self._engine.create_run(
+        accepted = await self._engine.create_run(
             workflow_name=request.workflow_name,
             workflow_yaml=request.workflow_yaml,
             requirement=request.requirement,
@@ -32,7 +32,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             request_id=request.request_id,
             created_by=request.created_by,
         )
-        return scheduler_pb2.CreateRunResponse(run_id=run_id)
+        response = scheduler_pb2.CreateRunResponse(run_id=accepted.run_id)
+        if accepted.created is not None:
+            response.created.CopyFrom(created_run_to_proto(accepted.created))
+        return response
 
     async def CancelRun(
         self, request: scheduler_pb2.CancelRunRequest, context: Context

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -97,7 +98,7 @@ async def _unfinished_are_driven(scheduler: Engine, store: Store, within: float)
     return False
 
 
-async def _cancel_after(task: asyncio.Task[str] | asyncio.Task[None], delay: float) -> None:
+async def _cancel_after(task: asyncio.Task[Any], delay: float) -> None:
     # The moment of cancellation is chosen in time, not in event-loop turns: the store's
     # work happens on its database threads, at their own pace.
     await asyncio.sleep(delay)
@@ -134,13 +135,14 @@ async def test_a_cancel_whose_caller_goes_away_still_ends_the_run_cancelled(
     scheduler, store = engine
     cancel_points = tuple(step * 0.002 for step in range(15))
     for number, delay in enumerate(cancel_points, start=1):
-        run_id = await scheduler.create_run(
+        accepted = await scheduler.create_run(
             workflow_name="sdlc-linear",
             workflow_yaml="",
             requirement=f"attempt {number}",
             provider="anthropic",
             request_id="",
         )
+        run_id = accepted.run_id
         assert await fake_anthropic.wait_for_requests_async(number, within=30)
         cancel = asyncio.create_task(scheduler.cancel_run(run_id))
         await _cancel_after(cancel, delay)

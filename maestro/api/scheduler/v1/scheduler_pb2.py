@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\tB\n\n\x08workflow\"#\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x44\x65leteRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x7f\n\x11\x44\x65\x63ideStepRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"5\n\x12\x44\x65\x63ideStepResponse\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\"\x12\n\x10WatchRunsRequest\"2\n\tRunChange\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\"B\n\nRunChanges\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.maestro.api.scheduler.v1.RunChange\"\x14\n\x12GetCapacityRequest\"V\n\x08\x43\x61pacity\x12\x11\n\tscheduler\x18\x01 \x01(\t\x12\x37\n\x06models\x18\x02 \x03(\x0b\x32\'.maestro.api.scheduler.v1.ModelCapacity\"\xa0\x03\n\rModelCapacity\x12\r\n\x05model\x18\x01 \x01(\t\x12\x37\n\x07\x62reaker\x18\x02 \x01(\x0e\x32&.maestro.api.scheduler.v1.BreakerState\x12\x11\n\toverloads\x18\x03 \x01(\x05\x12\x16\n\x0erequests_limit\x18\x04 \x01(\x01\x12\x1a\n\x12input_tokens_limit\x18\x05 \x01(\x01\x12\x1b\n\x13output_tokens_limit\x18\x06 \x01(\x01\x12\x1a\n\rrequests_used\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11input_tokens_used\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12output_tokens_used\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x30\n\x0cpaused_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rwaiting_calls\x18\x0b \x01(\x05\x42\x10\n\x0e_requests_usedB\x14\n\x12_input_tokens_usedB\x15\n\x13_output_tokens_used*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x02\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x03\x32\xef\x04\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponse\x12\x64\n\tDeleteRun\x12*.maestro.api.scheduler.v1.DeleteRunRequest\x1a+.maestro.api.scheduler.v1.DeleteRunResponse\x12g\n\nDecideStep\x12+.maestro.api.scheduler.v1.DecideStepRequest\x1a,.maestro.api.scheduler.v1.DecideStepResponse\x12_\n\tWatchRuns\x12*.maestro.api.scheduler.v1.WatchRunsRequest\x1a$.maestro.api.scheduler.v1.RunChanges0\x01\x12_\n\x0bGetCapacity\x12,.maestro.api.scheduler.v1.GetCapacityRequest\x1a\".maestro.api.scheduler.v1.CapacityBi\n\x1c\x64\x65v.maestro.api.scheduler.v1B\x0eSchedulerProtoP\x01Z7maestro.dev/gen/go/maestro/api/scheduler/v1;schedulerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(maestro/api/scheduler/v1/scheduler.proto\x12\x18maestro.api.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x10\x43reateRunRequest\x12\x17\n\rworkflow_name\x18\x01 \x01(\tH\x00\x12\x17\n\rworkflow_yaml\x18\x02 \x01(\tH\x00\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\tB\n\n\x08workflow\"Z\n\x11\x43reateRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x35\n\x07\x63reated\x18\x02 \x01(\x0b\x32$.maestro.api.scheduler.v1.CreatedRun\"\xc5\x01\n\nCreatedRun\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\x13\n\x0brequirement\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x12\n\ncreated_by\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x05steps\x18\x06 \x03(\x0b\x32%.maestro.api.scheduler.v1.CreatedStep\"Q\n\x0b\x43reatedStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x12\n\ndepends_on\x18\x04 \x03(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"#\n\x11\x44\x65leteRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x7f\n\x11\x44\x65\x63ideStepRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"5\n\x12\x44\x65\x63ideStepResponse\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\"\x12\n\x10WatchRunsRequest\"2\n\tRunChange\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\"B\n\nRunChanges\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.maestro.api.scheduler.v1.RunChange\"\x14\n\x12GetCapacityRequest\"V\n\x08\x43\x61pacity\x12\x11\n\tscheduler\x18\x01 \x01(\t\x12\x37\n\x06models\x18\x02 \x03(\x0b\x32\'.maestro.api.scheduler.v1.ModelCapacity\"\xa0\x03\n\rModelCapacity\x12\r\n\x05model\x18\x01 \x01(\t\x12\x37\n\x07\x62reaker\x18\x02 \x01(\x0e\x32&.maestro.api.scheduler.v1.BreakerState\x12\x11\n\toverloads\x18\x03 \x01(\x05\x12\x16\n\x0erequests_limit\x18\x04 \x01(\x01\x12\x1a\n\x12input_tokens_limit\x18\x05 \x01(\x01\x12\x1b\n\x13output_tokens_limit\x18\x06 \x01(\x01\x12\x1a\n\rrequests_used\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11input_tokens_used\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12output_tokens_used\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x30\n\x0cpaused_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rwaiting_calls\x18\x0b \x01(\x05\x42\x10\n\x0e_requests_usedB\x14\n\x12_input_tokens_usedB\x15\n\x13_output_tokens_used*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x02\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x03\x32\xef\x04\n\x10SchedulerService\x12\x64\n\tCreateRun\x12*.maestro.api.scheduler.v1.CreateRunRequest\x1a+.maestro.api.scheduler.v1.CreateRunResponse\x12\x64\n\tCancelRun\x12*.maestro.api.scheduler.v1.CancelRunRequest\x1a+.maestro.api.scheduler.v1.CancelRunResponse\x12\x64\n\tDeleteRun\x12*.maestro.api.scheduler.v1.DeleteRunRequest\x1a+.maestro.api.scheduler.v1.DeleteRunResponse\x12g\n\nDecideStep\x12+.maestro.api.scheduler.v1.DecideStepRequest\x1a,.maestro.api.scheduler.v1.DecideStepResponse\x12_\n\tWatchRuns\x12*.maestro.api.scheduler.v1.WatchRunsRequest\x1a$.maestro.api.scheduler.v1.RunChanges0\x01\x12_\n\x0bGetCapacity\x12,.maestro.api.scheduler.v1.GetCapacityRequest\x1a\".maestro.api.scheduler.v1.CapacityBi\n\x1c\x64\x65v.maestro.api.scheduler.v1B\x0eSchedulerProtoP\x01Z7maestro.dev/gen/go/maestro/api/scheduler/v1;schedulerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,36 +33,40 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maestro.api.scheduler.v1.sc
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\034dev.maestro.api.scheduler.v1B\016SchedulerProtoP\001Z7maestro.dev/gen/go/maestro/api/scheduler/v1;schedulerv1'
-  _globals['_BREAKERSTATE']._serialized_start=1301
-  _globals['_BREAKERSTATE']._serialized_end=1425
+  _globals['_BREAKERSTATE']._serialized_start=1639
+  _globals['_BREAKERSTATE']._serialized_end=1763
   _globals['_CREATERUNREQUEST']._serialized_start=104
   _globals['_CREATERUNREQUEST']._serialized_end=263
   _globals['_CREATERUNRESPONSE']._serialized_start=265
-  _globals['_CREATERUNRESPONSE']._serialized_end=300
-  _globals['_CANCELRUNREQUEST']._serialized_start=302
-  _globals['_CANCELRUNREQUEST']._serialized_end=336
-  _globals['_CANCELRUNRESPONSE']._serialized_start=338
-  _globals['_CANCELRUNRESPONSE']._serialized_end=373
-  _globals['_DELETERUNREQUEST']._serialized_start=375
-  _globals['_DELETERUNREQUEST']._serialized_end=409
-  _globals['_DELETERUNRESPONSE']._serialized_start=411
-  _globals['_DELETERUNRESPONSE']._serialized_end=446
-  _globals['_DECIDESTEPREQUEST']._serialized_start=448
-  _globals['_DECIDESTEPREQUEST']._serialized_end=575
-  _globals['_DECIDESTEPRESPONSE']._serialized_start=577
-  _globals['_DECIDESTEPRESPONSE']._serialized_end=630
-  _globals['_WATCHRUNSREQUEST']._serialized_start=632
-  _globals['_WATCHRUNSREQUEST']._serialized_end=650
-  _globals['_RUNCHANGE']._serialized_start=652
-  _globals['_RUNCHANGE']._serialized_end=702
-  _globals['_RUNCHANGES']._serialized_start=704
-  _globals['_RUNCHANGES']._serialized_end=770
-  _globals['_GETCAPACITYREQUEST']._serialized_start=772
-  _globals['_GETCAPACITYREQUEST']._serialized_end=792
-  _globals['_CAPACITY']._serialized_start=794
-  _globals['_CAPACITY']._serialized_end=880
-  _globals['_MODELCAPACITY']._serialized_start=883
-  _globals['_MODELCAPACITY']._serialized_end=1299
-  _globals['_SCHEDULERSERVICE']._serialized_start=1428
-  _globals['_SCHEDULERSERVICE']._serialized_end=2051
+  _globals['_CREATERUNRESPONSE']._serialized_end=355
+  _globals['_CREATEDRUN']._serialized_start=358
+  _globals['_CREATEDRUN']._serialized_end=555
+  _globals['_CREATEDSTEP']._serialized_start=557
+  _globals['_CREATEDSTEP']._serialized_end=638
+  _globals['_CANCELRUNREQUEST']._serialized_start=640
+  _globals['_CANCELRUNREQUEST']._serialized_end=674
+  _globals['_CANCELRUNRESPONSE']._serialized_start=676
+  _globals['_CANCELRUNRESPONSE']._serialized_end=711
+  _globals['_DELETERUNREQUEST']._serialized_start=713
+  _globals['_DELETERUNREQUEST']._serialized_end=747
+  _globals['_DELETERUNRESPONSE']._serialized_start=749
+  _globals['_DELETERUNRESPONSE']._serialized_end=784
+  _globals['_DECIDESTEPREQUEST']._serialized_start=786
+  _globals['_DECIDESTEPREQUEST']._serialized_end=913
+  _globals['_DECIDESTEPRESPONSE']._serialized_start=915
+  _globals['_DECIDESTEPRESPONSE']._serialized_end=968
+  _globals['_WATCHRUNSREQUEST']._serialized_start=970
+  _globals['_WATCHRUNSREQUEST']._serialized_end=988
+  _globals['_RUNCHANGE']._serialized_start=990
+  _globals['_RUNCHANGE']._serialized_end=1040
+  _globals['_RUNCHANGES']._serialized_start=1042
+  _globals['_RUNCHANGES']._serialized_end=1108
+  _globals['_GETCAPACITYREQUEST']._serialized_start=1110
+  _globals['_GETCAPACITYREQUEST']._serialized_end=1130
+  _globals['_CAPACITY']._serialized_start=1132
+  _globals['_CAPACITY']._serialized_end=1218
+  _globals['_MODELCAPACITY']._serialized_start=1221
+  _globals['_MODELCAPACITY']._serialized_end=1637
+  _globals['_SCHEDULERSERVICE']._serialized_start=1766
+  _globals['_SCHEDULERSERVICE']._serialized_end=2389
 # @@protoc_insertion_point(module_scope)

@@ -102,20 +102,111 @@ class CreateRunResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
+    @_builtins.property
+    def created(self) -> Global___CreatedRun:
+        """The run as this call recorded it, so the gateway answers without reading a large
+        run back; absent when a repeated request_id found an earlier run (the gateway
+        reads that one from the store).
+        """
+
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
+        created: Global___CreatedRun | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateRunResponse: _TypeAlias = CreateRunResponse  # noqa: Y015
+
+@_typing.final
+class CreatedRun(_message.Message):
+    """A run as it is recorded: PENDING, every step PENDING with no attempt made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    REQUIREMENT_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    workflow_name: _builtins.str
+    """The workflow's name."""
+    requirement: _builtins.str
+    """The requirement as recorded (surrounding whitespace removed)."""
+    provider: _builtins.str
+    """The provider asked for; empty means each worker's default."""
+    created_by: _builtins.str
+    """The identity that asked for the run."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the run was recorded."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreatedStep]:
+        """The workflow's steps, in its order."""
+
+    def __init__(
+        self,
+        *,
+        workflow_name: _builtins.str = ...,
+        requirement: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        steps: _abc.Iterable[Global___CreatedStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "provider", b"provider", "requirement", b"requirement", "steps", b"steps", "workflow_name", b"workflow_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatedRun: _TypeAlias = CreatedRun  # noqa: Y015
+
+@_typing.final
+class CreatedStep(_message.Message):
+    """One step of a CreatedRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    PERSONA_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """The step's id inside the workflow."""
+    persona: _builtins.str
+    """The persona that runs it."""
+    kind: _builtins.str
+    """What runs the step: `persona`, `gate` or `approval`."""
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the steps it depends on."""
+
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        persona: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on", b"depends_on", "kind", b"kind", "persona", b"persona", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatedStep: _TypeAlias = CreatedStep  # noqa: Y015
 
 @_typing.final
 class CancelRunRequest(_message.Message):
