@@ -23,12 +23,12 @@ from maestro.workflow.offloop import VALIDATION_TIME_LIMIT_SECONDS, parse_workfl
 from maestro.workflow.spec import (
     Budget,
     RetryPolicy,
-    StepKind,
     StepSpec,
     WorkflowError,
     WorkflowProblem,
     WorkflowSpec,
 )
+from maestro.workflow.step_kind import StepKind
 
 __all__ = [
     "Budget",

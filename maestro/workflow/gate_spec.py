@@ -17,6 +17,7 @@ from maestro.sandbox.gate import Threshold
 from maestro.sandbox.metrics import METRICS, get_metric
 from maestro.sandbox.models import CheckName
 from maestro.workflow.limits import MAX_DEPENDENCIES, shown
+from maestro.workflow.step_kind import StepKind
 
 if TYPE_CHECKING:
     from maestro.workflow.spec import StepSpec, WorkflowSpec
@@ -48,8 +49,6 @@ def check_gate_fields(step: StepSpec) -> None:
     Raises:
         ValueError: what is wrong, for the step's validation error.
     """
-    from maestro.workflow.spec import StepKind
-
     if step.kind is not StepKind.GATE:
         extra = [name for name in ("checks", "thresholds", "coverage") if getattr(step, name)]
         if extra:
@@ -85,8 +84,6 @@ def check_approval_fields(step: StepSpec) -> None:
     Raises:
         ValueError: what is wrong, for the step's validation error.
     """
-    from maestro.workflow.spec import StepKind
-
     if step.kind is not StepKind.APPROVAL:
         # By value, not by fields set: a dumped and reloaded spec sets every field.
         extra = [n for n in ("prompt", "on_reject") if getattr(step, n)]

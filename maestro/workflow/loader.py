@@ -103,11 +103,6 @@ def parse_workflow_yaml(text: str, *, source: str = "<workflow>") -> WorkflowSpe
             f"{source} must be a mapping with 'name' and 'steps' at the top level, "
             f"got {_kind(data)}"
         )
-    if _node_count(data, {}, set()) > MAX_YAML_NODES:
-        raise _whole(
-            f"{source} is too large: with aliases expanded it has more than "
-            f"{MAX_YAML_NODES} values, or an alias refers to itself"
-        )
     shape = _check_shape(data)
     if shape:
         raise WorkflowError(shape)
@@ -154,6 +149,12 @@ def _load_yaml(text: str, source: str) -> Any:
         raise _whole(f"invalid YAML in {source}: nested too deeply") from None
     if builder.problems:
         raise WorkflowError(builder.problems)
+    # Only YAML has aliases: the JSON fast path counted every value as it read them.
+    if isinstance(data, dict) and _node_count(data, {}, set()) > MAX_YAML_NODES:
+        raise _whole(
+            f"{source} is too large: with aliases expanded it has more than "
+            f"{MAX_YAML_NODES} values, or an alias refers to itself"
+        )
     return data
 
 

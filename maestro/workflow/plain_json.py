@@ -16,8 +16,8 @@ Where YAML 1.1 (libyaml) and JSON differ, the document goes to the YAML path:
 - a surrogate escape (`\\ud83d\\ude00`: JSON joins the pair, PyYAML does not);
 - a character YAML does not take raw (DEL, C1 controls, U+FFFE/U+FFFF) or reads as a
   line break and folds inside strings (NEL, LS, PS);
-- a key whose `:` is on another line or far from the key's start (YAML reads a key
-  only on one line, within 1,024 characters);
+- a key whose `:` is on another line or far from the key's start, or a long key (YAML
+  reads a key only on one line, within 1,024 characters);
 - anything over the YAML path's limits: depth, number of values, key and string
   lengths (the YAML path says which and where).
 """
@@ -47,14 +47,14 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _NOT_PLAIN_CHARACTER = re.compile(
     "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 )
-# A key YAML would not read as one: its `:` on another line, or more than 1,024
-# characters from the key's opening quote. Over-approximated (a long key or a long gap
-# alone is enough), which only sends a few more documents the YAML way: 800 tokens of
-# a string are at most 960 characters (an escape such as \u0041 is 5 tokens, 6
-# characters), and then a gap under 60 keeps the colon within 1,024.
-_KEY_YAML_WOULD_NOT_READ = re.compile(
-    r'"[ \t\r\n]*[\r\n][ \t\r\n]*:|"[ \t\r\n]{60,}:|"(?:[^"\\]|\\.){800,}"[ \t\r\n]*:'
-)
+# YAML reads a key only with its `:` on the same line and within 1,024 characters of
+# the key's opening quote. Over-approximated, which only sends a few more documents
+# the YAML way: a key's `:` on another line or 60 blanks or more away is found here,
+# and a key of more than _LONGEST_KEY characters by _within_limits. A key of 159
+# characters is at most 956 written (each one a 6-character escape such as \u0041,
+# with its quotes), so with a gap under 60 its colon stays within 1,024.
+_KEY_YAML_WOULD_NOT_READ = re.compile(r'"[ \t\r\n]*[\r\n][ \t\r\n]*:|"[ \t\r\n]{60,}:')
+_LONGEST_KEY = min(MAX_ECHO_CHARS, 159)
 
 
 class _NotPlain(Exception):
@@ -128,7 +128,7 @@ def _within_limits(root: dict[str, Any]) -> bool:
                 return False
             values += len(value)
             for key, child in value.items():
-                if len(key) > MAX_ECHO_CHARS:
+                if len(key) > _LONGEST_KEY:
                     return False
                 # As the YAML path: `instructions` of a mapping inside the document.
                 nested_instructions = key == "instructions" and depth > 1

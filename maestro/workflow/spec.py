@@ -12,7 +12,6 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -62,6 +61,7 @@ from maestro.workflow.limits import (
     MAX_STEPS,
     shown,
 )
+from maestro.workflow.step_kind import StepKind
 
 STEP_ID_PATTERN = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_STEP_ID_CHARS - 1}}}")
 # Kinds the architecture names but the scheduler cannot run yet; they get their own
@@ -104,17 +104,6 @@ Deadline = Annotated[
 Backoff = Annotated[
     timedelta, BeforeValidator(parse_duration), AfterValidator(_at_most(MAX_BACKOFF))
 ]
-
-
-class StepKind(StrEnum):
-    """What runs a step."""
-
-    PERSONA = "persona"
-    """A persona worker (a model, or the offline provider)."""
-    GATE = "gate"
-    """Checks in the sandbox, judged against thresholds (maestro/workflow/gate_spec.py)."""
-    APPROVAL = "approval"
-    """A person's decision; `timeout` is how long to wait for it."""
 
 
 class WorkflowProblem(BaseModel):

@@ -36,6 +36,9 @@ def test_every_builtin_workflow_as_json_reads_as_its_yaml_does(name):
         '{"s": "tab\\t, quote \\", slash \\/, back \\\\, newline \\n, \\u00e9 \\u2603"}',
         '{"t": true, "f": false, "n": null, "l": [], "m": {}, "nested": [[{"x": [1]}]]}',
         '  \n{"yes": "no", "on": "off", "~": "null", "<<": "merge?"}\n',
+        # The longest key the fast path takes, written as long as it can be, with the
+        # widest gap it takes: its colon is 1,015 characters from its opening quote.
+        '{"' + "\\u0041" * 159 + '"' + " " * 59 + ": 1}",
     ],
 )
 def test_json_the_fast_path_takes_is_read_exactly_as_yaml_reads_it(text):
@@ -74,6 +77,7 @@ def test_json_the_fast_path_takes_is_read_exactly_as_yaml_reads_it(text):
         ('{"a"\n: 1}', "a key's colon on the next line"),
         ('{"a"' + " " * 1100 + ": 1}", "a key's colon 1,100 characters away"),
         ('{"' + "\\u0041" * 190 + '": 1}', "190 characters of key, 1,140 written"),
+        ('{"' + "k" * 160 + '": 1}', "a key that could be written too long for YAML"),
     ],
 )
 def test_json_yaml_reads_differently_or_refuses_is_left_to_the_yaml_path(text, why):
