@@ -7,6 +7,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import grpc
+import pytest
+
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.e2e.events import TERMINAL, collect_events, event_type_name
 
@@ -174,6 +177,20 @@ async def test_same_request_id_returns_the_same_run(
     first = await _create(gateway, request_id=request_id, workflow="sdlc-linear")
     again = await _create(gateway, request_id=request_id, workflow="sdlc-linear")
     assert again.name == first.name
+    listing = await gateway.ListRuns(gateway_pb2.ListRunsRequest(), timeout=10)
+    assert [r.name for r in listing.runs] == [first.name]
+    await collect_events(gateway, first.name)
+
+
+async def test_a_request_id_used_for_a_different_request_is_refused(
+    gateway: gateway_pb2_grpc.MaestroServiceAsyncStub,
+) -> None:
+    request_id = uuid.uuid4().hex
+    first = await _create(gateway, request_id=request_id, workflow="sdlc-linear")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _create(gateway, request_id=request_id, requirement="something else")
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert first.name in (refused.value.details() or "")
     listing = await gateway.ListRuns(gateway_pb2.ListRunsRequest(), timeout=10)
     assert [r.name for r in listing.runs] == [first.name]
     await collect_events(gateway, first.name)
