@@ -40,13 +40,37 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Context
     ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
         request = await _first_message(requests)
-        step = request_from_proto(request)
         admission = CallAdmission() if request.admit_calls else None
         grants = (
             asyncio.create_task(_read_grants(requests, admission), name="grants")
             if admission is not None
             else None
         )
+        try:
+            async for response in self._attempt(request, context, admission):
+                yield response
+        finally:
+            if grants is not None:
+                grants.cancel()
+
+    async def RunStep(
+        self, request: worker_pb2.ExecuteStepRequest, context: Context
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        if request.admit_calls:
+            raise InvalidArgument(
+                "admit_calls", "an attempt that waits for call grants needs ExecuteStep"
+            )
+        async for response in self._attempt(request, context, None):
+            yield response
+
+    async def _attempt(
+        self,
+        request: worker_pb2.ExecuteStepRequest,
+        context: Context,
+        admission: CallAdmission | None,
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        """Runs one attempt: its progress, then its result or failure."""
+        step = request_from_proto(request)
         run_id_var.set(step.run_id)
         step_id_var.set(step.step_id)
         remaining = context.time_remaining()
@@ -69,8 +93,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             outcome = "was cancelled"
             raise
         finally:
-            if grants is not None:
-                grants.cancel()
             log.info("attempt %d of step %s %s", step.attempt, step.step_id, outcome)
 
     async def _responses(

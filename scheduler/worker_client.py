@@ -1,5 +1,6 @@
-"""Calls persona workers: one ExecuteStep stream per dispatch, with a deadline and a
-heartbeat watchdog, routed to the persona's worker pool.
+"""Calls persona workers: one RunStep call per dispatch (an ExecuteStep stream when the
+attempt waits for call grants), with a deadline and a heartbeat watchdog, routed to the
+persona's worker pool.
 
 What comes back is sorted here into the two kinds of failure the scheduler keeps apart
 (scheduler/retry.py): a gRPC status that says the worker could not be reached, was
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 StreamCall = grpc.aio.StreamStreamCall[worker_pb2.ExecuteStepInput, worker_pb2.ExecuteStepResponse]
+UnaryCall = grpc.aio.UnaryStreamCall[worker_pb2.ExecuteStepRequest, worker_pb2.ExecuteStepResponse]
+AnswerCall = StreamCall | UnaryCall
+"""An ExecuteStep or a RunStep call: the worker's side of both is the same."""
 
 DEFAULT_POOL = "*"
 
@@ -125,22 +129,60 @@ class WorkerClient:
         Raises:
             DispatchFailed: with the failure's kind (platform or work) and message.
         """
+        attempt = attempt_request_to_proto(request)
+        metadata = (("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),)
+        if not request.admit_calls:
+            # Nothing follows the attempt: RunStep sends it as the call opens. A stream
+            # of requests (ExecuteStep) costs a write of its own here and a reader on the
+            # worker; on no-op steps that stream was a third of this event loop's work.
+            unary = self._stub.RunStep(attempt, timeout=timeout, metadata=metadata)
+            return await self._answer(unary, timeout, report, on_ask=_unasked)
         # Our side of the stream is written directly (call.write), not from a request
-        # iterator: an iterator costs a task and a queue per dispatch, and its set-up was
-        # a tenth of the scheduler's event loop on no-op steps (bench/RESULTS.md). The
-        # attempt goes first; the grant tasks write the rest and end with the call.
+        # iterator: an iterator costs a task and a queue per dispatch. The attempt goes
+        # first; the grant tasks write the rest and end with the call.
         call = self._stub.ExecuteStep(
             None,  # no request iterator: the messages are written below
             timeout=timeout,
-            metadata=(("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),),
+            metadata=metadata,
         )
         granting: set[asyncio.Task[None]] = set()
         # gRPC takes one message at a time on a call: grants answered at once queue here.
         sending = asyncio.Lock()
+
+        def on_ask(ask: CallRequest) -> None:
+            # Answered in a task: heartbeats keep coming while the call waits.
+            task = asyncio.create_task(_grant(call, sending, ask, admit_call))
+            granting.add(task)
+            task.add_done_callback(granting.discard)
+
+        try:
+            opening = _send(call, sending, worker_pb2.ExecuteStepInput(start=attempt))
+            return await self._answer(call, timeout, report, on_ask=on_ask, opening=opening)
+        finally:
+            for task in granting:
+                task.cancel()
+
+    async def _answer(
+        self,
+        call: AnswerCall,
+        timeout: float,
+        report: Reporter,
+        *,
+        on_ask: Callable[[CallRequest], None],
+        opening: Awaitable[None] | None = None,
+    ) -> AttemptResult:
+        """Reads the worker's messages until the attempt's result or failure.
+
+        Args:
+            opening: What must be sent before anything can come back (awaited first).
+
+        Raises:
+            DispatchFailed: with the failure's kind (platform or work) and message.
+        """
         answered = False
         try:
-            start = worker_pb2.ExecuteStepInput(start=attempt_request_to_proto(request))
-            await _send(call, sending, start)
+            if opening is not None:
+                await opening
             while True:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
@@ -174,11 +216,7 @@ class WorkerClient:
                         *failure_capacity_from_proto(message.failure),
                     )
                 if kind == "call_request":
-                    # Answered in a task: heartbeats keep coming while the call waits.
-                    ask = call_request_from_proto(message.call_request)
-                    task = asyncio.create_task(_grant(call, sending, ask, admit_call))
-                    granting.add(task)
-                    task.add_done_callback(granting.discard)
+                    on_ask(call_request_from_proto(message.call_request))
                 elif kind == "progress":
                     progress = message.progress
                     usage = usage_from_proto(progress.usage) if progress.HasField("usage") else None
@@ -191,8 +229,6 @@ class WorkerClient:
         except grpc.aio.AioRpcError as err:
             raise DispatchFailed(self._failure(err, timeout)) from err
         finally:
-            for task in granting:
-                task.cancel()
             if not answered:
                 # Cancels the RPC on the worker too when we leave early (lost,
                 # cancelled). After an answer the worker ends the call itself.
@@ -204,6 +240,16 @@ class WorkerClient:
             return Failure(FailureKind.RETRYABLE, f"the attempt timed out after {timeout:g}s")
         kind = _STATUS_KINDS.get(mapped.code, FailureKind.PLATFORM)
         return Failure(kind, mapped.message, mapped.retry_after)
+
+
+def _unasked(ask: CallRequest) -> None:
+    """A worker asked for a call grant on an attempt that takes none (RunStep)."""
+    raise DispatchFailed(
+        Failure(
+            FailureKind.PLATFORM,
+            f"the worker asked to admit call {ask.call} of an attempt that takes no grants",
+        )
+    )
 
 
 async def _grant(

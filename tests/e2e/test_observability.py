@@ -96,7 +96,7 @@ async def test_each_service_serves_run_step_and_rpc_metrics_after_an_offline_run
             urls[WORKER],
             lambda s: (
                 total(s, "maestro_worker_attempts_total") >= len(worker_steps(run))
-                and total(s, "grpc_server_handled_total", grpc_method="ExecuteStep")
+                and total(s, "grpc_server_handled_total", grpc_method="RunStep")
                 >= len(worker_steps(run))
             ),
         )
@@ -137,8 +137,8 @@ async def test_each_service_serves_run_step_and_rpc_metrics_after_an_offline_run
     assert total(worker, "maestro_worker_attempts_total", outcome="succeeded") == personas_run
     assert total(worker, "maestro_worker_attempts_total", provider="offline") == personas_run
     assert total(worker, "maestro_worker_attempts_in_flight") == 0
-    assert total(worker, "grpc_server_handled_total", grpc_method="ExecuteStep") == personas_run
-    assert total(worker, "grpc_server_started_total", grpc_method="ExecuteStep") == personas_run
+    assert total(worker, "grpc_server_handled_total", grpc_method="RunStep") == personas_run
+    assert total(worker, "grpc_server_started_total", grpc_method="RunStep") == personas_run
     # Gateway: the calls this test made, with their codes.
     for method in ("CreateRun", "GetRun", "StreamRunEvents"):
         assert total(gateway, "grpc_server_handled_total", grpc_method=method, grpc_code="OK") >= 1
@@ -282,8 +282,8 @@ async def test_one_trace_follows_a_run_through_gateway_scheduler_and_worker(
     assert {s["service"] for s in in_trace} >= {"gateway", "scheduler", "persona_service"}
     # The scheduler's calls to the worker, and the worker's side of each, name the attempt.
     for service, name in (
-        ("scheduler", "WorkerService/ExecuteStep"),
-        ("persona_service", "WorkerService/ExecuteStep"),
+        ("scheduler", "WorkerService/RunStep"),
+        ("persona_service", "WorkerService/RunStep"),
         ("persona_service", "maestro.step_attempt"),
     ):
         spans = [s for s in in_trace if s["service"] == service and s["name"].endswith(name)]

@@ -35,9 +35,7 @@ async def test_the_answer_to_create_run_is_the_run_read_back(store: Store) -> No
         )
         created = await store.create_run(new, owner=owner)
         # As the gateway receives it: serialized by the scheduler, parsed again.
-        wire = scheduler_pb2.CreatedRun.FromString(
-            recorded_run(created.record).SerializeToString()
-        )
+        wire = scheduler_pb2.CreatedRun.FromString(recorded_run(created.record).SerializeToString())
         read_back = await store.get_run(new.run_id)
         assert read_back is not None
         assert public_run(new.run_id, wire) == run_to_proto(read_back)

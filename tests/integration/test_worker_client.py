@@ -1,22 +1,41 @@
-"""The scheduler's side of ExecuteStep against a scripted worker over real gRPC."""
+"""The scheduler's side of ExecuteStep and RunStep against a scripted worker over real gRPC."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+import pytest
 
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.store import Usage
 from scheduler.models import AttemptRequest, CallRequest
-from scheduler.worker_client import WorkerClient, _send
+from scheduler.retry import FailureKind
+from scheduler.worker_client import DispatchFailed, WorkerClient, _send
 
 REFUSAL = "the step's deadline passed while it waited " * 1_000
 
 
-class _CountsMessages(worker_pb2_grpc.WorkerServiceServicer):
+class _ScriptedWorker(worker_pb2_grpc.WorkerServiceServicer):
+    """A worker whose every method fails the call; each script overrides the one it plays."""
+
+    async def ExecuteStep(
+        self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Any
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not this script's method")
+        yield worker_pb2.ExecuteStepResponse()  # never reached: makes this a generator
+
+    async def RunStep(
+        self, request: worker_pb2.ExecuteStepRequest, context: Any
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not this script's method")
+        yield worker_pb2.ExecuteStepResponse()  # never reached: makes this a generator
+
+
+class _CountsMessages(_ScriptedWorker):
     """Reads `expected` messages, then answers with how many it read."""
 
     def __init__(self, expected: int) -> None:
@@ -33,7 +52,7 @@ class _CountsMessages(worker_pb2_grpc.WorkerServiceServicer):
         yield worker_pb2.ExecuteStepResponse(result=worker_pb2.StepResult(summary=str(read)))
 
 
-class _AsksTwiceAtOnce(worker_pb2_grpc.WorkerServiceServicer):
+class _AsksTwiceAtOnce(_ScriptedWorker):
     """Asks for two model calls without waiting, then answers once both are granted."""
 
     def __init__(self) -> None:
@@ -120,3 +139,87 @@ async def test_messages_written_at_once_on_one_call_are_sent_one_at_a_time() -> 
         await channel.close(None)
         await server.stop(None)
     assert answer.result.summary == str(messages)
+
+
+class _RunsSteps(_ScriptedWorker):
+    """Answers RunStep with a note and a result (or, `asks`, with an ask for a grant)."""
+
+    def __init__(self, *, asks: bool = False) -> None:
+        self.asks = asks
+        self.requests: list[worker_pb2.ExecuteStepRequest] = []
+        self.cancelled = asyncio.Event()
+
+    async def RunStep(
+        self, request: worker_pb2.ExecuteStepRequest, context: Any
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        self.requests.append(request)
+        if self.asks:
+            yield worker_pb2.ExecuteStepResponse(call_request=worker_pb2.CallRequest(call=2))
+            try:
+                await asyncio.sleep(30)  # a grant that can never come
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        yield worker_pb2.ExecuteStepResponse(progress=worker_pb2.Progress(message="working"))
+        yield worker_pb2.ExecuteStepResponse(result=worker_pb2.StepResult(summary="done"))
+
+
+def _attempt(admit_calls: bool) -> AttemptRequest:
+    return AttemptRequest(
+        run_id="r1",
+        step_id="s",
+        attempt=3,
+        persona="backend_developer",
+        requirement="r",
+        instructions="",
+        dependencies=(),
+        provider="offline",
+        admit_calls=admit_calls,
+    )
+
+
+@asynccontextmanager
+async def _serving(worker: _RunsSteps) -> AsyncIterator[WorkerClient]:
+    server = grpc.aio.server()
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(worker, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = WorkerClient(f"127.0.0.1:{port}", heartbeat_timeout=10)
+    try:
+        yield client
+    finally:
+        await client.close()
+        await server.stop(None)
+
+
+async def test_an_attempt_that_takes_no_grants_goes_by_run_step() -> None:
+    worker = _RunsSteps()
+    notes: list[str | None] = []
+
+    async def report(note: str | None, provider: str, usage: Usage | None) -> None:
+        notes.append(note)
+
+    async with _serving(worker) as client:
+        result = await client.execute(_attempt(False), timeout=10, report=report)
+    assert result.summary == "done"
+    assert notes == ["working"]
+    assert [(r.attempt.run_id, r.attempt.step_id, r.attempt.attempt) for r in worker.requests] == [
+        ("r1", "s", 3)
+    ]
+
+
+async def test_an_ask_for_a_grant_on_run_step_fails_the_dispatch_as_the_platforms() -> None:
+    # Nothing could answer it: the dispatch fails at once (retried as a platform
+    # fault), and the worker's attempt is cancelled, instead of waiting for a grant.
+    worker = _RunsSteps(asks=True)
+
+    async def report(note: str | None, provider: str, usage: Usage | None) -> None:
+        return None
+
+    async with _serving(worker) as client:
+        with pytest.raises(DispatchFailed) as failed:
+            await client.execute(_attempt(False), timeout=10, report=report)
+        # While the worker still serves: the client itself cancelled the call.
+        await asyncio.wait_for(worker.cancelled.wait(), 5)
+    assert failed.value.failure.kind is FailureKind.PLATFORM
+    assert "takes no grants" in failed.value.failure.message

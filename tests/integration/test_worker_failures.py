@@ -262,3 +262,21 @@ async def test_bad_requests_are_status_codes_not_step_failures(worker: Worker) -
         await worker.execute(_code(workspace={"../x": "y"}))
     assert path.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (path.value.details() or "").startswith("workspace.path")
+
+
+async def test_run_step_answers_as_execute_step_does(worker: Worker) -> None:
+    request = step_request("backend_developer")
+    request.provider = "offline"  # the same answer every time
+    streamed = await worker.execute(request)
+    unary = await worker.run_step(request)
+    assert unary.result.summary == streamed.result.summary
+    assert unary.files() == streamed.files()
+    assert unary.files()  # the offline backend developer writes code
+    assert unary.notes == streamed.notes
+
+
+async def test_run_step_refuses_an_attempt_that_waits_for_grants(worker: Worker) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await worker.run_step(step_request("backend_developer", admit_calls=True))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith("admit_calls")

@@ -96,6 +96,15 @@ class Worker:
         assert await call.code() == grpc.StatusCode.OK
         return Outcome(messages)
 
+    async def run_step(
+        self, request: worker_pb2.ExecuteStepRequest, timeout: float = 30.0
+    ) -> Outcome:
+        """Runs an attempt that waits for no grants as the scheduler does: RunStep."""
+        call = self._stub.RunStep(request, timeout=timeout)
+        messages = [message async for message in call]
+        assert await call.code() == grpc.StatusCode.OK
+        return Outcome(messages)
+
 
 def step_request(
     persona: str,

@@ -41,6 +41,11 @@ class WorkerServiceStub:
                 request_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepInput.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
                 _registered_method=True)
+        self.RunStep = channel.unary_stream(
+                '/maestro.api.worker.v1.WorkerService/RunStep',
+                request_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -75,12 +80,29 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunStep(self, request, context):
+        """The same attempt as ExecuteStep, for one that waits for no call grants
+        (`admit_calls` false, as for every attempt of the offline and bench providers and
+        for models without call limits): the attempt is the request and nothing follows
+        it, so the call needs no stream of requests. Its answers, errors and deadline are
+        ExecuteStep's. An attempt with `admit_calls` is INVALID_ARGUMENT: its grants need
+        ExecuteStep's stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ExecuteStep': grpc.stream_stream_rpc_method_handler(
                     servicer.ExecuteStep,
                     request_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepInput.FromString,
+                    response_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.SerializeToString,
+            ),
+            'RunStep': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunStep,
+                    request_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.FromString,
                     response_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.SerializeToString,
             ),
     }
@@ -112,6 +134,33 @@ class WorkerService:
             target,
             '/maestro.api.worker.v1.WorkerService/ExecuteStep',
             maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepInput.SerializeToString,
+            maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/maestro.api.worker.v1.WorkerService/RunStep',
+            maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.SerializeToString,
             maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
             options,
             channel_credentials,

@@ -58,6 +58,14 @@ class WorkerServiceStub:
     model's rate limits, not the first alone. A stream whose first message is not
     `start` is INVALID_ARGUMENT.
     """
+    RunStep: _grpc.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]
+    """The same attempt as ExecuteStep, for one that waits for no call grants
+    (`admit_calls` false, as for every attempt of the offline and bench providers and
+    for models without call limits): the attempt is the request and nothing follows
+    it, so the call needs no stream of requests. Its answers, errors and deadline are
+    ExecuteStep's. An attempt with `admit_calls` is INVALID_ARGUMENT: its grants need
+    ExecuteStep's stream.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -88,6 +96,14 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     once the scheduler grants it (`grant`): every call of an agent loop is held to the
     model's rate limits, not the first alone. A stream whose first message is not
     `start` is INVALID_ARGUMENT.
+    """
+    RunStep: _aio.UnaryStreamMultiCallable[_worker_pb2.ExecuteStepRequest, _worker_pb2.ExecuteStepResponse]  # type: ignore[assignment]
+    """The same attempt as ExecuteStep, for one that waits for no call grants
+    (`admit_calls` false, as for every attempt of the offline and bench providers and
+    for models without call limits): the attempt is the request and nothing follows
+    it, so the call needs no stream of requests. Its answers, errors and deadline are
+    ExecuteStep's. An attempt with `admit_calls` is INVALID_ARGUMENT: its grants need
+    ExecuteStep's stream.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +138,20 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         once the scheduler grants it (`grant`): every call of an agent loop is held to the
         model's rate limits, not the first alone. A stream whose first message is not
         `start` is INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def RunStep(
+        self,
+        request: _worker_pb2.ExecuteStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_worker_pb2.ExecuteStepResponse], _abc.AsyncIterator[_worker_pb2.ExecuteStepResponse]]:
+        """The same attempt as ExecuteStep, for one that waits for no call grants
+        (`admit_calls` false, as for every attempt of the offline and bench providers and
+        for models without call limits): the attempt is the request and nothing follows
+        it, so the call needs no stream of requests. Its answers, errors and deadline are
+        ExecuteStep's. An attempt with `admit_calls` is INVALID_ARGUMENT: its grants need
+        ExecuteStep's stream.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
