@@ -32,12 +32,16 @@ _ARTIFACT_PREFIX = b"a1."
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _timestamp(value: datetime | None) -> Timestamp | None:
+    """An aware datetime as a Timestamp: exactly Timestamp.FromDatetime's answer, in a
+    third of its time (it goes through a time tuple; one per event sent)."""
     if value is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    micros = (value - _EPOCH) // _MICROSECOND
+    return Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
 
 
 def usage_to_proto(usage: Usage) -> gateway_pb2.TokenUsage:
@@ -229,7 +233,7 @@ def _bad_token() -> InvalidArgument:
 
 def encode_page_token(run: RunRecord) -> str:
     """The token of the page after `run` (in newest-first order)."""
-    micros = (run.create_time - _EPOCH) // timedelta(microseconds=1)
+    micros = (run.create_time - _EPOCH) // _MICROSECOND
     return _encode(f"r1.{micros}.{run.run_id}".encode("ascii"))
 
 

@@ -1,9 +1,11 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.convert import (
     EventProtoCache,
+    _timestamp,
     decode_page_token,
     encode_page_token,
     event_to_proto,
@@ -213,3 +215,19 @@ def test_gate_rework_and_approval_events_have_typed_details() -> None:
         decided = _event(kind, {"decision": "approve", "decided_by": "ana", "round": "0"})
         assert decided.WhichOneof("details") == "decision"
         assert decided.decision.decided_by == "ana"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        NOW,
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC),
+        NOW.astimezone(timezone(timedelta(hours=-5, minutes=-30))),
+    ],
+)
+def test_timestamps_are_timestamp_from_datetime_s(value: datetime) -> None:
+    expected = Timestamp()
+    expected.FromDatetime(value)
+    assert _timestamp(value) == expected
