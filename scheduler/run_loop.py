@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -106,7 +106,7 @@ def validated_files(result: AttemptResult) -> AttemptResult:
             )
         seen.add(clean)
         files.append((clean, content))
-    return result.model_copy(update={"files": tuple(files)})
+    return replace(result, files=tuple(files))
 
 
 def transcript_path(step_id: str) -> str:
@@ -124,7 +124,7 @@ def with_transcript(result: AttemptResult, step_id: str) -> AttemptResult:
     path = transcript_path(step_id)
     if not result.transcript or any(name == path for name, _ in result.files):
         return result
-    return result.model_copy(update={"files": (*result.files, (path, result.transcript))})
+    return replace(result, files=(*result.files, (path, result.transcript)))
 
 
 def result_json(result: AttemptResult) -> str:

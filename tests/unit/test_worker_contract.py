@@ -3,6 +3,8 @@ scheduler reads a StepFailure into its retry policy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from maestro.api.worker.v1 import worker_pb2
@@ -175,5 +177,5 @@ def test_the_scheduler_passes_model_effort_and_budget_through() -> None:
     assert owner_of("docs/decisions.md", step.owned_paths, step.shared_paths) is None
     assert owner_of("notes/today.md", {"notes/today.md": "qa"}, step.shared_paths) is None
     assert (proto.budget.max_usd, proto.budget.max_tokens) == (1.5, 0)
-    plain = attempt_request_to_proto(request.model_copy(update={"model": "", "effort": ""}))
+    plain = attempt_request_to_proto(replace(request, model="", effort=""))
     assert (plain.model, plain.effort) == ("", "")
