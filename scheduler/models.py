@@ -13,21 +13,12 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from maestro.store import NO_USAGE, Usage
+from maestro.store import NO_USAGE, StepContextRecord, Usage
 from scheduler.capacity import RateLimitReport
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-@dataclass(frozen=True, slots=True)
-class DependencyOutput:
-    step_id: str
-    persona: str
-    summary: str
-    files: tuple[tuple[str, bytes], ...]
-    omitted_paths: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +37,8 @@ class AttemptRequest:
     persona: str
     requirement: str
     instructions: str
-    dependencies: tuple[DependencyOutput, ...]
+    dependencies: tuple[StepContextRecord, ...]
+    """The nearest earlier steps' outputs, as the store gives them."""
     provider: str
     model: str = ""
     effort: str = ""

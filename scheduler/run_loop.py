@@ -42,7 +42,6 @@ from scheduler.models import (
     AttemptRequest,
     AttemptResult,
     CallRequest,
-    DependencyOutput,
 )
 from scheduler.path_owners import PathOwners
 from scheduler.retry import Decision, Failure, FailureKind, decide
@@ -795,16 +794,7 @@ class RunDriver:
             persona=persona,
             requirement=self._record.requirement,
             instructions=step.instructions,
-            dependencies=tuple(
-                DependencyOutput(
-                    step_id=c.step_id,
-                    persona=c.persona,
-                    summary=c.summary,
-                    files=c.files,
-                    omitted_paths=c.omitted_paths,
-                )
-                for c in context
-            ),
+            dependencies=tuple(context),
             provider=self._capacity.route(step_id).provider,
             model=self._capacity.route(step_id).model,
             effort=self._spec.effort_for(step_id) or "",

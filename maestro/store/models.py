@@ -285,8 +285,13 @@ class StepOutputRecord(_Frozen):
     files: tuple[tuple[str, bytes], ...]
 
 
-class StepContextRecord(_Frozen):
-    """What an earlier step gives a later one: its summary, and the files that fit."""
+@dataclass(frozen=True, slots=True)
+class StepContextRecord:
+    """What an earlier step gives a later one: its summary, and the files that fit.
+
+    A dataclass, not a validated model: made from the store's own rows, up to 16 for
+    every dispatch, inside the writer's transaction.
+    """
 
     step_id: str
     persona: str
