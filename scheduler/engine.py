@@ -194,6 +194,13 @@ class Engine:
         spec = await self._resolve_workflow(workflow_name, workflow_yaml)
         spec_json = spec.model_dump_json()
         new_request = (requirement, provider, spec_json)
+        if request_id:
+            # Read first: a retry (often after a lost answer, maybe while the database
+            # is busy) is answered by a read, which does not fail fast as a write does,
+            # and does not make the other writes of its group run again.
+            existing = await self._store.find_run_by_request_id(request_id)
+            if existing is not None:
+                return Accepted(self._same_request(existing, new_request), created=None)
         new = NewRun(
             run_id=uuid.uuid4().hex[:16],
             workflow_name=spec.name,
@@ -210,8 +217,7 @@ class Engine:
             # caller goes away (deadline, disconnect) in between.
             record = await asyncio.shield(self._create_and_start(new, owner, spec))
         except AlreadyExists:
-            # A retry of an earlier request (the insert found its request_id): no read
-            # before the insert, so a new run costs one round trip to the store, not two.
+            # Lost a race with a concurrent retry of the same request.
             existing = await self._store.find_run_by_request_id(request_id)
             if existing is None:
                 raise

@@ -16,6 +16,7 @@ import pytest
 
 from maestro.api.worker.v1 import worker_pb2_grpc
 from maestro.store import RunState, Store, open_store
+from maestro.store.db import StoreUnavailable
 from persona_service.llm import AnthropicProvider
 from persona_service.models import Provider
 from persona_service.offline import OfflineProvider
@@ -153,3 +154,29 @@ async def test_a_cancel_whose_caller_goes_away_still_ends_the_run_cancelled(
     assert len(runs) == len(cancel_points)
     assert RunState.CANCELLED in {run.state for run in runs}
     assert {run.state for run in runs} <= {RunState.CANCELLED, RunState.RUNNING}
+
+
+async def test_a_retried_create_run_is_answered_while_writes_fail_fast(
+    engine: tuple[Engine, Store],
+) -> None:
+    # A client retries after a lost answer, often while the database is struggling:
+    # the retry is answered by a read, not refused like a new run's write would be.
+    scheduler, store = engine
+    request = {
+        "workflow_name": "sdlc-linear",
+        "workflow_yaml": "",
+        "requirement": "a retried request",
+        "provider": "offline",
+        "request_id": "alice/retried",
+    }
+    first = await scheduler.create_run(**request)
+    assert first.created is not None
+    assert await _all_finished(store, within=60)
+    store.db.outage = StoreUnavailable("the database is unavailable: database is locked")
+    try:
+        again = await scheduler.create_run(**request)
+        with pytest.raises(StoreUnavailable):
+            await scheduler.create_run(**{**request, "request_id": "alice/new"})
+    finally:
+        store.db.outage = None
+    assert (again.run_id, again.created) == (first.run_id, None)
