@@ -109,6 +109,10 @@ class WorkerClient:
         self._channel = insecure_channel(address, round_robin=True)
         self._stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
         self._heartbeat_timeout = heartbeat_timeout
+        self._run_step = True
+        """False once a worker of this pool did not know RunStep (an older release, in
+        a rollout that updated the scheduler first): the pool's attempts then all go by
+        ExecuteStep, which every release serves."""
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -131,12 +135,23 @@ class WorkerClient:
         """
         attempt = attempt_request_to_proto(request)
         metadata = (("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),)
-        if not request.admit_calls:
+        if not request.admit_calls and self._run_step:
             # Nothing follows the attempt: RunStep sends it as the call opens. A stream
             # of requests (ExecuteStep) costs a write of its own here and a reader on the
             # worker; on no-op steps that stream was a third of this event loop's work.
             unary = self._stub.RunStep(attempt, timeout=timeout, metadata=metadata)
-            return await self._answer(unary, timeout, report, on_ask=_unasked)
+            try:
+                return await self._answer(unary, timeout, report, on_ask=_unasked)
+            except DispatchFailed as failed:
+                if not _unimplemented(failed):
+                    raise
+            # The worker never began the attempt: it goes again, by ExecuteStep.
+            self._run_step = False
+            log.warning(
+                "a worker at %s does not serve RunStep (an older release): this pool's "
+                "attempts go by ExecuteStep from now on",
+                self.address,
+            )
         # Our side of the stream is written directly (call.write), not from a request
         # iterator: an iterator costs a task and a queue per dispatch. The attempt goes
         # first; the grant tasks write the rest and end with the call.
@@ -240,6 +255,12 @@ class WorkerClient:
             return Failure(FailureKind.RETRYABLE, f"the attempt timed out after {timeout:g}s")
         kind = _STATUS_KINDS.get(mapped.code, FailureKind.PLATFORM)
         return Failure(kind, mapped.message, mapped.retry_after)
+
+
+def _unimplemented(failed: DispatchFailed) -> bool:
+    """Whether the dispatch failed because the worker does not know the method."""
+    cause = failed.__cause__
+    return isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def _unasked(ask: CallRequest) -> None:

@@ -223,3 +223,58 @@ async def test_an_ask_for_a_grant_on_run_step_fails_the_dispatch_as_the_platform
         await asyncio.wait_for(worker.cancelled.wait(), 5)
     assert failed.value.failure.kind is FailureKind.PLATFORM
     assert "takes no grants" in failed.value.failure.message
+
+
+class _RecordsMethods(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Records the method of every call the server receives, known or not."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        self.methods.append(details.method.rsplit("/", 1)[-1])
+        return await continuation(details)
+
+
+class _AnswersExecuteStep(_ScriptedWorker):
+    async def ExecuteStep(
+        self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Any
+    ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
+        first = await anext(aiter(requests))
+        yield worker_pb2.ExecuteStepResponse(
+            result=worker_pb2.StepResult(summary=f"attempt {first.start.attempt.attempt}")
+        )
+
+
+async def test_a_worker_without_run_step_gets_every_attempt_by_execute_step() -> None:
+    # A worker of an older release (a rollout that updated the scheduler first) does
+    # not know RunStep: the attempt goes again by ExecuteStep, and so do later ones.
+    worker = _AnswersExecuteStep()
+    older_release = grpc.method_handlers_generic_handler(
+        "maestro.api.worker.v1.WorkerService",
+        {
+            "ExecuteStep": grpc.stream_stream_rpc_method_handler(
+                worker.ExecuteStep,
+                request_deserializer=worker_pb2.ExecuteStepInput.FromString,
+                response_serializer=worker_pb2.ExecuteStepResponse.SerializeToString,
+            )
+        },
+    )
+    calls = _RecordsMethods()
+    server = grpc.aio.server(interceptors=[calls])
+    server.add_generic_rpc_handlers((older_release,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = WorkerClient(f"127.0.0.1:{port}", heartbeat_timeout=10)
+
+    async def report(note: str | None, provider: str, usage: Usage | None) -> None:
+        return None
+
+    try:
+        first = await client.execute(_attempt(False), timeout=10, report=report)
+        second = await client.execute(_attempt(False), timeout=10, report=report)
+    finally:
+        await client.close()
+        await server.stop(None)
+    assert (first.summary, second.summary) == ("attempt 3", "attempt 3")
+    assert calls.methods == ["RunStep", "ExecuteStep", "ExecuteStep"]
