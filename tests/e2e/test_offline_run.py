@@ -30,8 +30,16 @@ async def test_sdlc_parallel_run_produces_artifacts_and_a_dense_event_log(
 ) -> None:
     run = await _create(gateway)
     assert run.name.startswith("runs/")
-    # CreateRun returns at once; an offline run may even have finished by then.
-    assert run.state != gateway_pb2.RUN_STATE_UNSPECIFIED
+    # CreateRun answers with the run as recorded, before it starts: what GetRun says
+    # of it, but for what has happened since.
+    assert run.state == gateway_pb2.RUN_STATE_PENDING
+    now = await gateway.GetRun(gateway_pb2.GetRunRequest(name=run.name), timeout=10)
+    for field in ("name", "workflow", "requirement", "create_time", "provider", "creator"):
+        assert getattr(run, field) == getattr(now, field), field
+    assert [(s.name, s.step_id, s.persona, s.kind, list(s.depends_on)) for s in run.steps] == [
+        (s.name, s.step_id, s.persona, s.kind, list(s.depends_on)) for s in now.steps
+    ]
+    assert {s.state for s in run.steps} == {gateway_pb2.STEP_STATE_PENDING}
 
     events = await collect_events(gateway, run.name)
 

@@ -25,6 +25,8 @@ from maestro.store import (
     Store,
     Usage,
 )
+from maestro.store.db import Tx
+from maestro.store.sql_reads import to_datetime
 
 ME = "scheduler-a"
 
@@ -63,6 +65,71 @@ async def test_a_created_run_s_record_is_the_one_read_back(store: Store) -> None
     for owner in (ME, None):
         created = await store.create_run(_new_run(f"fresh-{owner}", f"q-{owner}"), owner=owner)
         assert created.record == await store.get_run(created.record.run_id)
+
+
+async def test_every_step_column_reads_back_in_its_place(store: Store) -> None:
+    # A run's steps are read as plain tuples in a fixed column order: every column gets
+    # a value no other has, so a swap of two columns would show.
+    await store.create_run(_new_run("columns"), owner=None)
+    stored: dict[str, Any] = {
+        "state": "RUNNING",
+        "attempts": 3,
+        "round": 2,
+        "start_time": 1_000_001,
+        "end_time": 2_000_002,
+        "due_time": 3_000_003,
+        "error": "E",
+        "summary": "S",
+        "provider": "PV",
+        "model": "M",
+        "result_json": "RJ",
+        "feedback": "FB",
+        "attempts_before_round": 7,
+        "input_tokens": 11,
+        "output_tokens": 12,
+        "cache_read_tokens": 13,
+        "cache_write_tokens": 14,
+        "cost_usd": 1.5,
+    }
+
+    def update(tx: Tx) -> None:
+        columns = ", ".join(f"{name} = ?" for name in stored)
+        tx.execute(
+            f"UPDATE steps SET {columns} WHERE run_id = 'columns' AND step_id = 'b'",
+            tuple(stored.values()),
+        )
+
+    await store.db.write(update)
+    run = await store.get_run("columns")
+    assert run is not None
+    step = run.steps[1]
+    assert (step.step_id, step.persona, step.kind, step.depends_on) == (
+        "b",
+        "qa_engineer",
+        "persona",
+        ("a",),
+    )
+    usage = step.usage
+    assert [
+        step.state.value,
+        step.attempts,
+        step.round,
+        step.start_time,
+        step.end_time,
+        step.due_time,
+        step.error,
+        step.summary,
+        step.provider,
+        step.model,
+        step.result_json,
+        step.feedback,
+        step.attempts_before_round,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cost_usd,
+    ] == [to_datetime(value) if name.endswith("_time") else value for name, value in stored.items()]
 
 
 async def test_concurrent_writers_keep_event_sequences_dense(store: Store) -> None:
