@@ -114,18 +114,26 @@ class GroupWriter:
             self._conn = None
 
     def _run_group(self, group: list[_Job]) -> None:
-        pending = [group]
+        # In submission order: the jobs before a failed one run again and commit, then
+        # the failed one hears its error, then the ones after it run as a group of their
+        # own. Each job runs at most twice, however many of its group fail; and a caller
+        # that reads after its error (a retried request looking for the run an earlier
+        # job of its group made) finds what the earlier jobs wrote.
+        pending: list[list[_Job] | Outcome] = [group]
         while pending:
-            before, after = self._try_group(pending.pop())
-            # The jobs before a failed one run again first (they were submitted first),
-            # then the ones after it as a group of their own: each job runs at most
-            # twice, however many of its group fail.
+            item = pending.pop()
+            if isinstance(item, tuple):
+                self._settle([item], {}, [])
+                continue
+            before, failed, after = self._try_group(item)
             if after:
                 pending.append(after)
+            if failed is not None:
+                pending.append(failed)
             if before:
                 pending.append(before)
 
-    def _try_group(self, group: list[_Job]) -> tuple[list[_Job], list[_Job]]:
+    def _try_group(self, group: list[_Job]) -> tuple[list[_Job], Outcome | None, list[_Job]]:
         """Runs the jobs in one transaction and commits them together.
 
         No SAVEPOINT per job: on PostgreSQL a savepoint and its release are two round
@@ -133,8 +141,9 @@ class GroupWriter:
         and that job alone gets its error.
 
         Returns:
-            The jobs still to run: those before the failed job (rolled back with it) and
-            those after it (not run yet); both empty when the group ended.
+            The jobs before the failed job (rolled back with it, to run again), the
+            failed job's outcome (to deliver once they committed), and the jobs after
+            it (not run yet); empty and None when the group ended.
         """
         try:
             if self._conn is None:
@@ -143,7 +152,7 @@ class GroupWriter:
         except self._errors as err:
             self._drop_connection()
             self._settle([(job, None, err) for job in group], {}, [])
-            return [], []
+            return [], None, []
         conn = self._conn
         outcomes: list[Outcome] = []
         changed: dict[str, int] = {}
@@ -155,8 +164,8 @@ class GroupWriter:
                 result = job.fn(tx, *job.args)
             except BaseException as err:  # noqa: BLE001 - delivered to the job's caller
                 cursor.close()
-                self._undo(job, err)
-                return group[:index], group[index + 1 :]
+                self._undo(err)
+                return group[:index], (job, None, err), group[index + 1 :]
             cursor.close()
             outcomes.append((job, result, None))
             for run_id, sequence in tx.changed_runs.items():
@@ -166,12 +175,12 @@ class GroupWriter:
             conn.execute("COMMIT")
         except self._errors as err:
             self._fail_group(group, err)
-            return [], []
+            return [], None, []
         self._settle(outcomes, changed, events)
-        return [], []
+        return [], None, []
 
-    def _undo(self, failed: _Job, err: BaseException) -> None:
-        """Rolls the transaction back after `failed` raised `err`, and tells its caller."""
+    def _undo(self, err: BaseException) -> None:
+        """Rolls the transaction back after one of its jobs raised `err`."""
         try:
             self._conn.execute("ROLLBACK")
         except self._errors:
@@ -185,7 +194,6 @@ class GroupWriter:
             # the connection may keep failing after the outage ends (SQLite stays
             # read-only after an I/O error mid-write), so the next group connects afresh.
             self._drop_connection()
-        self._settle([(failed, None, err)], {}, [])
 
     def _fail_group(self, group: list[_Job], err: BaseException) -> None:
         """The commit failed: every job of the group fails with its mapped error."""

@@ -404,6 +404,22 @@ async def test_no_transaction_of_a_group_runs_more_than_twice(store: Store) -> N
     assert all(runs[i] == 1 for i in range(1, 60, 2))  # a failing one ran once
 
 
+async def test_a_failed_transaction_hears_its_error_after_the_ones_before_it_committed(
+    store: Store,
+) -> None:
+    # Two identical CreateRuns in one group: the second finds the first's request id
+    # and fails; when it hears so, the first run must be there to be read back (the
+    # scheduler answers the retry with it).
+    async with _one_group(store):
+        first = asyncio.ensure_future(store.create_run(_new_run("one", "same"), owner=None))
+        second = asyncio.ensure_future(store.create_run(_new_run("two", "same"), owner=None))
+    with pytest.raises(AlreadyExists):
+        await second
+    found = await store.find_run_by_request_id("same")
+    assert found is not None and found.run_id == "one"
+    assert (await first).record.run_id == "one"
+
+
 async def test_a_transaction_that_ends_its_own_transaction_fails_alone(store: Store) -> None:
     # SQLite ends a transaction by itself on some errors (a full disk); the writer's own
     # ROLLBACK then fails. The others of the group must still commit.
