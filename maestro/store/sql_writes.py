@@ -162,14 +162,19 @@ def _step(tx: Tx, run_id: str, step_id: str) -> Row:
 
 
 def create_run(tx: Tx, new: NewRun, owner: str | None, lease_seconds: float) -> CreatedRun:
-    """Records a PENDING run with its steps and RUN_CREATED; claims it for `owner`."""
-    if new.request_id and tx.one("SELECT run_id FROM runs WHERE request_id = ?", (new.request_id,)):
-        raise AlreadyExists(f"request_id {new.request_id!r} already made a run")
+    """Records a PENDING run with its steps and RUN_CREATED; claims it for `owner`.
+
+    Raises:
+        AlreadyExists: a run with the same request_id exists (on PostgreSQL also one
+            that another scheduler's transaction is recording at the same moment: the
+            insert waits for it, and finds it).
+    """
     token = 1 if owner else 0
-    tx.execute(
+    inserted = tx.execute(
         "INSERT INTO runs (run_id, workflow_name, spec_json, requirement, provider, request_id,"
         " created_by, state, error, create_time, owner, lease_token, lease_expires,"
-        " cancel_requested, last_sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, 0, 1)",
+        " cancel_requested, last_sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, 0, 1)"
+        " ON CONFLICT (request_id) WHERE request_id <> '' DO NOTHING",
         (
             new.run_id,
             new.workflow_name,
@@ -185,6 +190,8 @@ def create_run(tx: Tx, new: NewRun, owner: str | None, lease_seconds: float) -> 
             tx.later(lease_seconds) if owner else None,
         ),
     )
+    if not inserted:
+        raise AlreadyExists(f"request_id {new.request_id!r} already made a run")
     tx.many(
         "INSERT INTO steps (run_id, step_id, position, persona, kind, depends_on, state)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",

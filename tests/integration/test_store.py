@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +25,12 @@ from maestro.store import (
     StepState,
     Store,
     Usage,
+    open_store,
+    sql_writes,
 )
 from maestro.store.db import Tx
 from maestro.store.sql_reads import to_datetime
+from tests.support.databases import Templates, migrated_database
 
 ME = "scheduler-a"
 
@@ -418,6 +422,43 @@ async def test_a_failed_transaction_hears_its_error_after_the_ones_before_it_com
     found = await store.find_run_by_request_id("same")
     assert found is not None and found.run_id == "one"
     assert (await first).record.run_id == "one"
+
+
+async def test_two_schedulers_recording_one_request_at_once_make_one_run(
+    database_templates: Templates, tmp_path: Path
+) -> None:
+    # PostgreSQL only (a SQLite file has one writing scheduler): the second scheduler's
+    # insert meets the first's row before it is committed and waits for it; it must
+    # then say the request exists, not fail on the unique index.
+    postgres = contextlib.contextmanager(migrated_database)
+    with postgres(database_templates, "postgres", tmp_path) as url:
+        first_scheduler = await open_store(url, writer=True)
+        second_scheduler = await open_store(url, writer=True)
+        release = threading.Event()
+
+        def record_and_hold(tx: Tx) -> str:
+            created = sql_writes.create_run(tx, _new_run("one", "same"), None, 15.0)
+            release.wait(10)  # the transaction stays open, its row inserted
+            return created.record.run_id
+
+        try:
+            first = asyncio.ensure_future(first_scheduler.db.write(record_and_hold))
+            await asyncio.sleep(0.1)
+            second = asyncio.ensure_future(
+                second_scheduler.create_run(_new_run("two", "same"), owner=None)
+            )
+            await asyncio.sleep(0.2)
+            assert not second.done()  # waiting for the first transaction
+            release.set()
+            assert await first == "one"
+            with pytest.raises(AlreadyExists):
+                await second
+            found = await second_scheduler.find_run_by_request_id("same")
+            assert found is not None and found.run_id == "one"
+        finally:
+            release.set()
+            await first_scheduler.close()
+            await second_scheduler.close()
 
 
 async def test_a_transaction_that_ends_its_own_transaction_fails_alone(store: Store) -> None:
