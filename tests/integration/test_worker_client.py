@@ -74,6 +74,24 @@ class _AsksTwiceAtOnce(_ScriptedWorker):
         )
 
 
+def _attempt(admit_calls: bool) -> AttemptRequest:
+    return AttemptRequest(
+        run_id="r1",
+        step_id="s",
+        attempt=3,
+        persona="backend_developer",
+        requirement="r",
+        instructions="",
+        dependencies=(),
+        provider="offline",
+        admit_calls=admit_calls,
+    )
+
+
+async def _ignore(note: str | None, provider: str, usage: Usage | None) -> None:
+    """A dispatch's reporter that keeps nothing."""
+
+
 async def test_grants_answered_at_the_same_moment_all_reach_the_worker() -> None:
     # Two asks answered at the same moment: both grants must reach the worker.
     worker = _AsksTwiceAtOnce()
@@ -93,22 +111,10 @@ async def test_grants_answered_at_the_same_moment_all_reach_the_worker() -> None
         await both_asked.wait()
         return REFUSAL
 
-    async def report(note: str | None, provider: str, usage: Usage | None) -> None:
-        return None
-
     try:
-        request = AttemptRequest(
-            run_id="r1",
-            step_id="s",
-            attempt=1,
-            persona="backend_developer",
-            requirement="r",
-            instructions="",
-            dependencies=(),
-            provider="offline",
-            admit_calls=True,
+        result = await client.execute(
+            _attempt(True), timeout=10, report=_ignore, admit_call=admit_call
         )
-        result = await client.execute(request, timeout=10, report=report, admit_call=admit_call)
     finally:
         await client.close()
         await server.stop(None)
@@ -164,20 +170,6 @@ class _RunsSteps(_ScriptedWorker):
         yield worker_pb2.ExecuteStepResponse(result=worker_pb2.StepResult(summary="done"))
 
 
-def _attempt(admit_calls: bool) -> AttemptRequest:
-    return AttemptRequest(
-        run_id="r1",
-        step_id="s",
-        attempt=3,
-        persona="backend_developer",
-        requirement="r",
-        instructions="",
-        dependencies=(),
-        provider="offline",
-        admit_calls=admit_calls,
-    )
-
-
 @asynccontextmanager
 async def _serving(worker: _RunsSteps) -> AsyncIterator[WorkerClient]:
     server = grpc.aio.server()
@@ -213,12 +205,9 @@ async def test_an_ask_for_a_grant_on_run_step_fails_the_dispatch_as_the_platform
     # fault), and the worker's attempt is cancelled, instead of waiting for a grant.
     worker = _RunsSteps(asks=True)
 
-    async def report(note: str | None, provider: str, usage: Usage | None) -> None:
-        return None
-
     async with _serving(worker) as client:
         with pytest.raises(DispatchFailed) as failed:
-            await client.execute(_attempt(False), timeout=10, report=report)
+            await client.execute(_attempt(False), timeout=10, report=_ignore)
         # While the worker still serves: the client itself cancelled the call.
         await asyncio.wait_for(worker.cancelled.wait(), 5)
     assert failed.value.failure.kind is FailureKind.PLATFORM
@@ -267,12 +256,9 @@ async def test_a_worker_without_run_step_gets_every_attempt_by_execute_step() ->
     await server.start()
     client = WorkerClient(f"127.0.0.1:{port}", heartbeat_timeout=10)
 
-    async def report(note: str | None, provider: str, usage: Usage | None) -> None:
-        return None
-
     try:
-        first = await client.execute(_attempt(False), timeout=10, report=report)
-        second = await client.execute(_attempt(False), timeout=10, report=report)
+        first = await client.execute(_attempt(False), timeout=10, report=_ignore)
+        second = await client.execute(_attempt(False), timeout=10, report=_ignore)
     finally:
         await client.close()
         await server.stop(None)
