@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Row = Any
 """A result row: indexable by column name (sqlite3.Row, or a dict from psycopg)."""
+Query = tuple[str, Sequence[Any]]
+"""A statement and its parameters."""
 
 # Longest a statement waits for another transaction's lock before the store says it
 # is unavailable: a caller gets UNAVAILABLE within a second, never a hang, and the run
@@ -87,6 +89,9 @@ class Tx:
     """Runs whose event log grew, with their last sequence (announced after commit)."""
     appended: list[EventRecord] = field(default_factory=list)
     """The events this transaction appended (handed to event listeners after commit)."""
+    sync: Callable[[], None] | None = None
+    """Waits for the statements sent so far, when they are sent without waiting
+    (PostgreSQL's writer, in pipeline mode); None where each statement waits."""
 
     def later(self, seconds: float) -> int:
         """The time `seconds` after this transaction's, as stored."""
@@ -95,9 +100,20 @@ class Tx:
     def _sql(self, sql: str) -> str:
         return sql if self.dialect is Dialect.SQLITE else _postgres_sql(sql)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Runs a statement; returns the number of rows it changed."""
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Runs a statement whose outcome is not read.
+
+        On PostgreSQL's writer it is sent without waiting for the server: its error, if
+        any, is raised by the transaction's next read or at the transaction's end, which
+        is still inside the transaction function (maestro/store/group_commit.py).
+        """
         self.cursor.execute(self._sql(sql), params)
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Runs a statement and waits for it; returns the number of rows it changed."""
+        self.cursor.execute(self._sql(sql), params)
+        if self.sync is not None:
+            self.sync()
         return int(self.cursor.rowcount)
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -110,6 +126,21 @@ class Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.cursor.execute(self._sql(sql), params)
         return list(self.cursor.fetchall())
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Pending:
+        """Sends a query whose rows are read later, on a cursor of its own.
+
+        On PostgreSQL's writer the server is not waited for until the rows are read, so
+        the queries a transaction sends before reading any of them share one round trip.
+        Elsewhere the rows are read at once, before anything else runs.
+        """
+        cursor = self.cursor.connection.cursor()
+        cursor.execute(self._sql(sql), params)
+        if self.sync is not None:
+            return Pending(cursor, None)
+        pending = Pending(cursor, None)
+        pending.all()
+        return pending
 
     def values(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows as plain tuples in the SELECT's column order, for reads of many rows:
@@ -153,6 +184,26 @@ class Tx:
             self.execute(
                 "UPDATE runs SET last_sequence = ? WHERE run_id = ?", (last_sequence, run_id)
             )
+
+
+class Pending:
+    """A query's rows, read when asked for (from `Tx.query`)."""
+
+    __slots__ = ("_cursor", "_rows")
+
+    def __init__(self, cursor: Any, rows: list[Row] | None) -> None:
+        self._cursor = cursor
+        self._rows = rows
+
+    def all(self) -> list[Row]:
+        if self._rows is None:
+            self._rows = list(self._cursor.fetchall())
+            self._cursor.close()
+        return self._rows
+
+    def one(self) -> Row | None:
+        rows = self.all()
+        return rows[0] if rows else None
 
 
 ChangeListener = Callable[[dict[str, int]], None]

@@ -80,6 +80,7 @@ class PostgresDatabase(Database):
                 begin="BEGIN",
                 errors=(psycopg.Error,),
                 on_settled=self._settled,
+                pipeline=lambda conn: conn.pipeline(),
             )
             if writer
             else None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from maestro.store.db import Dialect, Row, Tx
+from maestro.store.db import Dialect, Query, Row, Tx
 from maestro.store.models import (
     ACTIVE_RUN_STATES,
     ArtifactRecord,
@@ -402,24 +402,38 @@ def choose_files(
     return chosen
 
 
-def step_context(
-    tx: Tx, run_id: str, step_ids: Sequence[str], budget_bytes: int
-) -> list[StepContextRecord]:
-    """The context of a step: the given succeeded steps (nearest first), each with its
-    summary and as many of its files as fit `budget_bytes`; only chosen files are read."""
-    if not step_ids:
-        return []
+def context_listing(run_id: str, step_ids: Sequence[str]) -> Query:
+    """The query of `step_context`'s listing: the steps and their latest files' sizes in
+    one statement (a step without files comes back once, with no path)."""
     marks = ", ".join("?" for _ in step_ids)
-    # The steps and their latest files' sizes in one statement (a step without files
-    # comes back once, with no path).
-    steps: dict[str, Row] = {}
-    sizes: dict[str, list[tuple[str, int]]] = {}
-    for row in tx.all(
+    return (
         "SELECT s.step_id, s.persona, s.summary, a.path, a.size_bytes FROM steps s"
         " LEFT JOIN artifacts a ON a.run_id = s.run_id AND a.step_id = s.step_id"
         f" AND +a.latest = 1 WHERE s.run_id = ? AND s.step_id IN ({marks}) AND s.state = ?",
         (run_id, *step_ids, StepState.SUCCEEDED.value),
-    ):
+    )
+
+
+def step_context(
+    tx: Tx,
+    run_id: str,
+    step_ids: Sequence[str],
+    budget_bytes: int,
+    listing: list[Row] | None = None,
+) -> list[StepContextRecord]:
+    """The context of a step: the given succeeded steps (nearest first), each with its
+    summary and as many of its files as fit `budget_bytes`; only chosen files are read.
+
+    Args:
+        listing: the rows of `context_listing`, when the caller already read them.
+    """
+    if not step_ids:
+        return []
+    if listing is None:
+        listing = tx.all(*context_listing(run_id, step_ids))
+    steps: dict[str, Row] = {}
+    sizes: dict[str, list[tuple[str, int]]] = {}
+    for row in listing:
         steps.setdefault(row["step_id"], row)
         listed = sizes.setdefault(row["step_id"], [])
         if row["path"] is not None:

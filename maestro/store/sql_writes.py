@@ -13,9 +13,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from maestro.core.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
 from maestro.paths import is_shared
-from maestro.store.db import Dialect, Row, Tx
+from maestro.store.db import Dialect, Query, Row, Tx
 from maestro.store.errors import LeaseLost, RunFinished
 from maestro.store.models import (
     ACTIVE_RUN_STATES,
@@ -35,7 +35,7 @@ from maestro.store.models import (
     StepState,
     Usage,
 )
-from maestro.store.sql_reads import created_run, step_context, to_datetime
+from maestro.store.sql_reads import context_listing, created_run, step_context, to_datetime
 
 ACTIVE = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_RUN_STATES)) + ")"
 STEP_UNFINISHED = (
@@ -108,12 +108,22 @@ class _RunWriter:
     events, and on PostgreSQL every statement is a round trip.
     """
 
-    def __init__(self, tx: Tx, lease: Lease, *, allow_finished: bool = False) -> None:
-        row = tx.one(
+    def __init__(
+        self, tx: Tx, lease: Lease, *, allow_finished: bool = False, then: Sequence[Query] = ()
+    ) -> None:
+        """Locks the run's row and checks the lease.
+
+        Args:
+            then: queries to send right after the lock's, read from `self.then`: on
+                PostgreSQL they share its round trip.
+        """
+        locked = tx.query(
             "SELECT state, last_sequence, owner, lease_token FROM runs WHERE run_id = ?"
             + tx.for_update,
             (lease.run_id,),
         )
+        self.then = [tx.query(sql, params) for sql, params in then]
+        row = locked.one()
         if row is None:
             raise NotFound(f"run runs/{lease.run_id} does not exist")
         if row["owner"] != lease.owner or row["lease_token"] != lease.token:
@@ -170,7 +180,7 @@ def create_run(tx: Tx, new: NewRun, owner: str | None, lease_seconds: float) -> 
             insert waits for it, and finds it).
     """
     token = 1 if owner else 0
-    inserted = tx.execute(
+    inserted = tx.changed(
         "INSERT INTO runs (run_id, workflow_name, spec_json, requirement, provider, request_id,"
         " created_by, state, error, create_time, owner, lease_token, lease_expires,"
         " cancel_requested, last_sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, 0, 1)"
@@ -269,7 +279,7 @@ def release_leases(tx: Tx, owner: str, run_ids: Sequence[str]) -> int:
     """Gives runs back so another scheduler can take them at once (a graceful stop)."""
     released = 0
     for run_id in run_ids:
-        released += tx.execute(
+        released += tx.changed(
             "UPDATE runs SET owner = NULL, lease_expires = NULL WHERE run_id = ? AND owner = ?",
             (run_id, owner),
         )
@@ -381,7 +391,7 @@ def start_run(tx: Tx, lease: Lease, note: str) -> None:
 def queue_run(tx: Tx, lease: Lease, reason: str) -> None:
     """The run waits for capacity before its first step (RUN_QUEUED)."""
     run = _RunWriter(tx, lease)
-    if tx.execute(
+    if tx.changed(
         "UPDATE runs SET state = ? WHERE run_id = ? AND state = ?",
         (RunState.QUEUED.value, lease.run_id, RunState.PENDING.value),
     ):
@@ -392,7 +402,7 @@ def queue_run(tx: Tx, lease: Lease, reason: str) -> None:
 def queue_step(tx: Tx, lease: Lease, step_id: str, reason: str) -> None:
     """A ready step waits for capacity (STEP_QUEUED)."""
     run = _RunWriter(tx, lease)
-    if tx.execute(
+    if tx.changed(
         "UPDATE steps SET state = ? WHERE run_id = ? AND step_id = ? AND state = ?",
         (StepState.QUEUED.value, lease.run_id, step_id, StepState.PENDING.value),
     ):
@@ -424,15 +434,35 @@ def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[i
     Returns:
         (attempt, dispatch) numbers, both from 1.
     """
-    run = _RunWriter(tx, lease)
-    # The step and its latest dispatch (if any) in one statement.
-    step = tx.one(
-        "SELECT s.attempts, s.round, s.persona, s.kind, d.attempt AS last_attempt,"
-        " d.dispatch AS last_dispatch, d.state AS last_state FROM steps s"
-        " LEFT JOIN dispatches d ON d.run_id = s.run_id AND d.step_id = s.step_id"
-        " WHERE s.run_id = ? AND s.step_id = ? ORDER BY d.attempt DESC, d.dispatch DESC LIMIT 1",
-        (lease.run_id, step_id),
-    )
+    attempt, dispatch, _ = start_dispatch_with_context(tx, lease, step_id, provider, (), 0)
+    return attempt, dispatch
+
+
+def start_dispatch_with_context(
+    tx: Tx,
+    lease: Lease,
+    step_id: str,
+    provider: str,
+    context_steps: Sequence[str],
+    budget_bytes: int,
+) -> tuple[int, int, list[StepContextRecord]]:
+    """`start_dispatch`, and the attempt's context from `context_steps` (`step_context`)."""
+    # The step and its latest dispatch (if any) in one statement, and the context's
+    # listing: both sent with the lease's query.
+    then: list[Query] = [
+        (
+            "SELECT s.attempts, s.round, s.persona, s.kind, d.attempt AS last_attempt,"
+            " d.dispatch AS last_dispatch, d.state AS last_state FROM steps s"
+            " LEFT JOIN dispatches d ON d.run_id = s.run_id AND d.step_id = s.step_id"
+            " WHERE s.run_id = ? AND s.step_id = ?"
+            " ORDER BY d.attempt DESC, d.dispatch DESC LIMIT 1",
+            (lease.run_id, step_id),
+        )
+    ]
+    if context_steps:
+        then.append(context_listing(lease.run_id, context_steps))
+    run = _RunWriter(tx, lease, then=then)
+    step = run.then[0].one()
     if step is None:
         raise NotFound(f"run runs/{lease.run_id} has no step {step_id!r}")
     if step["last_state"] == DispatchState.LOST.value:
@@ -458,6 +488,11 @@ def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[i
             provider,
         ),
     )
+    context = (
+        step_context(tx, lease.run_id, context_steps, budget_bytes, run.then[1].all())
+        if context_steps
+        else []
+    )
     again = f", dispatch {dispatch}" if dispatch > 1 else ""
     run.event(
         EventType.STEP_STARTED,
@@ -474,24 +509,16 @@ def start_dispatch(tx: Tx, lease: Lease, step_id: str, provider: str) -> tuple[i
         },
     )
     run.close()
-    return attempt, dispatch
-
-
-def start_dispatch_with_context(
-    tx: Tx,
-    lease: Lease,
-    step_id: str,
-    provider: str,
-    context_steps: Sequence[str],
-    budget_bytes: int,
-) -> tuple[int, int, list[StepContextRecord]]:
-    attempt, dispatch = start_dispatch(tx, lease, step_id, provider)
-    return attempt, dispatch, step_context(tx, lease.run_id, context_steps, budget_bytes)
+    return attempt, dispatch, context
 
 
 def _running_dispatch(tx: Tx, run_id: str, step_id: str, attempt: int, dispatch: int) -> Row:
     """A dispatch's state and usage so far, with its step's current round (`step_round`)."""
-    return tx.one(
+    return tx.one(*_running_dispatch_query(run_id, step_id, attempt, dispatch))
+
+
+def _running_dispatch_query(run_id: str, step_id: str, attempt: int, dispatch: int) -> Query:
+    return (
         "SELECT d.state, d.input_tokens, d.output_tokens, d.cache_read_tokens,"
         " d.cache_write_tokens, d.cost_usd, s.round AS step_round FROM dispatches d"
         " JOIN steps s ON s.run_id = d.run_id AND s.step_id = d.step_id"
@@ -600,12 +627,26 @@ def complete_step(
     Returns:
         False when this dispatch's outcome was already recorded (a repeated delivery).
     """
-    run = _RunWriter(tx, lease)
-    row = _running_dispatch(tx, lease.run_id, step_id, attempt, dispatch)
+    paths = [path for path, _ in result.files]
+    if len(set(paths)) != len(paths):
+        # Each path's previous version is read once, before any is written.
+        raise Internal(f"step {step_id!r} returned a path twice: {sorted(paths)}")
+    then = [_running_dispatch_query(lease.run_id, step_id, attempt, dispatch)]
+    if paths:
+        then.append(
+            (
+                "SELECT path, version, step_id, round FROM artifacts WHERE run_id = ?"
+                f" AND latest = 1 AND path IN ({', '.join('?' for _ in paths)})",
+                (lease.run_id, *paths),
+            )
+        )
+    run = _RunWriter(tx, lease, then=then)
+    row = run.then[0].one()
     if row is None:
         raise NotFound(f"attempt {attempt} of step {step_id!r} was never dispatched")
     if row["state"] != DispatchState.RUNNING.value:
         return False
+    previous = {found["path"]: found for found in run.then[1].all()} if paths else {}
     _progress(run, step_id, attempt, dispatch, notes)
     _set_usage(tx, lease.run_id, step_id, attempt, dispatch, _usage_of(row), result.usage)
     tx.execute(
@@ -631,6 +672,7 @@ def complete_step(
             path,
             content,
             result.provider,
+            previous.get(path),
             shared=is_shared(path, result.shared_paths),
         )
     tx.execute(
@@ -673,16 +715,13 @@ def _write_artifact(
     path: str,
     content: bytes,
     provider: str,
+    previous: Row | None,
     *,
     shared: bool,
 ) -> None:
+    """Stores a new latest version of `path` (`previous`: its latest version so far)."""
     tx = run.tx
     digest = hashlib.sha256(content).hexdigest()
-    previous = tx.one(
-        "SELECT version, step_id, round FROM artifacts WHERE run_id = ? AND path = ?"
-        " AND latest = 1",
-        (run.run_id, path),
-    )
     version = 1
     if previous is not None:
         version = int(previous["version"]) + 1
@@ -875,7 +914,7 @@ def _fail_step(
     # re-drive would then call them CANCELLED instead of BLOCKED).
     blocked_reason = f"depends on failed step {step_id!r}"
     for dependent in block:
-        if tx.execute(
+        if tx.changed(
             "UPDATE steps SET state = ?, error = ?, end_time = ? WHERE run_id = ? AND step_id = ?"
             " AND state IN (?, ?)",
             (

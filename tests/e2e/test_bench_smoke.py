@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
+
+from bench.bench_remote_db import round_trip_ms, start_proxy, via_port
 from bench.client import bench_request, create_run, follow
 from bench.floors import asyncio_floor, floor_worker
 from bench.report import BackendResults, Results, all_tables
@@ -17,6 +20,7 @@ from bench.stacks import SQLITE, Backend, database, open_stack
 from bench.stats import render_markdown
 from bench.workloads import tiny_workload
 from maestro.api.gateway.v1 import gateway_pb2
+from tests.support.databases import ADMIN_URL
 
 
 async def test_the_smallest_workload_runs_through_the_stack_and_both_floors(
@@ -56,3 +60,20 @@ async def test_the_smallest_workload_runs_through_the_stack_and_both_floors(
     markdown = "\n".join(render_markdown(table) for table in all_tables(results))
     assert "| tiny: 2 layers × 3 no-op steps | ms/step |" in markdown
     assert "Maestro/gRPC floor (sqlite)" in markdown  # the paired ratio column
+
+
+def test_the_delay_proxy_adds_its_delay_each_way_and_forwards_everything() -> None:
+    # bench/bench_remote_db.py measures Maestro over a slower link by putting this
+    # proxy between the stack and PostgreSQL: queries must work through it, slower by
+    # the delay it was given, each way.
+    proxy, port = start_proxy(ADMIN_URL, one_way_us=20_000)
+    try:
+        through = via_port(ADMIN_URL, port)
+        with psycopg.connect(through, autocommit=True, connect_timeout=10) as conn:
+            payload = "x" * 200_000  # more than one read's worth each way
+            assert conn.execute("SELECT %s::text", (payload,)).fetchone() == (payload,)
+        assert round_trip_ms(through, queries=5) >= 40
+        assert round_trip_ms(ADMIN_URL, queries=5) < 40
+    finally:
+        proxy.kill()
+        proxy.wait()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from maestro.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from maestro.core.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
 from maestro.store import (
     EventType,
     Lease,
@@ -487,6 +487,70 @@ async def test_a_transaction_that_ends_its_own_transaction_fails_alone(store: St
     assert isinstance(results[1], NotFound)
     stored = await store.db.read(lambda tx: tx.all("SELECT scheduler_id FROM schedulers"))
     assert sorted(row["scheduler_id"] for row in stored) == ["after", "before"]
+
+
+async def test_a_write_that_fails_after_its_transaction_stopped_reading_fails_that_one(
+    store: Store,
+) -> None:
+    # On PostgreSQL a write is sent without waiting for the server, so its error comes
+    # back later: it must still be the error of the transaction that wrote it, and the
+    # others of the group must commit and read their own counts.
+    def note(tx: Tx, value: str) -> int:
+        return tx.changed(
+            "INSERT INTO schedulers (scheduler_id, host, pid, start_time, heartbeat_time)"
+            " VALUES (?, 'h', 1, 0, 0)",
+            (value,),
+        )
+
+    def duplicate_then_done(tx: Tx) -> str:
+        tx.execute(
+            "INSERT INTO schedulers (scheduler_id, host, pid, start_time, heartbeat_time)"
+            " VALUES ('taken', 'h', 1, 0, 0)"
+        )
+        tx.execute("UPDATE schedulers SET pid = 2 WHERE scheduler_id = 'before'")
+        return "returned without reading"
+
+    assert await store.db.write(note, "taken") == 1
+    async with _one_group(store):
+        writes = [
+            asyncio.ensure_future(store.db.write(note, "before")),
+            asyncio.ensure_future(store.db.write(duplicate_then_done)),
+            asyncio.ensure_future(store.db.write(note, "after")),
+        ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], Internal) and "unique" in results[1].message.lower()
+    stored = await store.db.read(lambda tx: tx.all("SELECT scheduler_id, pid FROM schedulers"))
+    assert sorted((row["scheduler_id"], row["pid"]) for row in stored) == [
+        ("after", 1),
+        ("before", 1),
+        ("taken", 1),
+    ]
+
+
+async def test_queries_sent_together_each_read_their_own_rows(store: Store) -> None:
+    # On PostgreSQL's writer the queries go out before any is read and their results
+    # come back together; each must still get its own rows, as of when it was sent.
+    insert = (
+        "INSERT INTO schedulers (scheduler_id, host, pid, start_time, heartbeat_time)"
+        " VALUES (?, 'h', ?, 0, 0)"
+    )
+
+    def job(tx: Tx) -> tuple[Any, ...]:
+        tx.execute(insert, ("a", 1))
+        count_before = tx.query("SELECT COUNT(*) AS n FROM schedulers")
+        pid_of_a = tx.query("SELECT pid FROM schedulers WHERE scheduler_id = ?", ("a",))
+        tx.execute(insert, ("b", 2))
+        nothing = tx.query("SELECT pid FROM schedulers WHERE scheduler_id = ?", ("none",))
+        both = tx.query("SELECT scheduler_id FROM schedulers ORDER BY scheduler_id")
+        return (
+            [row["scheduler_id"] for row in both.all()],
+            nothing.one(),
+            pid_of_a.all()[0]["pid"],
+            count_before.all()[0]["n"],
+        )
+
+    assert await store.db.write(job) == (["a", "b"], None, 1, 1)
 
 
 async def test_a_transaction_of_hundreds_of_events_stores_them_all(store: Store) -> None:
