@@ -5,15 +5,16 @@ hop, a lock round, and (on PostgreSQL) a WAL flush apiece. The writer thread tak
 every transaction waiting in its queue, runs them one after another in one database
 transaction, and commits once. A failing transaction fails alone: the group is rolled
 back and the others run again without it (transactions are functions of the database
-and their arguments, so running one again is safe; none runs more than twice). A
+and their arguments, so running one again is safe; none runs more than three times). A
 failing commit fails the whole group, each job with the mapped error. Results go
 back to the event loop in one hand-off per group.
 
-On PostgreSQL every statement would be a round trip; a transaction runs in the driver's
-pipeline mode instead, so its writes go out without waiting and the server is waited
-for only when the transaction reads, and once at its end. Ending each transaction's
-pipeline before the next one starts keeps every error with the transaction that caused
-it.
+On PostgreSQL every statement would be a round trip. A group runs in the driver's
+pipeline mode instead: writes go out without waiting, and the server is waited for only
+when a transaction reads, and once for the commit. Should a statement fail, which
+transaction sent it is not known; the group is rolled back and runs again carefully,
+each transaction waited for before the next starts, so that the error goes to the one
+that caused it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import queue
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from maestro.store.db import MAX_GROUP, Dialect, StoreUnavailable, Tx, map_error, now_us
@@ -43,6 +44,36 @@ class _Job:
 
 
 Outcome = tuple[_Job, Any, BaseException | None]
+Split = tuple[list[_Job], Outcome | None, list[_Job]]
+
+
+@dataclass(frozen=True)
+class Pipelining:
+    """How the driver sends statements without waiting for each (psycopg's pipeline
+    mode), for `GroupWriter`."""
+
+    enter: Callable[[Any], AbstractContextManager[Any]]
+    """Puts the connection in pipeline mode; leaving waits for everything sent."""
+    statement_failed: Callable[[Any], bool]
+    """After an error: the connection's transaction is open and failed (a statement of
+    it failed, so its COMMIT was not run), not committed or lost."""
+
+
+@dataclass
+class _Done:
+    """What the jobs of a group that ran so far returned and announced."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    changed: dict[str, int] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
+
+    def add(self, job: _Job, result: Any, tx: Tx) -> None:
+        self.outcomes.append((job, result, None))
+        for run_id, sequence in tx.changed_runs.items():
+            self.changed[run_id] = max(sequence, self.changed.get(run_id, 0))
+        self.events += tx.appended
+
+
 Settled = Callable[[list[Outcome], dict[str, int], list[EventRecord]], None]
 
 
@@ -57,8 +88,7 @@ class GroupWriter:
         errors: the driver's exception base class(es).
         on_settled: called on the event loop with each group's outcomes and the runs
             whose events it appended.
-        pipeline: puts the connection in pipeline mode for one transaction and, on
-            leaving, waits for its statements (psycopg's `Connection.pipeline`); None
+        pipeline: how to send statements without waiting for each (PostgreSQL); None
             where every statement waits anyway (SQLite).
     """
 
@@ -71,7 +101,7 @@ class GroupWriter:
         begin: str,
         errors: tuple[type[BaseException], ...],
         on_settled: Settled,
-        pipeline: Callable[[Any], AbstractContextManager[Any]] | None = None,
+        pipeline: Pipelining | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._connect = connect
@@ -128,25 +158,49 @@ class GroupWriter:
     def _run_group(self, group: list[_Job]) -> None:
         # In submission order: the jobs before a failed one run again and commit, then
         # the failed one hears its error, then the ones after it run as a group of their
-        # own. Each job runs at most twice, however many of its group fail; and a caller
-        # that reads after its error (a retried request looking for the run an earlier
-        # job of its group made) finds what the earlier jobs wrote.
-        pending: list[list[_Job] | Outcome] = [group]
+        # own. Each job runs at most twice carefully, however many of its group fail,
+        # and at most once more pipelined; and a caller that reads after its error (a
+        # retried request looking for the run an earlier job of its group made) finds
+        # what the earlier jobs wrote.
+        pending: list[tuple[list[_Job], bool] | Outcome] = [(group, self._pipeline is not None)]
         while pending:
             item = pending.pop()
-            if isinstance(item, tuple):
+            if isinstance(item[0], _Job):
                 self._settle([item], {}, [])
                 continue
-            before, failed, after = self._try_group(item)
+            jobs, pipelined = item
+            split = self._try_pipelined(jobs) if pipelined else self._try_group(jobs)
+            if split is None:  # a database error no job can be told to own
+                pending.append((jobs, False))
+                continue
+            before, failed, after = split
             if after:
-                pending.append(after)
+                # Not run yet: pipelined again if this pass was (each job is at most
+                # once in a pipelined pass).
+                pending.append((after, pipelined))
             if failed is not None:
                 pending.append(failed)
             if before:
-                pending.append(before)
+                pending.append((before, False))
 
-    def _try_group(self, group: list[_Job]) -> tuple[list[_Job], Outcome | None, list[_Job]]:
-        """Runs the jobs in one transaction and commits them together.
+    def _begin_group(self, group: list[_Job], *, begin: bool = True) -> Any:
+        """The connection, in a new transaction unless `begin` is False; None when that
+        failed (the group was told so)."""
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            if begin:
+                self._conn.execute(self._begin)
+        except self._errors as err:
+            self._drop_connection()
+            self._settle([(job, None, err) for job in group], {}, [])
+            return None
+        return self._conn
+
+    def _try_group(self, group: list[_Job]) -> Split:
+        """Runs the jobs in one transaction and commits them together, carefully: on
+        PostgreSQL each job's statements are waited for before the next job starts, so
+        every error belongs to the job that raised it.
 
         No SAVEPOINT per job: on PostgreSQL a savepoint and its release are two round
         trips for every transaction. When a job fails, the transaction is rolled back
@@ -157,18 +211,10 @@ class GroupWriter:
             failed job's outcome (to deliver once they committed), and the jobs after
             it (not run yet); empty and None when the group ended.
         """
-        try:
-            if self._conn is None:
-                self._conn = self._connect()
-            self._conn.execute(self._begin)
-        except self._errors as err:
-            self._drop_connection()
-            self._settle([(job, None, err) for job in group], {}, [])
+        conn = self._begin_group(group)
+        if conn is None:
             return [], None, []
-        conn = self._conn
-        outcomes: list[Outcome] = []
-        changed: dict[str, int] = {}
-        events: list[EventRecord] = []
+        done = _Done()
         for index, job in enumerate(group):
             cursor = conn.cursor()
             tx = Tx(cursor, self._dialect, now_us())
@@ -183,20 +229,71 @@ class GroupWriter:
                 self._undo(err)
                 return group[:index], (job, None, err), group[index + 1 :]
             cursor.close()
-            outcomes.append((job, result, None))
-            for run_id, sequence in tx.changed_runs.items():
-                changed[run_id] = max(sequence, changed.get(run_id, 0))
-            events += tx.appended
+            done.add(job, result, tx)
         try:
             conn.execute("COMMIT")
         except self._errors as err:
             self._fail_group(group, err)
             return [], None, []
-        self._settle(outcomes, changed, events)
+        self._settle(done.outcomes, done.changed, done.events)
+        return [], None, []
+
+    def _try_pipelined(self, group: list[_Job]) -> Split | None:
+        """Runs the jobs in one transaction as one pipeline (PostgreSQL): the server is
+        waited for only when a job reads, and once for the commit.
+
+        A job that refuses (raises an error of its own, not the database's) is told
+        apart as in `_try_group`, once the statements before its refusal are known to
+        have succeeded.
+
+        Returns:
+            As `_try_group`; None when a statement failed and nothing was committed,
+            but which job's it was cannot be told (the jobs were not waited for one by
+            one): the group is to run again carefully.
+        """
+        assert self._pipeline is not None
+        conn = self._begin_group(group, begin=False)
+        if conn is None:
+            return [], None, []
+        done = _Done()
+        refused: tuple[int, BaseException] | None = None
+        committing = False
+        try:
+            with self._pipeline.enter(conn) as pipeline:
+                conn.execute(self._begin)  # in the first job's round trip
+                for index, job in enumerate(group):
+                    tx = Tx(conn.cursor(), self._dialect, now_us(), sync=pipeline.sync)
+                    try:
+                        result = job.fn(tx, *job.args)
+                    except self._errors:
+                        raise
+                    except BaseException as err:  # noqa: BLE001 - the job's own refusal
+                        pipeline.sync()  # raises if a statement before it failed
+                        refused = (index, err)
+                        break
+                    finally:
+                        tx.cursor.close()
+                    done.add(job, result, tx)
+                else:
+                    committing = True
+                    conn.execute("COMMIT")
+                # Leaving the pipeline waits for everything sent.
+        except self._errors as err:
+            if not committing or self._pipeline.statement_failed(conn):
+                # Nothing was committed: roll back and run the jobs again carefully.
+                self._undo(err)
+                return None
+            self._fail_group(group, err)
+            return [], None, []
+        if refused is not None:
+            index, refusal = refused
+            self._undo(refusal)
+            return group[:index], (group[index], None, refusal), group[index + 1 :]
+        self._settle(done.outcomes, done.changed, done.events)
         return [], None, []
 
     def _pipelined(self, conn: Any) -> AbstractContextManager[Any]:
-        return nullcontext() if self._pipeline is None else self._pipeline(conn)
+        return nullcontext() if self._pipeline is None else self._pipeline.enter(conn)
 
     def _undo(self, err: BaseException) -> None:
         """Rolls the transaction back after one of its jobs raised `err`."""

@@ -22,7 +22,7 @@ from maestro.store.db import (
     map_error,
     now_us,
 )
-from maestro.store.group_commit import GroupWriter
+from maestro.store.group_commit import GroupWriter, Pipelining
 
 T = TypeVar("T")
 
@@ -80,7 +80,12 @@ class PostgresDatabase(Database):
                 begin="BEGIN",
                 errors=(psycopg.Error,),
                 on_settled=self._settled,
-                pipeline=lambda conn: conn.pipeline(),
+                pipeline=Pipelining(
+                    enter=lambda conn: conn.pipeline(),
+                    statement_failed=lambda conn: (
+                        conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+                    ),
+                ),
             )
             if writer
             else None

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from maestro.store import (
     open_store,
     sql_writes,
 )
-from maestro.store.db import Tx
+from maestro.store.db import Dialect, Tx
 from maestro.store.sql_reads import to_datetime
 from tests.support.databases import Templates, migrated_database
 
@@ -502,7 +502,17 @@ async def test_a_write_that_fails_after_its_transaction_stopped_reading_fails_th
             (value,),
         )
 
+    runs = [0, 0, 0]
+
+    def counted(index: int, value: str) -> Callable[[Tx], int]:
+        def write(tx: Tx) -> int:
+            runs[index] += 1
+            return note(tx, value)
+
+        return write
+
     def duplicate_then_done(tx: Tx) -> str:
+        runs[1] += 1
         tx.execute(
             "INSERT INTO schedulers (scheduler_id, host, pid, start_time, heartbeat_time)"
             " VALUES ('taken', 'h', 1, 0, 0)"
@@ -513,19 +523,53 @@ async def test_a_write_that_fails_after_its_transaction_stopped_reading_fails_th
     assert await store.db.write(note, "taken") == 1
     async with _one_group(store):
         writes = [
-            asyncio.ensure_future(store.db.write(note, "before")),
+            asyncio.ensure_future(store.db.write(counted(0, "before"))),
             asyncio.ensure_future(store.db.write(duplicate_then_done)),
-            asyncio.ensure_future(store.db.write(note, "after")),
+            asyncio.ensure_future(store.db.write(counted(2, "after"))),
         ]
     results = await asyncio.gather(*writes, return_exceptions=True)
     assert results[0] == 1 and results[2] == 1
     assert isinstance(results[1], Internal) and "unique" in results[1].message.lower()
+    # PostgreSQL ran the group pipelined first, then carefully to find the failing
+    # one: the transaction before it ran once more after the failure, as on SQLite.
+    assert runs == ([3, 2, 2] if store.db.dialect is Dialect.POSTGRES else [2, 1, 1])
     stored = await store.db.read(lambda tx: tx.all("SELECT scheduler_id, pid FROM schedulers"))
     assert sorted((row["scheduler_id"], row["pid"]) for row in stored) == [
         ("after", 1),
         ("before", 1),
         ("taken", 1),
     ]
+
+
+async def test_a_group_whose_commit_fails_fails_whole_and_runs_once(store: Store) -> None:
+    # A deferred constraint is checked by COMMIT itself: nothing of the group was
+    # committed, each of its transactions hears the error, and none runs again (a
+    # commit that fails may also have gone through, for all the writer knows).
+    await store.db.write(
+        lambda tx: tx.execute(
+            "CREATE TABLE deferred_refs (id INTEGER PRIMARY KEY, ref INTEGER"
+            " REFERENCES deferred_refs (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    )
+    runs = [0, 0]
+
+    def dangling(tx: Tx) -> None:
+        runs[0] += 1
+        tx.execute("INSERT INTO deferred_refs (id, ref) VALUES (1, 99)")
+
+    def fine(tx: Tx) -> None:
+        runs[1] += 1
+        tx.execute("INSERT INTO deferred_refs (id, ref) VALUES (2, NULL)")
+
+    async with _one_group(store):
+        writes = [
+            asyncio.ensure_future(store.db.write(dangling)),
+            asyncio.ensure_future(store.db.write(fine)),
+        ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(isinstance(result, Internal) for result in results), results
+    assert runs == [1, 1]
+    assert await store.db.read(lambda tx: tx.all("SELECT id FROM deferred_refs")) == []
 
 
 async def test_queries_sent_together_each_read_their_own_rows(store: Store) -> None:
