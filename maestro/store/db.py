@@ -77,6 +77,19 @@ def _postgres_tuple_rows() -> Any:
     return tuple_row
 
 
+@dataclass(frozen=True)
+class Pipelined:
+    """How a transaction uses its connection's pipeline (PostgreSQL's writer)."""
+
+    sync: Callable[[], None]
+    """Waits for everything sent so far."""
+    sent: Callable[[], None]
+    """Called after each statement: sends a Sync for it without waiting. The server
+    starts `idle_in_transaction_session_timeout` only at a Sync, so without one a writer
+    paused between two statements (SIGSTOP, a long GC) would hold its row locks for ever;
+    with one it is ended after the timeout, as when every statement waited."""
+
+
 @dataclass
 class Tx:
     """What a transaction function gets: portable SQL on one connection, one time."""
@@ -89,9 +102,9 @@ class Tx:
     """Runs whose event log grew, with their last sequence (announced after commit)."""
     appended: list[EventRecord] = field(default_factory=list)
     """The events this transaction appended (handed to event listeners after commit)."""
-    sync: Callable[[], None] | None = None
-    """Waits for the statements sent so far, when they are sent without waiting
-    (PostgreSQL's writer, in pipeline mode); None where each statement waits."""
+    pipeline: Pipelined | None = None
+    """PostgreSQL's writer: statements are sent without waiting for the server (None
+    where each statement waits for its result)."""
 
     def later(self, seconds: float) -> int:
         """The time `seconds` after this transaction's, as stored."""
@@ -100,32 +113,46 @@ class Tx:
     def _sql(self, sql: str) -> str:
         return sql if self.dialect is Dialect.SQLITE else _postgres_sql(sql)
 
+    def _send(self, cursor: Any, sql: str, params: Sequence[Any]) -> None:
+        cursor.execute(self._sql(sql), params)
+        if self.pipeline is not None:
+            self.pipeline.sent()
+
+    def _cursor_to_read(self) -> Any:
+        # Pipelined, the shared cursor may still wait for an earlier statement's result,
+        # which could then be taken for this one's: a read gets a cursor of its own.
+        return self.cursor if self.pipeline is None else self.cursor.connection.cursor()
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Runs a statement whose outcome is not read.
 
         On PostgreSQL's writer it is sent without waiting for the server: its error, if
-        any, is raised by the transaction's next read or at the transaction's end, which
-        is still inside the transaction function (maestro/store/group_commit.py).
+        any, is raised by a later read or at the transaction's end, which the writer
+        tells apart (maestro/store/group_commit.py).
         """
-        self.cursor.execute(self._sql(sql), params)
+        self._send(self.cursor, sql, params)
 
     def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Runs a statement and waits for it; returns the number of rows it changed."""
-        self.cursor.execute(self._sql(sql), params)
-        if self.sync is not None:
-            self.sync()
+        self._send(self.cursor, sql, params)
+        if self.pipeline is not None:
+            self.pipeline.sync()
         return int(self.cursor.rowcount)
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.cursor.executemany(self._sql(sql), list(rows))
+        if self.pipeline is not None:
+            self.pipeline.sent()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        self.cursor.execute(self._sql(sql), params)
-        return self.cursor.fetchone()
+        cursor = self._cursor_to_read()
+        self._send(cursor, sql, params)
+        return cursor.fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        self.cursor.execute(self._sql(sql), params)
-        return list(self.cursor.fetchall())
+        cursor = self._cursor_to_read()
+        self._send(cursor, sql, params)
+        return list(cursor.fetchall())
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Pending:
         """Sends a query whose rows are read later, on a cursor of its own.
@@ -135,22 +162,21 @@ class Tx:
         Elsewhere the rows are read at once, before anything else runs.
         """
         cursor = self.cursor.connection.cursor()
-        cursor.execute(self._sql(sql), params)
-        if self.sync is not None:
-            return Pending(cursor, None)
+        self._send(cursor, sql, params)
         pending = Pending(cursor, None)
-        pending.all()
+        if self.pipeline is None:
+            pending.all()
         return pending
 
     def values(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows as plain tuples in the SELECT's column order, for reads of many rows:
         sqlite3.Row finds a column by comparing names one by one, which was most of the
         cost of reading a 1,000-step run back."""
-        cursor = self.cursor
+        cursor = self._cursor_to_read()
         named = cursor.row_factory
         cursor.row_factory = None if self.dialect is Dialect.SQLITE else _postgres_tuple_rows()
         try:
-            cursor.execute(self._sql(sql), params)
+            self._send(cursor, sql, params)
             return list(cursor.fetchall())
         finally:
             cursor.row_factory = named
@@ -165,9 +191,7 @@ class Tx:
         self.changed_runs[run_id] = max(last_sequence, self.changed_runs.get(run_id, 0))
         if self.dialect is Dialect.POSTGRES:
             # Delivered to LISTENers when (and only if) this transaction commits.
-            self.cursor.execute(
-                "SELECT pg_notify('maestro_events', %s)", (f"{run_id}:{last_sequence}",)
-            )
+            self.execute("SELECT pg_notify('maestro_events', ?)", (f"{run_id}:{last_sequence}",))
 
     def move_last_sequence(self, run_id: str, last_sequence: int) -> None:
         """Stores that the run's events now end at `last_sequence`, and announces it."""
@@ -175,9 +199,9 @@ class Tx:
         if self.dialect is Dialect.POSTGRES:
             # One statement, one round trip: the UPDATE in a WITH runs whole whether or
             # not the notify reads it.
-            self.cursor.execute(
-                "WITH moved AS (UPDATE runs SET last_sequence = %s WHERE run_id = %s)"
-                " SELECT pg_notify('maestro_events', %s)",
+            self.execute(
+                "WITH moved AS (UPDATE runs SET last_sequence = ? WHERE run_id = ?)"
+                " SELECT pg_notify('maestro_events', ?)",
                 (last_sequence, run_id, f"{run_id}:{last_sequence}"),
             )
         else:

@@ -28,7 +28,15 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from maestro.store.db import MAX_GROUP, Dialect, StoreUnavailable, Tx, map_error, now_us
+from maestro.store.db import (
+    MAX_GROUP,
+    Dialect,
+    Pipelined,
+    StoreUnavailable,
+    Tx,
+    map_error,
+    now_us,
+)
 from maestro.store.models import EventRecord
 
 log = logging.getLogger(__name__)
@@ -54,9 +62,19 @@ class Pipelining:
 
     enter: Callable[[Any], AbstractContextManager[Any]]
     """Puts the connection in pipeline mode; leaving waits for everything sent."""
+    send_sync: Callable[[Any, Any], None]
+    """Sends a Sync on (connection, pipeline) without waiting for it (see
+    `Pipelined.sent`)."""
+    nothing_committed: Callable[[Any, Any], bool]
+    """After an error: given the connection and the cursor that sent COMMIT, whether
+    the transaction surely did not commit (COMMIT was skipped, failed or rolled back,
+    and the connection is sound)."""
     statement_failed: Callable[[Any], bool]
-    """After an error: the connection's transaction is open and failed (a statement of
-    it failed, so its COMMIT was not run), not committed or lost."""
+    """Whether the connection's open transaction is marked failed (one of its
+    statements failed)."""
+
+    def for_tx(self, conn: Any, pipeline: Any) -> Pipelined:
+        return Pipelined(sync=pipeline.sync, sent=lambda: self.send_sync(conn, pipeline))
 
 
 @dataclass
@@ -220,7 +238,8 @@ class GroupWriter:
             tx = Tx(cursor, self._dialect, now_us())
             try:
                 with self._pipelined(conn) as pipeline:
-                    tx.sync = None if pipeline is None else pipeline.sync
+                    if self._pipeline is not None:
+                        tx.pipeline = self._pipeline.for_tx(conn, pipeline)
                     result = job.fn(tx, *job.args)
                 # Leaving the pipeline waited for the job's last statements: an error of
                 # any of them was raised here, as this job's.
@@ -257,12 +276,14 @@ class GroupWriter:
             return [], None, []
         done = _Done()
         refused: tuple[int, BaseException] | None = None
-        committing = False
+        commit: Any = None
         try:
             with self._pipeline.enter(conn) as pipeline:
+                pipelined = self._pipeline.for_tx(conn, pipeline)
                 conn.execute(self._begin)  # in the first job's round trip
+                pipelined.sent()
                 for index, job in enumerate(group):
-                    tx = Tx(conn.cursor(), self._dialect, now_us(), sync=pipeline.sync)
+                    tx = Tx(conn.cursor(), self._dialect, now_us(), pipeline=pipelined)
                     try:
                         result = job.fn(tx, *job.args)
                     except self._errors:
@@ -275,15 +296,15 @@ class GroupWriter:
                         tx.cursor.close()
                     done.add(job, result, tx)
                 else:
-                    committing = True
-                    conn.execute("COMMIT")
+                    commit = conn.execute("COMMIT")
                 # Leaving the pipeline waits for everything sent.
         except self._errors as err:
-            if not committing or self._pipeline.statement_failed(conn):
-                # Nothing was committed: roll back and run the jobs again carefully.
+            if commit is None or self._pipeline.nothing_committed(conn, commit):
+                # A statement failed (whose is not known) or the COMMIT did: nothing was
+                # committed. Roll back and run the jobs again carefully.
                 self._undo(err)
                 return None
-            self._fail_group(group, err)
+            self._fail_group(group, err)  # the connection broke: committed or not
             return [], None, []
         if refused is not None:
             index, refusal = refused
@@ -297,6 +318,13 @@ class GroupWriter:
 
     def _undo(self, err: BaseException) -> None:
         """Rolls the transaction back after one of its jobs raised `err`."""
+        # Pipelined, a failed statement makes the server refuse the statements after it
+        # up to the next Sync, Parse included; psycopg takes a statement it sends for
+        # the sixth time as prepared without reading whether the Parse went through,
+        # so the connection may now name statements the server does not have.
+        refused_statements = self._pipeline is not None and (
+            isinstance(err, self._errors) or self._pipeline.statement_failed(self._conn)
+        )
         try:
             self._conn.execute("ROLLBACK")
         except self._errors:
@@ -305,10 +333,11 @@ class GroupWriter:
             # and the other jobs run on a new one.
             log.debug("rollback after a failed transaction failed", exc_info=True)
             self._drop_connection()
-        if isinstance(map_error(err), StoreUnavailable):
-            # A statement met an outage (an I/O error, a read-only file, a lost session):
-            # the connection may keep failing after the outage ends (SQLite stays
-            # read-only after an I/O error mid-write), so the next group connects afresh.
+        if refused_statements or isinstance(map_error(err), StoreUnavailable):
+            # Or a statement met an outage (an I/O error, a read-only file, a lost
+            # session): the connection may keep failing after the outage ends (SQLite
+            # stays read-only after an I/O error mid-write). The next group connects
+            # afresh.
             self._drop_connection()
 
     def _fail_group(self, group: list[_Job], err: BaseException) -> None:

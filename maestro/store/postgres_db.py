@@ -54,6 +54,20 @@ def connect(url: str, application: str) -> Any:
     )
 
 
+def _send_sync(conn: Any, pipeline: Any) -> None:
+    """Sends a Sync in `pipeline` without waiting for its result. psycopg (pinned in
+    pyproject.toml) has no public call for this: `Pipeline.sync()` waits."""
+    pipeline._enqueue_sync()
+    conn.wait(pipeline._communicate_gen())
+
+
+def _nothing_committed(conn: Any, commit: Any) -> bool:
+    # A COMMIT after a failed statement ends the transaction as ROLLBACK; one that
+    # failed itself (a deferred constraint) or was skipped has no status. Only a broken
+    # connection leaves it unknown.
+    return not conn.broken and commit.statusmessage != "COMMIT"
+
+
 class PostgresDatabase(Database):
     """A PostgreSQL database: a writer connection (if writing) and reader threads."""
 
@@ -82,6 +96,8 @@ class PostgresDatabase(Database):
                 on_settled=self._settled,
                 pipeline=Pipelining(
                     enter=lambda conn: conn.pipeline(),
+                    send_sync=_send_sync,
+                    nothing_committed=_nothing_committed,
                     statement_failed=lambda conn: (
                         conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
                     ),
