@@ -123,6 +123,13 @@ class Tx:
         # which could then be taken for this one's: a read gets a cursor of its own.
         return self.cursor if self.pipeline is None else self.cursor.connection.cursor()
 
+    def wait_for(self, cursor: Any) -> None:
+        """Pipelined: waits until `cursor`'s result is in, by a Sync. (psycopg's fetch
+        would send a Flush, and a Flush after a Sync stops the server's
+        idle-in-transaction timeout until the next Sync.)"""
+        if self.pipeline is not None and cursor.pgresult is None:
+            self.pipeline.sync()
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Runs a statement whose outcome is not read.
 
@@ -147,11 +154,13 @@ class Tx:
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         cursor = self._cursor_to_read()
         self._send(cursor, sql, params)
+        self.wait_for(cursor)
         return cursor.fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cursor = self._cursor_to_read()
         self._send(cursor, sql, params)
+        self.wait_for(cursor)
         return list(cursor.fetchall())
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Pending:
@@ -163,7 +172,7 @@ class Tx:
         """
         cursor = self.cursor.connection.cursor()
         self._send(cursor, sql, params)
-        pending = Pending(cursor, None)
+        pending = Pending(cursor, self)
         if self.pipeline is None:
             pending.all()
         return pending
@@ -177,6 +186,7 @@ class Tx:
         cursor.row_factory = None if self.dialect is Dialect.SQLITE else _postgres_tuple_rows()
         try:
             self._send(cursor, sql, params)
+            self.wait_for(cursor)
             return list(cursor.fetchall())
         finally:
             cursor.row_factory = named
@@ -213,14 +223,16 @@ class Tx:
 class Pending:
     """A query's rows, read when asked for (from `Tx.query`)."""
 
-    __slots__ = ("_cursor", "_rows")
+    __slots__ = ("_cursor", "_rows", "_tx")
 
-    def __init__(self, cursor: Any, rows: list[Row] | None) -> None:
+    def __init__(self, cursor: Any, tx: Tx) -> None:
         self._cursor = cursor
-        self._rows = rows
+        self._tx = tx
+        self._rows: list[Row] | None = None
 
     def all(self) -> list[Row]:
         if self._rows is None:
+            self._tx.wait_for(self._cursor)
             self._rows = list(self._cursor.fetchall())
             self._cursor.close()
         return self._rows

@@ -318,10 +318,10 @@ class GroupWriter:
 
     def _undo(self, err: BaseException) -> None:
         """Rolls the transaction back after one of its jobs raised `err`."""
-        # Pipelined, a failed statement makes the server refuse the statements after it
-        # up to the next Sync, Parse included; psycopg takes a statement it sends for
-        # the sixth time as prepared without reading whether the Parse went through,
-        # so the connection may now name statements the server does not have.
+        # Pipelined, after a failed statement the server refuses the statements sent
+        # after it, their Parse included; psycopg takes a statement it sends for the
+        # sixth time as prepared without reading whether the Parse went through, so the
+        # connection may now name prepared statements the server does not have.
         refused_statements = self._pipeline is not None and (
             isinstance(err, self._errors) or self._pipeline.statement_failed(self._conn)
         )

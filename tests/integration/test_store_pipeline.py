@@ -25,17 +25,21 @@ INSERT = (
 TOUCH = "UPDATE schedulers SET pid = pid + 1 WHERE scheduler_id = ?"
 
 
+@pytest.mark.parametrize("paused_after", ["a read", "an unread write"])
 async def test_a_writer_paused_inside_a_transaction_loses_its_locks(
-    store: Store, database_url: str
+    store: Store, database_url: str, paused_after: str
 ) -> None:
     # A scheduler stopped (SIGSTOP, a long GC) between two statements must not keep
     # the run's row locked for ever: the server ends an idle transaction after 3 s
-    # (postgres_db.connect), which it does only after a Sync.
+    # (postgres_db.connect), which it does only after a Sync, and only while no other
+    # message (a Flush) came after it.
     lease = await _created(store)
 
     def lock_write_then_pause(tx: Tx) -> str:
-        tx.query("SELECT state FROM runs WHERE run_id = ? FOR UPDATE", (lease.run_id,)).one()
         tx.execute("UPDATE runs SET error = 'x' WHERE run_id = ?", (lease.run_id,))  # unread
+        tx.one("SELECT state FROM runs WHERE run_id = ? FOR UPDATE", (lease.run_id,))
+        if paused_after == "an unread write":
+            tx.execute("UPDATE runs SET error = 'y' WHERE run_id = ?", (lease.run_id,))
         time.sleep(6)  # the process is paused here
         return "resumed"
 
