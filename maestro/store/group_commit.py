@@ -72,6 +72,9 @@ class Pipelining:
     statement_failed: Callable[[Any], bool]
     """Whether the connection's open transaction is marked failed (one of its
     statements failed)."""
+    committed: Callable[[Any], bool]
+    """Whether the cursor that sent COMMIT got its answer that the transaction
+    committed."""
 
     def for_tx(self, conn: Any, pipeline: Any) -> Pipelined:
         return Pipelined(sync=pipeline.sync, sent=lambda: self.send_sync(conn, pipeline))
@@ -233,22 +236,37 @@ class GroupWriter:
         if conn is None:
             return [], None, []
         done = _Done()
-        for index, job in enumerate(group):
-            cursor = conn.cursor()
-            tx = Tx(cursor, self._dialect, now_us())
-            try:
-                with self._pipelined(conn) as pipeline:
+        failed: tuple[int, BaseException] | None = None
+        try:
+            # One pipeline for the group, waited for after each job: leaving a pipeline
+            # sends a Flush after its Sync, and a Flush stops the server's
+            # idle-in-transaction timeout until the next Sync.
+            with self._pipelined(conn) as pipeline:
+                for index, job in enumerate(group):
+                    tx = Tx(conn.cursor(), self._dialect, now_us())
                     if self._pipeline is not None:
                         tx.pipeline = self._pipeline.for_tx(conn, pipeline)
-                    result = job.fn(tx, *job.args)
-                # Leaving the pipeline waited for the job's last statements: an error of
-                # any of them was raised here, as this job's.
-            except BaseException as err:  # noqa: BLE001 - delivered to the job's caller
-                cursor.close()
-                self._undo(err)
-                return group[:index], (job, None, err), group[index + 1 :]
-            cursor.close()
-            done.add(job, result, tx)
+                    try:
+                        result = job.fn(tx, *job.args)
+                        if pipeline is not None:
+                            pipeline.sync()  # this job's errors are raised as this job's
+                    except BaseException as err:  # noqa: BLE001 - delivered to the job's caller
+                        failed = (index, err)
+                        break
+                    finally:
+                        tx.cursor.close()
+                    done.add(job, result, tx)
+        except self._errors as err:
+            # Leaving the pipeline after a job's refusal ran what it had sent: an error
+            # of those statements is that job's too. (With every job waited for, any
+            # other error here is the connection's: the last job hears it, the others
+            # run again.)
+            if failed is None:
+                failed = (len(group) - 1, err)
+        if failed is not None:
+            index, error = failed
+            self._undo(error)
+            return group[:index], (group[index], None, error), group[index + 1 :]
         try:
             conn.execute("COMMIT")
         except self._errors as err:
@@ -304,8 +322,11 @@ class GroupWriter:
                 # committed. Roll back and run the jobs again carefully.
                 self._undo(err)
                 return None
-            self._fail_group(group, err)  # the connection broke: committed or not
-            return [], None, []
+            if not self._pipeline.committed(commit):
+                self._fail_group(group, err)  # the connection broke: committed or not
+                return [], None, []
+            # The COMMIT's answer came, then the session ended: the group is stored.
+            self._drop_connection()
         if refused is not None:
             index, refusal = refused
             self._undo(refusal)

@@ -98,6 +98,7 @@ class PostgresDatabase(Database):
                     enter=lambda conn: conn.pipeline(),
                     send_sync=_send_sync,
                     nothing_committed=_nothing_committed,
+                    committed=lambda commit: commit.statusmessage == "COMMIT",
                     statement_failed=lambda conn: (
                         conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
                     ),

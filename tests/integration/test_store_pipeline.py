@@ -5,6 +5,7 @@ change. The writer's connection is the one under test; every test here is Postgr
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -23,6 +24,18 @@ INSERT = (
     " VALUES (?, 'h', 1, 0, 0)"
 )
 TOUCH = "UPDATE schedulers SET pid = pid + 1 WHERE scheduler_id = ?"
+
+
+def _lockable(database_url: str, run_id: str) -> bool:
+    """Whether another session can lock the run's row within half a second."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = 500")
+        try:
+            with conn.transaction():
+                conn.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+        except psycopg.errors.LockNotAvailable:
+            return False
+        return True
 
 
 @pytest.mark.parametrize("paused_after", ["a read", "an unread write"])
@@ -46,21 +59,49 @@ async def test_a_writer_paused_inside_a_transaction_loses_its_locks(
     paused = asyncio.ensure_future(store.db.write(lock_write_then_pause))
     await asyncio.sleep(4.5)
 
-    def lock_from_elsewhere() -> bool:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("SET lock_timeout = 500")
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (lease.run_id,))
-            except psycopg.errors.LockNotAvailable:
-                return False
-            return True
-
-    taken = await asyncio.to_thread(lock_from_elsewhere)
+    taken = await asyncio.to_thread(_lockable, database_url, lease.run_id)
     outcome = (await asyncio.gather(paused, return_exceptions=True))[0]
     assert taken
     assert not isinstance(outcome, str)  # its session was ended: it committed nothing
     assert (await store.get_run(lease.run_id)).error == ""  # type: ignore[union-attr]
+
+
+async def test_a_writer_paused_between_two_transactions_of_a_careful_rerun_loses_its_locks(
+    store: Store, database_url: str
+) -> None:
+    # The group fails pipelined (a duplicate), so it runs again carefully, each
+    # transaction waited for before the next; a pause between two of them must not
+    # keep the locks of the first either.
+    lease = await _created(store)
+    await store.db.write(lambda tx: tx.execute(INSERT, ("taken",)))
+    paused_at: list[float] = []
+    careful_pause = threading.Event()
+
+    def lock(tx: Tx) -> str:
+        tx.execute("UPDATE runs SET error = error WHERE run_id = ?", (lease.run_id,))
+        return "locked"
+
+    def pause(tx: Tx) -> str:
+        paused_at.append(time.monotonic())
+        if len(paused_at) == 2:
+            careful_pause.set()
+        time.sleep(6)
+        return "resumed"
+
+    def duplicate(tx: Tx) -> None:
+        tx.execute(INSERT, ("taken",))
+
+    async with _one_group(store):
+        writes = [
+            asyncio.ensure_future(store.db.write(lock)),
+            asyncio.ensure_future(store.db.write(pause)),
+            asyncio.ensure_future(store.db.write(duplicate)),
+        ]
+    assert await asyncio.to_thread(careful_pause.wait, 30)
+    await asyncio.sleep(4.5 - (time.monotonic() - paused_at[1]))
+    taken = await asyncio.to_thread(_lockable, database_url, lease.run_id)
+    await asyncio.gather(*writes, return_exceptions=True)
+    assert taken
 
 
 async def test_a_failed_statement_leaves_no_trace_on_the_next_transactions(store: Store) -> None:
