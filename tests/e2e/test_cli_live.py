@@ -61,6 +61,9 @@ def _on_a_terminal(*args: str, cwd: Path, env: dict[str, str] | None = None):
         timeout=180,
     )
     child.expect(pexpect.EOF)
+    # The terminal closes as the process exits; close() would signal a process still
+    # finishing its exit 0.1 s later (its exit status then None), so wait for it.
+    child.wait()
     child.close()
     raw = child.before
     screen = pyte.Screen(COLUMNS, ROWS)
