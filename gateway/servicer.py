@@ -73,6 +73,11 @@ def _caller() -> Identity:
     return identity
 
 
+def _may_see(caller: Identity, created_by: str) -> bool:
+    """Whether the caller may see a run that `created_by` created."""
+    return caller.admin or created_by == caller.name
+
+
 def _page_size(value: int, default: int) -> int:
     if not 0 <= value <= MAX_PAGE_SIZE:
         raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {value}")
@@ -97,9 +102,18 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         """The run, if the caller may see it; NOT_FOUND otherwise."""
         caller = _caller()
         run = await self._store.get_run(run_id)
-        if run is None or not (caller.admin or run.created_by == caller.name):
+        if run is None or not _may_see(caller, run.created_by):
             raise run_not_found(run_id)
         return run
+
+    async def _check_visible(self, run_id: str) -> None:
+        """NOT_FOUND unless the run exists and the caller may see it; reads only its
+        creator (a hundred followers opening streams at once each read a run with all
+        its steps before this, and the first events of the run waited for them)."""
+        caller = _caller()
+        owner = await self._store.run_owner(run_id)
+        if owner is None or not _may_see(caller, owner):
+            raise run_not_found(run_id)
 
     async def CreateRun(
         self, request: gateway_pb2.CreateRunRequest, context: Context
@@ -217,7 +231,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         self, request: gateway_pb2.DeleteRunRequest, context: Context
     ) -> empty_pb2.Empty:
         run_id = parse_run_name(request.name)
-        await self._run(run_id)
+        await self._check_visible(run_id)
         # The store is the scheduler's to write: the gateway only reads it.
         await self._scheduler.delete_run(run_id)
         return empty_pb2.Empty()
@@ -228,7 +242,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         run_id = parse_run_name(request.name)
         if not 0 <= request.after_sequence <= MAX_SEQUENCE:
             raise InvalidArgument("after_sequence", "must be between 0 and 2^62")
-        await self._run(run_id)
+        await self._check_visible(run_id)
         async for event in self._hub.follow(run_id, request.after_sequence):
             yield self._event_protos.get(event)
 
@@ -240,7 +254,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         after, after_version = (
             decode_artifact_token(request.page_token) if request.page_token else (None, 0)
         )
-        await self._run(run_id)
+        await self._check_visible(run_id)
         artifacts = await self._store.list_artifacts(
             run_id,
             all_versions=request.all_versions,
@@ -259,7 +273,7 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         self, request: gateway_pb2.GetArtifactRequest, context: Context
     ) -> gateway_pb2.Artifact:
         run_id, path = parse_artifact_name(request.name)
-        await self._run(run_id)
+        await self._check_visible(run_id)
         artifact = await self._store.get_artifact(run_id, path)
         if artifact is None:
             name = f"{run_name(run_id)}/artifacts/{path}"

@@ -196,6 +196,12 @@ def get_run(tx: Tx, run_id: str) -> RunRecord | None:
     return None if row is None else _with_steps(tx, [row])[0]
 
 
+def run_owner(tx: Tx, run_id: str) -> str | None:
+    """Who created the run ("" for the local user), or None when there is no such run."""
+    row = tx.one("SELECT created_by FROM runs WHERE run_id = ?", (run_id,))
+    return None if row is None else str(row["created_by"])
+
+
 def find_run_by_request_id(tx: Tx, request_id: str) -> RunRecord | None:
     row = tx.one("SELECT * FROM runs WHERE request_id = ?", (request_id,))
     return None if row is None else _with_steps(tx, [row])[0]

@@ -71,6 +71,12 @@ async def test_a_created_run_s_record_is_the_one_read_back(store: Store) -> None
         assert created.record == await store.get_run(created.record.run_id)
 
 
+async def test_a_run_s_owner_reads_without_its_steps(store: Store) -> None:
+    await _created(store)
+    assert await store.run_owner("r1") == "alice"
+    assert await store.run_owner("no-such-run") is None
+
+
 async def test_every_step_column_reads_back_in_its_place(store: Store) -> None:
     # A run's steps are read as plain tuples in a fixed column order: every column gets
     # a value no other has, so a swap of two columns would show.
