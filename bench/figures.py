@@ -24,6 +24,7 @@ from bench.client import (
     RunObservation,
     bench_request,
     builtin_request,
+    collector_paused,
     create_run,
     event_wall_time,
     follow,
@@ -110,7 +111,8 @@ async def measure_followers(
             results.delays.extend(delays)
 
     for _ in range(rounds):
-        await _with_channels(stack, followers, once)
+        with collector_paused():
+            await _with_channels(stack, followers, once)
     return results
 
 

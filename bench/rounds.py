@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bench.client import (
     bench_request,
+    collector_paused,
     create_run,
     event_wall_time,
     follow,
@@ -123,7 +124,8 @@ async def run_rounds(
         order = names[shift:] + names[:shift]
         for workload in workloads:
             for name in order:
-                elapsed = await contenders[name](workload)
+                with collector_paused():
+                    elapsed = await contenders[name](workload)
                 seconds.setdefault((workload.key, name), []).append(elapsed)
         summary = ", ".join(
             f"{w.key} {seconds[(w.key, names[0])][-1]:.2f}s" for w in workloads if names
