@@ -8,20 +8,23 @@ last sequence, one query for all of them, is the safety net for a lost notificat
 
 Followers of one run share its reads: when the log grows, one of them reads the new
 events into the run's buffer and all of them take theirs from it. A follower that
-starts far behind (a replay) reads the store on its own until it catches up.
+starts far behind (a replay) reads the store on its own until it catches up. Streams
+that open at once share one read of the run's head too (whether it exists, who may
+see it, where its log ends), and a stream joining a live run's feed reads nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from gateway.names import run_not_found
 from maestro.api.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from maestro.core.client import insecure_channel
-from maestro.store import TERMINAL_EVENTS, EventRecord, Store
+from maestro.store import TERMINAL_EVENTS, EventRecord, RunHead, Store
 from maestro.store.listen import PostgresListener
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,10 @@ BUFFER = 2000
 class _Feed:
     """One followed run: what is known to be stored, and the latest events read."""
 
-    def __init__(self, known: int, finished: bool) -> None:
-        self.known = known
-        self.finished = finished
+    def __init__(self, head: RunHead) -> None:
+        self.known = head.last_sequence
+        self.finished = head.state.finished
+        self.owner = head.created_by
         self.buffer: list[EventRecord] = []
         self.followers = 0
         self.grew = asyncio.Condition()
@@ -56,6 +60,8 @@ class EventHub:
         self._store = store
         self._poll_seconds = poll_seconds
         self._feeds: dict[str, _Feed] = {}
+        self._heads: dict[str, asyncio.Task[RunHead | None]] = {}
+        """Reads of runs' heads in flight, shared by the streams opening meanwhile."""
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: PostgresListener | None = None
 
@@ -151,15 +157,27 @@ class EventHub:
 
     # -- following ----------------------------------------------------------------------------
 
-    async def follow(self, run_id: str, after_sequence: int) -> AsyncIterator[EventRecord]:
-        """Yields the run's events after `after_sequence`, in order, up to the terminal one."""
+    async def follow(
+        self, run_id: str, after_sequence: int, *, may_see: Callable[[str], bool]
+    ) -> AsyncIterator[EventRecord]:
+        """Yields the run's events after `after_sequence`, in order, up to the terminal one.
+
+        Args:
+            may_see: Whether the caller may see a run its creator (the argument) made.
+
+        Raises:
+            NotFound: there is no such run, or `may_see` says no.
+        """
         feed = self._feeds.get(run_id)
-        if feed is None:
-            progress = await self._store.run_progress([run_id])
-            state, known = progress.get(run_id, (None, 0))
-            feed = self._feeds.setdefault(
-                run_id, _Feed(known, state is not None and state.finished)
-            )
+        if feed is None or feed.finished:
+            # A run is deleted only once finished: a live feed's head still holds, any
+            # other is read again (once for every stream opening now).
+            head = await self._head(run_id)
+            if head is None or not may_see(head.created_by):
+                raise run_not_found(run_id)
+            feed = self._feeds.setdefault(run_id, _Feed(head))
+        elif not may_see(feed.owner):
+            raise run_not_found(run_id)
         feed.followers += 1
         try:
             last = after_sequence
@@ -179,6 +197,22 @@ class EventHub:
             feed.followers -= 1
             if feed.followers == 0 and self._feeds.get(run_id) is feed:
                 del self._feeds[run_id]
+
+    async def _head(self, run_id: str) -> RunHead | None:
+        """The run's head, from one read shared by every caller until it answers."""
+        reading = self._heads.get(run_id)
+        if reading is None:
+            reading = asyncio.get_running_loop().create_task(self._store.run_head(run_id))
+            self._heads[run_id] = reading
+
+            def done(task: asyncio.Task[RunHead | None]) -> None:
+                self._heads.pop(run_id, None)
+                if not task.cancelled():
+                    task.exception()  # its callers were told; nobody may be left to ask
+
+            reading.add_done_callback(done)
+        # Shielded: a stream that goes away does not cancel the others' read.
+        return await asyncio.shield(reading)
 
     @staticmethod
     async def _grown(feed: _Feed, last: int) -> None:
@@ -204,6 +238,7 @@ class EventHub:
             events = await self._store.events_after(run_id, last, PAGE)
             if events:
                 feed.known = max(feed.known, events[-1].sequence)
+                feed.finished = feed.finished or events[-1].type in TERMINAL_EVENTS
                 if newest is None or events[0].sequence != newest + 1:
                     feed.buffer = []  # keep the buffer one unbroken stretch of the log
                 feed.buffer.extend(events)

@@ -107,12 +107,10 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         return run
 
     async def _check_visible(self, run_id: str) -> None:
-        """NOT_FOUND unless the run exists and the caller may see it; reads only its
-        creator (a hundred followers opening streams at once each read a run with all
-        its steps before this, and the first events of the run waited for them)."""
+        """NOT_FOUND unless the run exists and the caller may see it (its steps unread)."""
         caller = _caller()
-        owner = await self._store.run_owner(run_id)
-        if owner is None or not _may_see(caller, owner):
+        head = await self._store.run_head(run_id)
+        if head is None or not _may_see(caller, head.created_by):
             raise run_not_found(run_id)
 
     async def CreateRun(
@@ -242,8 +240,14 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         run_id = parse_run_name(request.name)
         if not 0 <= request.after_sequence <= MAX_SEQUENCE:
             raise InvalidArgument("after_sequence", "must be between 0 and 2^62")
-        await self._check_visible(run_id)
-        async for event in self._hub.follow(run_id, request.after_sequence):
+        caller = _caller()
+        # The hub decides visibility from the run's head it reads once for every stream
+        # opening at once (a hundred followers each read the run before this, and its
+        # first events waited for them).
+        events = self._hub.follow(
+            run_id, request.after_sequence, may_see=lambda owner: _may_see(caller, owner)
+        )
+        async for event in events:
             yield self._event_protos.get(event)
 
     async def ListArtifacts(

@@ -30,6 +30,7 @@ from maestro.store.models import (
     EventType,
     Lease,
     NewRun,
+    RunHead,
     RunRecord,
     RunState,
     StepContextRecord,
@@ -418,10 +419,10 @@ class Store:
     async def get_run(self, run_id: str) -> RunRecord | None:
         return await self.db.read(reads.get_run, run_id)
 
-    async def run_owner(self, run_id: str) -> str | None:
-        """Who created the run, or None when there is none: what deciding who may see
-        it needs, without reading its steps."""
-        return await self.db.read(reads.run_owner, run_id)
+    async def run_head(self, run_id: str) -> RunHead | None:
+        """The run's state, last event sequence and creator (None: no such run),
+        without reading its steps."""
+        return await self.db.read(reads.run_head, run_id)
 
     async def run_progress(self, run_ids: Sequence[str]) -> dict[str, tuple[RunState, int]]:
         """(state, last event sequence) of each of these runs that exists."""

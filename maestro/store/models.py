@@ -244,6 +244,15 @@ class RunRecord(_Frozen):
         return total
 
 
+@dataclass(frozen=True, slots=True)
+class RunHead:
+    """What deciding who may follow a run, and from where, needs: no steps."""
+
+    state: RunState
+    last_sequence: int
+    created_by: str
+
+
 @dataclass(frozen=True)
 class CreatedRun:
     """A run just recorded: its lease (None when nobody claimed it) and its record."""

@@ -15,6 +15,7 @@ from maestro.store.models import (
     EventRecord,
     EventType,
     NewRun,
+    RunHead,
     RunRecord,
     RunState,
     StepContextRecord,
@@ -196,10 +197,12 @@ def get_run(tx: Tx, run_id: str) -> RunRecord | None:
     return None if row is None else _with_steps(tx, [row])[0]
 
 
-def run_owner(tx: Tx, run_id: str) -> str | None:
-    """Who created the run ("" for the local user), or None when there is no such run."""
-    row = tx.one("SELECT created_by FROM runs WHERE run_id = ?", (run_id,))
-    return None if row is None else str(row["created_by"])
+def run_head(tx: Tx, run_id: str) -> RunHead | None:
+    """The run's state, last event and creator, or None when there is no such run."""
+    row = tx.one("SELECT state, last_sequence, created_by FROM runs WHERE run_id = ?", (run_id,))
+    if row is None:
+        return None
+    return RunHead(RunState(row["state"]), int(row["last_sequence"]), str(row["created_by"]))
 
 
 def find_run_by_request_id(tx: Tx, request_id: str) -> RunRecord | None:

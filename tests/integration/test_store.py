@@ -20,6 +20,7 @@ from maestro.store import (
     LeaseLost,
     NewRun,
     RunFinished,
+    RunHead,
     RunState,
     StepResultRecord,
     StepState,
@@ -71,10 +72,15 @@ async def test_a_created_run_s_record_is_the_one_read_back(store: Store) -> None
         assert created.record == await store.get_run(created.record.run_id)
 
 
-async def test_a_run_s_owner_reads_without_its_steps(store: Store) -> None:
+async def test_a_run_s_head_reads_without_its_steps(store: Store) -> None:
     await _created(store)
-    assert await store.run_owner("r1") == "alice"
-    assert await store.run_owner("no-such-run") is None
+    record = await store.get_run("r1")
+    assert record is not None
+    assert await store.run_head("r1") == RunHead(
+        record.state, record.last_sequence, record.created_by
+    )
+    assert record.created_by == "alice" and record.last_sequence > 0
+    assert await store.run_head("no-such-run") is None
 
 
 async def test_every_step_column_reads_back_in_its_place(store: Store) -> None:
