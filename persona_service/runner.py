@@ -11,8 +11,8 @@ An attempt that is still working after `announce_after` (or that has something e
 to say first) begins with a note of who works on it with which provider. One that
 ends sooner sends none: its output or failure names the provider, and a note stored
 in the same instant as the result tells a follower nothing. That note was a quarter
-of the events of a run of quick steps, and on W4 (`python -m bench`) about two fifths
-of the scheduler's CPU per step: it arrived alone, long before the result, and was
+of the events of a run of quick steps, and on W4 (`python -m bench`) about a third of
+the scheduler's CPU per step: it arrived alone, long before the result, and was
 committed and streamed on its own.
 """
 
@@ -202,8 +202,10 @@ class StepRunner:
                 for task in waiting - done:
                     task.cancel()
                 waiting = set()
-                if announce_at is not None and done != {work}:
-                    # Still working, or about to say something: the announcement first.
+                ended = work in done
+                if announce_at is not None and (not ended or done - {work, beat}):
+                    # Still working, or about to say more than its output will: the
+                    # announcement first.
                     announce_at = None
                     yield Note(announcement, provider.name, meter.total)
                     if not done:
@@ -212,7 +214,8 @@ class StepRunner:
                     yield Note(next_note.result(), provider.name, meter.total)
                 if admission is not None and next_ask in done:
                     yield next_ask.result()
-                if beat in done or not done:
+                if (beat in done and not ended) or not done:
+                    # (Usage that changed as the work ended goes with its output.)
                     changed.clear()
                     yield Heartbeat(meter.total)
             if announce_at is not None and not notes.empty():

@@ -80,3 +80,22 @@ async def test_an_attempt_with_something_to_say_announces_itself_before_it() -> 
     assert notes == [ANNOUNCEMENT, "looked at the request"]
     assert isinstance(items[-1], StepOutput)
     assert not any(isinstance(item, Heartbeat) for item in items)
+
+
+class _Metered:
+    """Records what its call spent and ends at once (as a quick model call would)."""
+
+    name = "bench"
+
+    async def aclose(self) -> None:
+        """Holds nothing."""
+
+    async def run(self, request: StepRequest, persona: Any, **options: Any) -> StepOutput:
+        options["meter"].start_call()
+        options["meter"].record("bench", input_tokens=3, output_tokens=4)
+        return await BenchProvider().run(request, persona, **options)
+
+
+async def test_usage_recorded_as_the_attempt_ends_goes_with_its_output_alone() -> None:
+    items = await _stream(_runner(announce_after=10.0, provider=_Metered()), "")
+    assert [type(item) for item in items] == [StepOutput]
