@@ -40,6 +40,8 @@ class _Feed:
         self.known = head.last_sequence
         self.finished = head.state.finished
         self.owner = head.created_by
+        self.gone = False
+        """The run was deleted while followed: its streams end with NOT_FOUND."""
         self.buffer: list[EventRecord] = []
         self.followers = 0
         self.grew = asyncio.Condition()
@@ -105,6 +107,12 @@ class EventHub:
         async with feed.grew:
             feed.grew.notify_all()
 
+    def _gone(self, feed: _Feed) -> None:
+        """The feed's run was deleted (only a finished run can be): its streams end."""
+        if not feed.gone:
+            feed.gone = feed.finished = True
+            asyncio.get_running_loop().create_task(self._wake(feed))
+
     def _on_notify(self, channel: str, payload: str) -> None:
         run_id, _, sequence = payload.rpartition(":")
         if run_id and sequence.isdigit():
@@ -117,11 +125,16 @@ class EventHub:
     async def _check_all(self) -> None:
         if not self._feeds:
             return
-        progress = await self._store.run_progress(list(self._feeds))
+        asked = list(self._feeds)
+        progress = await self._store.run_progress(asked)
         for run_id, (state, _) in progress.items():
             feed = self._feeds.get(run_id)
             if feed is not None:
                 feed.finished = feed.finished or state.finished
+        for run_id in asked:
+            feed = self._feeds.get(run_id)
+            if feed is not None and run_id not in progress:
+                self._gone(feed)
         self.notify({run_id: sequence for run_id, (_, sequence) in progress.items()})
 
     async def _poll(self) -> None:
@@ -190,6 +203,8 @@ class EventHub:
                         return
                 if events:
                     continue
+                if feed.gone:
+                    raise run_not_found(run_id)
                 if feed.finished and last >= feed.known:
                     return  # resumed after the terminal event: nothing more will come
                 await self._grown(feed, last)
@@ -217,7 +232,7 @@ class EventHub:
     @staticmethod
     async def _grown(feed: _Feed, last: int) -> None:
         async with feed.grew:
-            await feed.grew.wait_for(lambda: feed.known > last)
+            await feed.grew.wait_for(lambda: feed.known > last or feed.gone)
 
     async def _next(self, run_id: str, feed: _Feed, last: int) -> list[EventRecord]:
         """The events after `last` that are known to be stored (shared reads)."""
@@ -231,16 +246,18 @@ class EventHub:
             buffered = feed.buffered_after(last)
             if buffered:
                 return buffered
+            events = await self._store.events_after(run_id, last, PAGE)
+            if not events:
+                # Events known to be stored cannot be read: the run was deleted.
+                self._gone(feed)
+                return events
             newest = feed.buffer[-1].sequence if feed.buffer else None
             if newest is not None and last < newest:
-                # Behind the buffer (a replay): read on our own, leave the buffer be.
-                return await self._store.events_after(run_id, last, PAGE)
-            events = await self._store.events_after(run_id, last, PAGE)
-            if events:
-                feed.known = max(feed.known, events[-1].sequence)
-                feed.finished = feed.finished or events[-1].type in TERMINAL_EVENTS
-                if newest is None or events[0].sequence != newest + 1:
-                    feed.buffer = []  # keep the buffer one unbroken stretch of the log
-                feed.buffer.extend(events)
-                del feed.buffer[:-BUFFER]
+                return events  # behind the buffer (a replay): leave the buffer be
+            feed.known = max(feed.known, events[-1].sequence)
+            feed.finished = feed.finished or events[-1].type in TERMINAL_EVENTS
+            if newest is None or events[0].sequence != newest + 1:
+                feed.buffer = []  # keep the buffer one unbroken stretch of the log
+            feed.buffer.extend(events)
+            del feed.buffer[:-BUFFER]
             return events

@@ -1,0 +1,106 @@
+"""The gateway's event hub against a store of plain lists: shared reads, visibility, and
+a run deleted while it is followed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from gateway.events import EventHub
+from maestro.core.errors import NotFound
+from maestro.store import EventRecord, EventType, RunHead, RunState, Store
+
+RUN = "r1"
+
+
+def _event(sequence: int, kind: EventType) -> EventRecord:
+    return EventRecord(
+        run_id=RUN,
+        sequence=sequence,
+        type=kind,
+        step_id="",
+        time=datetime.now(UTC),
+        message="",
+        attributes={},
+    )
+
+
+class _Store:
+    """The reads the hub makes, over a list of events; counts them."""
+
+    shared = False
+
+    def __init__(self, events: list[EventRecord], state: RunState) -> None:
+        self.events = events
+        self.state = state
+        self.deleted = False
+        self.head_reads = 0
+        self.event_reads = 0
+
+    async def run_head(self, run_id: str) -> RunHead | None:
+        self.head_reads += 1
+        await asyncio.sleep(0.01)  # long enough for every opening stream to ask
+        if self.deleted:
+            return None
+        return RunHead(self.state, self.events[-1].sequence, "alice")
+
+    async def run_progress(self, run_ids: Sequence[str]) -> dict[str, tuple[RunState, int]]:
+        if self.deleted:
+            return {}
+        return {RUN: (self.state, self.events[-1].sequence)}
+
+    async def events_after(self, run_id: str, after: int, limit: int = 500) -> list[EventRecord]:
+        self.event_reads += 1
+        await asyncio.sleep(0)
+        if self.deleted:
+            return []
+        return [e for e in self.events if e.sequence > after][:limit]
+
+
+def _hub(store: _Store) -> EventHub:
+    return EventHub(cast(Store, store), poll_seconds=60)
+
+
+async def _all(hub: EventHub, *, may_see: Any = lambda owner: owner == "alice") -> list[int]:
+    return [e.sequence async for e in hub.follow(RUN, 0, may_see=may_see)]
+
+
+async def test_streams_opening_at_once_share_one_read_of_the_run() -> None:
+    store = _Store(
+        [_event(1, EventType.RUN_CREATED), _event(2, EventType.RUN_SUCCEEDED)],
+        RunState.SUCCEEDED,
+    )
+    hub = _hub(store)
+    seen = await asyncio.gather(*(_all(hub) for _ in range(100)))
+    assert seen == [[1, 2]] * 100
+    assert store.head_reads == 1
+    assert hub.followed == 0
+
+
+async def test_a_caller_who_may_not_see_the_run_is_told_it_does_not_exist() -> None:
+    store = _Store([_event(1, EventType.RUN_CREATED)], RunState.RUNNING)
+    hub = _hub(store)
+    with pytest.raises(NotFound):
+        await _all(hub, may_see=lambda owner: False)
+    assert hub.followed == 0  # nothing left behind for the poll to look at
+
+
+async def test_a_run_deleted_while_followed_ends_its_streams_without_spinning() -> None:
+    store = _Store([_event(1, EventType.RUN_CREATED)], RunState.RUNNING)
+    hub = _hub(store)
+    stream = hub.follow(RUN, 0, may_see=lambda owner: True)
+    assert (await anext(stream)).sequence == 1
+    # The run ends and is deleted before the follower reads its last events.
+    store.events.append(_event(2, EventType.RUN_SUCCEEDED))
+    store.deleted = True
+    hub.notify({RUN: 2})
+    with pytest.raises(NotFound):
+        await asyncio.wait_for(anext(stream), 5)
+    assert store.event_reads <= 3
+    # A stream opened now is refused at once.
+    with pytest.raises(NotFound):
+        await _all(hub)
