@@ -5,8 +5,7 @@ from __future__ import annotations
 import gc
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,23 +32,17 @@ TERMINAL = frozenset(
 )
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """This process's garbage collector off while one measurement runs.
+def freeze_bench_heap() -> None:
+    """Takes what this process holds now out of the collector's sight, before a
+    measurement.
 
-    The bench client holds floors, LangGraph and every result so far: a full
-    collection of that heap paused it for 25-55 ms at a time, and whatever was being
-    measured then (a contender's run, events reaching followers) was charged for the
-    bench's own garbage. The heap is collected before and after instead, outside the
-    measurement; reference counting still frees everything without cycles meanwhile.
+    The bench client holds floors, LangGraph and every result so far: a full collection
+    of that heap paused it for 25-55 ms at a time, charged to whatever was being
+    measured (a contender's run, events reaching followers). Frozen, later collections
+    walk only what was made since; a contender's own garbage is collected as usual.
     """
     gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from bench.client import (
     RunObservation,
     bench_request,
     builtin_request,
-    collector_paused,
     create_run,
     event_wall_time,
     follow,
+    freeze_bench_heap,
     observe_run,
     run_error,
 )
@@ -111,8 +111,8 @@ async def measure_followers(
             results.delays.extend(delays)
 
     for _ in range(rounds):
-        with collector_paused():
-            await _with_channels(stack, followers, once)
+        freeze_bench_heap()
+        await _with_channels(stack, followers, once)
     return results
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from bench.client import (
     bench_request,
-    collector_paused,
     create_run,
     event_wall_time,
     follow,
+    freeze_bench_heap,
     run_error,
 )
 from bench.stacks import BENCH_CLIENT, TimedStack, cpu_delta, cpu_snapshot
@@ -124,8 +124,8 @@ async def run_rounds(
         order = names[shift:] + names[:shift]
         for workload in workloads:
             for name in order:
-                with collector_paused():
-                    elapsed = await contenders[name](workload)
+                freeze_bench_heap()
+                elapsed = await contenders[name](workload)
                 seconds.setdefault((workload.key, name), []).append(elapsed)
         summary = ", ".join(
             f"{w.key} {seconds[(w.key, names[0])][-1]:.2f}s" for w in workloads if names
