@@ -186,17 +186,24 @@ async def _fresh_stack_figures(
     config: Config, workdir: Path, backend: Backend, found: BackendResults
 ) -> None:
     """Figures that need a stack of their own: concurrent runs, start-up."""
-    data_dir = workdir / backend.name / "concurrent"
-    async with (
-        database(backend, "concurrent", data_dir) as url,
-        open_stack(data_dir, url) as (stack, _),
-    ):
-        found.concurrent = await measure_concurrent_runs(
-            stack, runs=config.concurrent_runs, timeout=config.run_timeout
+    for gated in (True, False):
+        label = "concurrent" if gated else "concurrent-ungated"
+        data_dir = workdir / backend.name / label
+        async with (
+            database(backend, label, data_dir) as url,
+            open_stack(data_dir, url) as (stack, _),
+        ):
+            measured = await measure_concurrent_runs(
+                stack, runs=config.concurrent_runs, timeout=config.run_timeout, gated=gated
+            )
+        if gated:
+            found.concurrent = measured
+        else:
+            found.concurrent_ungated = measured
+        note(
+            f"{backend.name}: {config.concurrent_runs} concurrent runs of {measured.workflow} "
+            f"in {measured.wall:.1f}s"
         )
-    note(
-        f"{backend.name}: {config.concurrent_runs} concurrent runs in {found.concurrent.wall:.1f}s"
-    )
     found.startup_offline, found.startup_anthropic = StartupResults(), StartupResults()
     for index in range(config.startups):
         for anthropic, into in ((False, found.startup_offline), (True, found.startup_anthropic)):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from bench import procs
 from bench.client import (
     RPC_TIMEOUT,
@@ -36,9 +38,9 @@ from bench.stacks import TimedStack, cpu_delta, cpu_snapshot, make_stack, memory
 from bench.workloads import PERSONA, Step, Workload, chain, w1
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from maestro.cli.credentials import read_local_token
-from maestro.cli.stack import SERVICES, LocalStack
+from maestro.cli.stack import SANDBOX, SERVICES, LocalStack
 from maestro.core.client import insecure_channel
-from maestro.workflow import parse_workflow_yaml
+from maestro.workflow import builtin_workflow_yaml, parse_workflow_yaml
 
 if TYPE_CHECKING:
     from bench.client import Stub
@@ -250,37 +252,77 @@ async def _all_live(tasks: list[asyncio.Task[list[Received]]], live: list[asynci
 # -- many concurrent offline runs -------------------------------------------------------
 
 
+def without_gates(workflow_yaml: str) -> str:
+    """The workflow with its gate steps left out: each step that depended on a gate
+    depends on the gate's own dependencies instead (so the order is kept)."""
+    data = yaml.safe_load(workflow_yaml)
+    gates = {s["id"]: s.get("depends_on", []) for s in data["steps"] if s.get("kind") == "gate"}
+    kept = []
+    for step in data["steps"]:
+        if step["id"] in gates:
+            continue
+        deps = step.get("depends_on", [])
+        step["depends_on"] = list(dict.fromkeys(d for dep in deps for d in gates.get(dep, [dep])))
+        kept.append(step)
+    data["name"] = f"{data['name']}-without-gates"
+    data["steps"] = kept
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def ungated_request() -> gateway_pb2.CreateRunRequest:
+    """A run of the default workflow without its gate, on the workers' default provider:
+    what the engine does for those runs apart from the sandbox's checks."""
+    request = builtin_request()
+    workflow_yaml = without_gates(builtin_workflow_yaml(request.workflow_name))
+    return gateway_pb2.CreateRunRequest(
+        workflow_yaml=workflow_yaml, requirement=request.requirement
+    )
+
+
 @dataclass
 class ConcurrentResults:
     runs: int
+    workflow: str
+    """What each run is: `sdlc-parallel`, or that workflow without its gate."""
     observations: list[RunObservation] = field(default_factory=list)
     wall: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     memory_before: dict[str, procs.Memory] = field(default_factory=dict)
     memory_after: dict[str, procs.Memory] = field(default_factory=dict)
+    checks_cpu: float = 0.0
+    """CPU seconds of the sandbox's jails and the tools in them (its waited-for children)."""
 
 
 async def measure_concurrent_runs(
-    stack: TimedStack, *, runs: int, timeout: float
+    stack: TimedStack, *, runs: int, timeout: float, gated: bool = True
 ) -> ConcurrentResults:
-    """`runs` offline runs of the default workflow, all created at once, each followed."""
-    results = ConcurrentResults(runs)
+    """`runs` offline runs of the default workflow, all created at once, each followed.
+
+    Args:
+        gated: False leaves the workflow's gate out (see `ungated_request`).
+    """
+    default = builtin_request()
+    request = default if gated else ungated_request()
+    label = default.workflow_name if gated else f"{default.workflow_name} without its gate"
+    results = ConcurrentResults(runs, label)
     pids = stack.pids()
     results.memory_before = memory_of(pids)
 
     async def work(stubs: list[Stub]) -> None:
         before = cpu_snapshot(pids)
+        checks_before = procs.read_children_cpu_seconds(pids[SANDBOX])
         began = time.perf_counter()
         results.observations = list(
             await asyncio.gather(
                 *(
-                    observe_run(stubs[i % len(stubs)], timeout=timeout, request=builtin_request())
+                    observe_run(stubs[i % len(stubs)], timeout=timeout, request=request)
                     for i in range(runs)
                 )
             )
         )
         results.wall = time.perf_counter() - began
         results.cpu = cpu_delta(before, cpu_snapshot(pids))
+        results.checks_cpu = procs.read_children_cpu_seconds(pids[SANDBOX]) - checks_before
 
     await _with_channels(stack, max(1, runs // 10), work)
     results.memory_after = memory_of(pids)

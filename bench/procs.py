@@ -49,6 +49,19 @@ def read_cpu_seconds(pid: int) -> float:
     return (utime + stime) / _CLOCK_TICKS
 
 
+def read_children_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process's children that it has waited for (and
+    of theirs, that they waited for), in seconds.
+
+    Raises:
+        OSError: the process is gone.
+    """
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text.rpartition(")")[2].split()
+    cutime, cstime = int(fields[13]), int(fields[14])  # fields 16 and 17 of proc(5)
+    return (cutime + cstime) / _CLOCK_TICKS
+
+
 def file_size(path: Path) -> int:
     """The file's size in bytes, 0 when it does not exist (e.g. a checkpointed WAL)."""
     try:

@@ -38,6 +38,8 @@ class BackendResults:
     followers: FollowerResults | None = None
     idle: IdleResults | None = None
     concurrent: ConcurrentResults | None = None
+    concurrent_ungated: ConcurrentResults | None = None
+    """The same runs without the workflow's gate: the engine apart from the sandbox."""
     startup_offline: StartupResults | None = None
     startup_anthropic: StartupResults | None = None
     create: CreateResults | None = None
@@ -271,6 +273,7 @@ def concurrent_table(results: Results) -> Table:
         "Concurrent offline runs of the default workflow (`sdlc-parallel`)",
         (
             "backend",
+            "workflow",
             "runs",
             "failed",
             "wall s",
@@ -280,37 +283,48 @@ def concurrent_table(results: Results) -> Table:
             "scheduler RSS before MiB",
             "after MiB",
             "peak MiB",
-            "CPU ms/run (worker, scheduler, gateway)",
+            f"CPU ms/run ({', '.join(SERVICES)})",
+            "sandbox checks CPU ms/run",
         ),
     )
     for backend in results.backends:
-        c = backend.concurrent
-        if c is None:
-            table.add(backend.name, "", backend.unsupported or NOT_MEASURED, *[""] * 8)
-            continue
-        ok = [o for o in c.observations if o.succeeded]
-        e2e = [o.end_to_end_seconds for o in ok]
-        table.add(
-            backend.name,
-            c.runs,
-            c.runs - len(ok),
-            f"{c.wall:.2f}",
-            f"{len(ok) / c.wall:.1f}",
-            f"{percentile(e2e, 50):.2f}" if e2e else "n/a",
-            f"{max(e2e):.2f}" if e2e else "n/a",
-            mib(c.memory_before[SCHEDULER].rss_kib),
-            mib(c.memory_after[SCHEDULER].rss_kib),
-            mib(c.memory_after[SCHEDULER].hwm_kib),
-            ", ".join(f"{c.cpu[n] / c.runs * 1000:.0f}" for n in SERVICES),
-        )
+        measured = [c for c in (backend.concurrent, backend.concurrent_ungated) if c is not None]
+        if not measured:
+            table.add(backend.name, backend.unsupported or NOT_MEASURED, *[""] * 11)
+        for c in measured:
+            _concurrent_row(table, backend.name, c)
     table.note = (
         "A fresh stack; every run created at once (CreateRun and StreamRunEvents each, "
         "over connections of 10 runs), offline provider, every step of the default workflow "
-        "(its gate queues in the sandbox). wall = first "
-        "CreateRun to the last terminal event received. RSS from /proc/<pid>/status "
-        "(VmRSS; peak is VmHWM)."
+        "(its gate's checks run in the sandbox, two runs' checks at a time). 'without its "
+        "gate': the same workflow with the gate step left out (review follows packaging), "
+        "on a fresh stack of its own: the engine and the worker apart from the sandbox. "
+        "wall = first CreateRun to the last terminal event received. CPU: /proc "
+        "utime+stime of each service; the checks' is the sandbox service's cutime+cstime "
+        "(its jails and the tools in them). RSS from "
+        "/proc/<pid>/status (VmRSS; peak is VmHWM)."
     )
     return table
+
+
+def _concurrent_row(table: Table, backend: str, c: ConcurrentResults) -> None:
+    ok = [o for o in c.observations if o.succeeded]
+    e2e = [o.end_to_end_seconds for o in ok]
+    table.add(
+        backend,
+        c.workflow,
+        c.runs,
+        c.runs - len(ok),
+        f"{c.wall:.2f}",
+        f"{len(ok) / c.wall:.1f}",
+        f"{percentile(e2e, 50):.2f}" if e2e else "n/a",
+        f"{max(e2e):.2f}" if e2e else "n/a",
+        mib(c.memory_before[SCHEDULER].rss_kib),
+        mib(c.memory_after[SCHEDULER].rss_kib),
+        mib(c.memory_after[SCHEDULER].hwm_kib),
+        ", ".join(f"{c.cpu[n] / c.runs * 1000:.0f}" for n in SERVICES),
+        f"{c.checks_cpu / c.runs * 1000:.0f}",
+    )
 
 
 def startup_table(results: Results) -> Table:
