@@ -1,8 +1,9 @@
 """The sandbox's init process: builds the jail, runs one tool in it, reports, and exits.
 
-Run as `python -I -m sandbox_service.jail SPEC.json`. In `namespaces` mode the service
-starts it through `unshare` in fresh mount, network, PID, IPC and UTS namespaces, so it
-is PID 1 there, still root, and still sees the host's files. It then:
+Run as `python -I -m sandbox_service.jail SPEC.json` (the service adds `-S`: see
+`isolation.init_argv`). In `namespaces` mode the service starts it through `unshare` in
+fresh mount, network, PID, IPC and UTS namespaces, so it is PID 1 there, still root,
+and still sees the host's files. It then:
 
 1. mounts a size-capped tmpfs as the new root and lays out only what the tools need:
    /usr and the Python interpreter and virtualenv (read-only, nosuid), an empty view of
@@ -39,8 +40,6 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from sandbox_service.jail_layout import SetupError, build_jail, inside, lay_out
 from sandbox_service.jail_spec import (
@@ -166,7 +165,7 @@ def _drain(fd: int, watch: _Watch, limits: Limits, open_fds: set[int]) -> bool:
             return False
 
 
-def _reap_all(tool_pid: int) -> tuple[int, Any]:
+def _reap_all(tool_pid: int) -> tuple[int, resource.struct_rusage]:
     """Waits for the tool (its status and usage), then for every orphan left."""
     _, status, usage = os.wait4(tool_pid, 0)
     while True:
@@ -211,7 +210,7 @@ def _write(out_fd: int, name: str, data: bytes) -> None:
         os.close(fd)
 
 
-def run(spec: Spec) -> dict[str, Any]:
+def run(spec: Spec) -> dict[str, object]:
     """Builds the jail (or the plain directory), runs the tool and collects its results.
 
     Returns:
@@ -230,7 +229,7 @@ def run(spec: Spec) -> dict[str, Any]:
             root = spec.root_dir
             lay_out(spec, root)
     except (OSError, SetupError) as err:
-        result: dict[str, Any] = {"setup_error": f"{type(err).__name__}: {err}"}
+        result: dict[str, object] = {"setup_error": f"{type(err).__name__}: {err}"}
         _write(out_fd, RESULT_FILE, json.dumps(result).encode())
         return result
     stdout_r, stdout_w = os.pipe()
@@ -243,6 +242,7 @@ def run(spec: Spec) -> dict[str, Any]:
     _kill_everything(spec, tool_pid)
     status, usage = _reap_all(tool_pid)
     exec_error = os.read(status_r, 4096).decode("utf-8", "replace")
+    reports: dict[str, str] = {}  # name -> why it is missing ("" when it was read)
     result = {
         "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
@@ -252,7 +252,7 @@ def run(spec: Spec) -> dict[str, Any]:
         "exec_error": exec_error or None,
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         "wall_seconds": round(time.monotonic() - started, 3),
-        "reports": {},
+        "reports": reports,
     }
     _write(out_fd, STDOUT_FILE, bytes(watch.output[stdout_r]))
     _write(out_fd, STDERR_FILE, bytes(watch.output[stderr_r]))
@@ -261,7 +261,7 @@ def run(spec: Spec) -> dict[str, Any]:
         data, problem = _read_report(report_path, spec.limits.report_bytes)
         if data is not None:
             _write(out_fd, f"report-{name}", data)
-        result["reports"][name] = problem
+        reports[name] = problem
     _write(out_fd, RESULT_FILE, json.dumps(result).encode())
     return result
 
@@ -270,7 +270,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m sandbox_service.jail SPEC.json", file=sys.stderr)
         return 2
-    spec = Spec.from_json(Path(argv[1]).read_text(encoding="utf-8"))
+    with open(argv[1], encoding="utf-8") as file:
+        spec = Spec.from_json(file.read())
     try:
         result = run(spec)
     except Exception as err:
