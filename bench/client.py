@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 import uuid
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.core.client import error_from_rpc
 
 if TYPE_CHECKING:
     # Only the type stubs name the async stub; at run time it is a MaestroServiceStub.
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 WORKFLOW = "sdlc-parallel"
 REQUIREMENT = "A REST API with user registration and login"
 RPC_TIMEOUT = 10.0
+CREATE_RETRIES = 5
+"""How often observe_run calls CreateRun again when told to retry later (RetryInfo)."""
 
 TERMINAL = frozenset(
     {
@@ -141,6 +145,8 @@ class RunObservation:
     events: int
     delivery_seconds: tuple[float, ...]
     """For each event committed after the stream was opened: receipt minus its `time`."""
+    create_retries: int = 0
+    """How often CreateRun was refused with a time to retry after (RESOURCE_EXHAUSTED)."""
 
     @property
     def succeeded(self) -> bool:
@@ -154,7 +160,7 @@ class RunObservation:
 
 
 def _failed_observation(
-    call: str, create_seconds: float, err: grpc.aio.AioRpcError
+    call: str, create_seconds: float, err: grpc.aio.AioRpcError, retries: int = 0
 ) -> RunObservation:
     return RunObservation(
         create_seconds=create_seconds,
@@ -164,7 +170,30 @@ def _failed_observation(
         outcome=f"{call} failed: {err.code().name}",
         events=0,
         delivery_seconds=(),
+        create_retries=retries,
     )
+
+
+async def _create_heeding_retry_info(
+    stub: Stub, request: gateway_pb2.CreateRunRequest | None
+) -> tuple[gateway_pb2.Run | grpc.aio.AioRpcError, int]:
+    """CreateRun, called again (same request id) after the wait the server names when it
+    answers RESOURCE_EXHAUSTED with a RetryInfo, as a client should, at most
+    CREATE_RETRIES times. Returns the run, or the call's last error, and the retries."""
+    fresh = gateway_pb2.CreateRunRequest()
+    fresh.CopyFrom(request or builtin_request())
+    fresh.request_id = uuid.uuid4().hex
+    retries = 0
+    while True:
+        try:
+            return await stub.CreateRun(fresh, timeout=RPC_TIMEOUT), retries
+        except grpc.aio.AioRpcError as err:
+            wait = error_from_rpc(err).retry_after
+            refused = err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            if not refused or wait is None or retries == CREATE_RETRIES:
+                return err, retries
+            retries += 1
+            await asyncio.sleep(wait)
 
 
 async def observe_run(
@@ -173,22 +202,24 @@ async def observe_run(
     """Creates a run, follows its stream to the end, and reports the timings.
 
     RPC errors are recorded in the observation (outcome `<call> failed: <code>`), not
-    raised, so one failed run is counted instead of ending the bench.
+    raised, so one failed run is counted instead of ending the bench. A CreateRun
+    refused with a time to retry after is retried (see `_create_heeding_retry_info`).
     """
     began = time.perf_counter()
-    try:
-        run = await create_run(stub, request)
-    except grpc.aio.AioRpcError as err:
-        return _failed_observation("CreateRun", time.perf_counter() - began, err)
+    run, retries = await _create_heeding_retry_info(stub, request)
+    if isinstance(run, grpc.aio.AioRpcError):
+        return _failed_observation("CreateRun", time.perf_counter() - began, run, retries)
     created = time.perf_counter()
     opened_wall = time.time()
     try:
         received = await follow(stub, run.name, timeout=timeout)
     except grpc.aio.AioRpcError as err:
-        return _failed_observation("StreamRunEvents", created - began, err)
+        return _failed_observation("StreamRunEvents", created - began, err, retries)
     if not received:
         # Cannot happen with a healthy gateway (RUN_CREATED is always there); count it.
-        return RunObservation(created - began, "", float("nan"), float("nan"), "NO EVENTS", 0, ())
+        return RunObservation(
+            created - began, "", float("nan"), float("nan"), "NO EVENTS", 0, (), retries
+        )
     last = received[-1]
     return RunObservation(
         create_seconds=created - began,
@@ -203,4 +234,5 @@ async def observe_run(
             for r in received
             if event_wall_time(r.event) >= opened_wall
         ),
+        create_retries=retries,
     )

@@ -276,6 +276,7 @@ def concurrent_table(results: Results) -> Table:
             "workflow",
             "runs",
             "failed",
+            "CreateRun retries",
             "wall s",
             "runs/s",
             "e2e p50 s",
@@ -290,7 +291,7 @@ def concurrent_table(results: Results) -> Table:
     for backend in results.backends:
         measured = [c for c in (backend.concurrent, backend.concurrent_ungated) if c is not None]
         if not measured:
-            table.add(backend.name, backend.unsupported or NOT_MEASURED, *[""] * 11)
+            table.add(backend.name, backend.unsupported or NOT_MEASURED, *[""] * 12)
         for c in measured:
             _concurrent_row(table, backend.name, c)
     table.note = (
@@ -299,6 +300,9 @@ def concurrent_table(results: Results) -> Table:
         "(its gate's checks run in the sandbox, two runs' checks at a time). 'without its "
         "gate': the same workflow with the gate step left out (review follows packaging), "
         "on a fresh stack of its own: the engine and the worker apart from the sandbox. "
+        "Its workflow is sent as YAML, whose validation admits a bounded number at once "
+        "and refuses the rest with RESOURCE_EXHAUSTED and a time to retry after (1 s); the "
+        "client retries then (the retries column), as a client should. "
         "wall = first CreateRun to the last terminal event received. CPU: /proc "
         "utime+stime of each service; the checks' is the sandbox service's cutime+cstime "
         "(its jails and the tools in them). RSS from "
@@ -315,6 +319,7 @@ def _concurrent_row(table: Table, backend: str, c: ConcurrentResults) -> None:
         c.workflow,
         c.runs,
         c.runs - len(ok),
+        sum(o.create_retries for o in c.observations),
         f"{c.wall:.2f}",
         f"{len(ok) / c.wall:.1f}",
         f"{percentile(e2e, 50):.2f}" if e2e else "n/a",
