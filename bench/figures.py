@@ -254,15 +254,22 @@ async def _all_live(tasks: list[asyncio.Task[list[Received]]], live: list[asynci
 
 def without_gates(workflow_yaml: str) -> str:
     """The workflow with its gate steps left out: each step that depended on a gate
-    depends on the gate's own dependencies instead (so the order is kept)."""
+    depends on what the gate depended on instead (through gates after gates), so the
+    order is kept."""
     data = yaml.safe_load(workflow_yaml)
     gates = {s["id"]: s.get("depends_on", []) for s in data["steps"] if s.get("kind") == "gate"}
+
+    def kept_dependencies(dependency: str) -> list[str]:
+        if dependency not in gates:
+            return [dependency]
+        return [d for upstream in gates[dependency] for d in kept_dependencies(upstream)]
+
     kept = []
     for step in data["steps"]:
         if step["id"] in gates:
             continue
         deps = step.get("depends_on", [])
-        step["depends_on"] = list(dict.fromkeys(d for dep in deps for d in gates.get(dep, [dep])))
+        step["depends_on"] = list(dict.fromkeys(d for dep in deps for d in kept_dependencies(dep)))
         kept.append(step)
     data["name"] = f"{data['name']}-without-gates"
     data["steps"] = kept

@@ -42,9 +42,7 @@ def read_cpu_seconds(pid: int) -> float:
     Raises:
         OSError: the process is gone.
     """
-    text = Path(f"/proc/{pid}/stat").read_text()
-    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-    fields = text.rpartition(")")[2].split()
+    fields = _stat_fields(pid)
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / _CLOCK_TICKS
 
@@ -56,10 +54,16 @@ def read_children_cpu_seconds(pid: int) -> float:
     Raises:
         OSError: the process is gone.
     """
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text.rpartition(")")[2].split()
+    fields = _stat_fields(pid)
     cutime, cstime = int(fields[13]), int(fields[14])  # fields 16 and 17 of proc(5)
     return (cutime + cstime) / _CLOCK_TICKS
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 on (index 0 is field 3 of proc(5))."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    return text.rpartition(")")[2].split()
 
 
 def file_size(path: Path) -> int:

@@ -240,10 +240,11 @@ class Jail:
         )
 
 
-# Where `sandbox_service` is: init imports it from there and nothing else of site-packages.
+# Where `sandbox_service` is. It goes last on init's path: no file beside the package (in
+# site-packages, or a checkout's root) can stand in for a standard-library module.
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _INIT_BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "import sys; sys.path.append(sys.argv[1]); "
     "from sandbox_service.jail import main; sys.exit(main(sys.argv[1:]))"
 )
 

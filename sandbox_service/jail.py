@@ -1,7 +1,8 @@
 """The sandbox's init process: builds the jail, runs one tool in it, reports, and exits.
 
-Run as `python -I -m sandbox_service.jail SPEC.json` (the service adds `-S`: see
-`isolation.init_argv`). In `namespaces` mode the service starts it through `unshare` in
+Run as `python -I -m sandbox_service.jail SPEC.json`; the service starts it without
+`site` instead (`python -I -S -c ...`, see `isolation.init_argv`). In `namespaces` mode
+the service starts it through `unshare` in
 fresh mount, network, PID, IPC and UTS namespaces, so it is PID 1 there, still root,
 and still sees the host's files. It then:
 

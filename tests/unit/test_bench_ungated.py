@@ -33,3 +33,18 @@ steps:
 
     assert [s.id for s in spec.steps] == ["a", "b", "c"]
     assert spec.step("c").depends_on == ("a", "b")
+
+
+def test_a_gate_after_a_gate_passes_on_what_the_first_followed() -> None:
+    text = """
+name: gate-after-gate
+steps:
+  - {id: a, persona: backend_developer}
+  - {id: g1, kind: gate, depends_on: [a], checks: [pytest]}
+  - {id: g2, kind: gate, depends_on: [g1], checks: [ruff]}
+  - {id: c, persona: code_reviewer, depends_on: [g2]}
+"""
+    spec = parse_workflow_yaml(without_gates(text))
+
+    assert [s.id for s in spec.steps] == ["a", "c"]
+    assert spec.step("c").depends_on == ("a",)
