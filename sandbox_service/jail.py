@@ -1,10 +1,8 @@
 """The sandbox's init process: builds the jail, runs one tool in it, reports, and exits.
 
-Run as `python -I -m sandbox_service.jail SPEC.json`; the service starts it without
-`site` instead (`python -I -S -c ...`, see `isolation.init_argv`). In `namespaces` mode
-the service starts it through `unshare` in
-fresh mount, network, PID, IPC and UTS namespaces, so it is PID 1 there, still root,
-and still sees the host's files. It then:
+Run as `python -I -m sandbox_service.jail SPEC.json`. In `namespaces` mode the service
+starts it through `unshare` in fresh mount, network, PID, IPC and UTS namespaces, so it
+is PID 1 there, still root, and still sees the host's files. It then:
 
 1. mounts a size-capped tmpfs as the new root and lays out only what the tools need:
    /usr and the Python interpreter and virtualenv (read-only, nosuid), an empty view of
