@@ -25,6 +25,7 @@ from maestro.core.errors import Internal, InvalidArgument, MaestroError
 from maestro.core.limits import ClientLimits
 from maestro.core.log_setup import request_id_var
 from maestro.core.status import DETAILS_METADATA_KEY, status_for
+from maestro.core.wrapped_handlers import WrappedHandlers
 from maestro.text import escape_unprintable
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         limits: per-client rate and stream limits, or None for none."""
         self._authenticator = authenticator
         self._limits = limits
+        self._handlers = WrappedHandlers(self._wrap)
 
     def _enter(
         self, service: str, context: Context, *, streaming: bool
@@ -146,6 +148,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if isinstance(method, bytes):
             method = method.decode("utf-8", "replace")
+        return self._handlers.get(method, handler)
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         service = method.strip("/").split("/", 1)[0]
         decode = _tolerant(handler.request_deserializer)
         serialize = handler.response_serializer

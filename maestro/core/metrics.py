@@ -28,6 +28,7 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from maestro.core.tracing import annotate_current_span
+from maestro.core.wrapped_handlers import WrappedHandlers
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     call really ended with. Streams are measured from the first to the last message.
     """
 
+    def __init__(self) -> None:
+        self._handlers = WrappedHandlers(self._wrap)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -136,7 +140,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method: str = handler_call_details.method
+        return self._handlers.get(handler_call_details.method, handler)
+
+    @staticmethod
+    def _wrap(method: str, handler: Any) -> Any:
         if handler.unary_unary is not None:
             inner_unary: Any = handler.unary_unary
 

@@ -145,6 +145,31 @@ async def test_calls_without_a_known_token_are_unauthenticated_but_health_is_pub
             await channel.close(None)
 
 
+async def test_every_call_is_checked_though_the_wrapped_handler_is_made_once(
+    server: int,
+) -> None:
+    """The interceptor keeps its wrapper of a method (maestro.core.wrapped_handlers):
+    who calls, and what, is still looked at call by call."""
+    good = insecure_channel(f"127.0.0.1:{server}", token=TOKEN)
+    wrong = insecure_channel(f"127.0.0.1:{server}", token="mst_wrong")
+    request = gateway_pb2.GetRunRequest(name="runs/a").SerializeToString()
+    try:
+        for _ in range(2):
+            answer = gateway_pb2.Run.FromString(await _raw(good, "Get")(request, timeout=5))
+            assert answer.name == "runs/a"
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _raw(wrong, "Get")(request, timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await _raw(good, "Get")(
+                    gateway_pb2.GetRunRequest(name="missing").SerializeToString(), timeout=5
+                )
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await good.close(None)
+        await wrong.close(None)
+
+
 async def test_errors_carry_status_details_and_come_back_as_the_same_error(server: int) -> None:
     channel = insecure_channel(f"127.0.0.1:{server}", token=TOKEN)
     get = channel.unary_unary(
