@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from maestro.personas import get_persona
 from persona_service.bench_provider import BENCH, BENCH_DISABLED
@@ -166,62 +166,77 @@ class StepRunner:
             raise UnknownPersona(request.persona)
         provider = self.provider_for(request.provider)
         timeout = max(time_remaining - DEADLINE_MARGIN_SECONDS, 0.1)
-        notes: asyncio.Queue[str] = asyncio.Queue()
-        changed = asyncio.Event()
-        meter = UsageMeter(self._prices, request.budget, on_change=changed.set)
+        # Whatever the loop below waits for sets one event: a progress note, a change
+        # of usage, the work's end, and for a rate-limited model an ask for a call. A
+        # task per source and per wait (and their cancellation) cost a step that ends
+        # at once about 18 of the 123 us this method took.
+        notes: deque[str] = deque()
+        stirred = asyncio.Event()
+        usage_changed = False
+
+        def note(text: str) -> None:
+            notes.append(text)
+            stirred.set()
+
+        def usage_change() -> None:
+            nonlocal usage_changed
+            usage_changed = True
+            stirred.set()
+
+        def stir(_: object) -> None:
+            stirred.set()
+
+        meter = UsageMeter(self._prices, request.budget, on_change=usage_change)
         work = asyncio.create_task(
             provider.run(
                 request,
                 persona,
                 timeout=timeout,
-                progress=notes.put_nowait,
+                progress=note,
                 meter=meter,
                 admission=admission,
             )
         )
+        work.add_done_callback(stir)
         loop = asyncio.get_running_loop()
         announce_at: float | None = loop.time() + self._announce_after
         announcement = f"{persona.role} working with the {provider.name} provider"
-        waiting: set[asyncio.Task[Any]] = set()
+        next_ask: asyncio.Task[CallAsk] | None = None
         try:
             while not work.done():
-                next_note = asyncio.create_task(notes.get())
-                beat = asyncio.create_task(changed.wait())
-                waiting = {next_note, beat}
-                if admission is not None:
+                if admission is not None and next_ask is None:
                     next_ask = asyncio.create_task(admission.next_ask())
-                    waiting.add(next_ask)
+                    next_ask.add_done_callback(stir)
                 silence = self._heartbeat_interval
                 if announce_at is not None:
                     silence = min(silence, max(announce_at - loop.time(), 0.0))
-                done, _ = await asyncio.wait(
-                    {work, *waiting},
-                    timeout=silence,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for task in waiting - done:
-                    task.cancel()
-                waiting = set()
-                ended = work in done
-                if announce_at is not None and (not ended or done - {work, beat}):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(silence):
+                        await stirred.wait()
+                quiet = not stirred.is_set()  # the silence ran out with nothing to say
+                stirred.clear()
+                ended = work.done()
+                asked = next_ask is not None and next_ask.done()
+                if announce_at is not None and (not ended or notes or asked):
                     # Still working, or about to say more than its output will: the
                     # announcement first.
                     announce_at = None
                     yield Note(announcement, provider.name, meter.total)
-                    if not done:
+                    if quiet:
                         continue  # that wait was the announcement's, not a heartbeat's
-                if next_note in done:
-                    yield Note(next_note.result(), provider.name, meter.total)
-                if admission is not None and next_ask in done:
-                    yield next_ask.result()
-                if (beat in done and not ended) or not done:
+                while notes:
+                    yield Note(notes.popleft(), provider.name, meter.total)
+                if asked and next_ask is not None:
+                    ask, next_ask = next_ask.result(), None
+                    yield ask
+                if (usage_changed and not ended) or quiet:
                     # (Usage that changed as the work ended goes with its output.)
-                    changed.clear()
+                    usage_changed = False
                     yield Heartbeat(meter.total)
-            if announce_at is not None and not notes.empty():
+            if announce_at is not None and notes:
                 yield Note(announcement, provider.name, meter.total)
-            while not notes.empty():
-                yield Note(notes.get_nowait(), provider.name, meter.total)
+            while notes:
+                yield Note(notes.popleft(), provider.name, meter.total)
             try:
                 output = work.result()
                 try:
@@ -255,8 +270,8 @@ class StepRunner:
         finally:
             # The caller went away (cancelled run, deadline): stop the waits and the
             # provider too, so no task outlives the attempt.
-            for task in waiting:
-                task.cancel()
+            if next_ask is not None:
+                next_ask.cancel()
             if not work.done():
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
