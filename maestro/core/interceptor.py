@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -99,7 +99,7 @@ def _bind_request_id(context: Context) -> None:
         # It goes into every log line: short and inert.
         request_id = escape_unprintable(request_id[:_MAX_REQUEST_ID_CHARS])
     else:
-        request_id = uuid.uuid4().hex[:16]
+        request_id = os.urandom(8).hex()  # as unique as uuid4's first 16 digits, cheaper
     request_id_var.set(request_id)
 
 

@@ -74,31 +74,38 @@ def in_flight(method: str) -> float:
     return total
 
 
-@dataclass
-class _Call:
-    """One RPC being measured."""
+class _MethodMetrics:
+    """The RPC metrics of one method, its label children looked up once (`labels()`
+    takes a lock and builds a key on every call)."""
 
-    kind: str
-    service: str
-    method: str
-    start: float
-
-    @classmethod
-    def begin(cls, kind: str, full_method: str) -> _Call:
+    def __init__(self, kind: str, full_method: str) -> None:
         service, method = split_method(full_method)
-        RPC_STARTED.labels(kind, service, method).inc()
-        RPC_IN_FLIGHT.labels(service, method).inc()
-        return cls(kind, service, method, time.perf_counter())
+        self._labels = (kind, service, method)
+        self._started = RPC_STARTED.labels(kind, service, method)
+        self._in_flight = RPC_IN_FLIGHT.labels(service, method)
+        self._seconds = RPC_SECONDS.labels(kind, service, method)
+        self._handled: dict[str, Any] = {}
+
+    def begin(self) -> float:
+        """Counts a call that starts; returns its start time, for `end`."""
+        self._started.inc()
+        self._in_flight.inc()
+        return time.perf_counter()
 
     def end(
-        self, context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None
+        self,
+        began: float,
+        context: grpc.aio.ServicerContext[Any, Any],
+        failed: BaseException | None,
     ) -> None:
+        """Counts the call's end, by the status it ended with, and its duration."""
         code = _code_name(context, failed)
-        RPC_IN_FLIGHT.labels(self.service, self.method).dec()
-        RPC_HANDLED.labels(self.kind, self.service, self.method, code).inc()
-        RPC_SECONDS.labels(self.kind, self.service, self.method).observe(
-            time.perf_counter() - self.start
-        )
+        self._in_flight.dec()
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = RPC_HANDLED.labels(*self._labels, code)
+        handled.inc()
+        self._seconds.observe(time.perf_counter() - began)
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None) -> str:
@@ -146,10 +153,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _wrap(method: str, handler: Any) -> Any:
         if handler.unary_unary is not None:
             inner_unary: Any = handler.unary_unary
+            metrics = _MethodMetrics("unary", method)
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 annotate_current_span(request)
-                call = _Call.begin("unary", method)
+                began = metrics.begin()
                 failed: BaseException | None = None
                 try:
                     response = await inner_unary(request, context)
@@ -159,7 +167,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     failed = err
                     raise
                 finally:
-                    call.end(context, failed)
+                    metrics.end(began, context, failed)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -193,7 +201,7 @@ def _measured_stream(inner: Any, method: str, *, stream_in: bool = False) -> Any
     interceptor keeps the style)."""
     import inspect
 
-    kind = "bidi_stream" if stream_in else "server_stream"
+    metrics = _MethodMetrics("bidi_stream" if stream_in else "server_stream", method)
     if inspect.isasyncgenfunction(inner):
 
         async def generator(
@@ -203,7 +211,7 @@ def _measured_stream(inner: Any, method: str, *, stream_in: bool = False) -> Any
                 request = _annotating(request)
             else:
                 annotate_current_span(request)
-            call = _Call.begin(kind, method)
+            began = metrics.begin()
             failed: BaseException | None = None
             try:
                 async for response in inner(request, context):
@@ -212,7 +220,7 @@ def _measured_stream(inner: Any, method: str, *, stream_in: bool = False) -> Any
                 failed = err
                 raise
             finally:
-                call.end(context, failed)
+                metrics.end(began, context, failed)
 
         return generator
 
@@ -221,7 +229,7 @@ def _measured_stream(inner: Any, method: str, *, stream_in: bool = False) -> Any
             request = _annotating(request)
         else:
             annotate_current_span(request)
-        call = _Call.begin(kind, method)
+        began = metrics.begin()
         failed: BaseException | None = None
         try:
             await inner(request, context)
@@ -229,7 +237,7 @@ def _measured_stream(inner: Any, method: str, *, stream_in: bool = False) -> Any
             failed = err
             raise
         finally:
-            call.end(context, failed)
+            metrics.end(began, context, failed)
 
     return writer
 
