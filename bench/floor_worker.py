@@ -30,7 +30,8 @@ async def _step(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes])
     return ANSWER
 
 
-def _write_port(port_file: Path, port: int) -> None:
+def write_port(port_file: Path, port: int) -> None:
+    """Writes the port the server listens on, for the bench that waits for it."""
     temporary = port_file.with_suffix(".tmp")
     temporary.write_text(str(port), encoding="ascii")
     os.replace(temporary, port_file)  # atomic: the bench never reads half a number
@@ -47,7 +48,7 @@ async def serve(port_file: Path) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    await asyncio.to_thread(_write_port, port_file, port)
+    await asyncio.to_thread(write_port, port_file, port)
     await stopping.wait()
     await server.stop(1.0)
 

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -95,39 +95,32 @@ class FloorWorker:
         return time.perf_counter() - began
 
 
-async def _wait_for_port(process: asyncio.subprocess.Process, port_file: Path) -> int:
+async def _wait_for_port(process: asyncio.subprocess.Process, port_file: Path, module: str) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT_SECONDS
     while loop.time() < deadline:
         if process.returncode is not None:
-            raise RuntimeError(f"the floor worker exited with code {process.returncode}")
+            raise RuntimeError(f"{module} exited with code {process.returncode}")
         with suppress(FileNotFoundError, ValueError):
             return int(await asyncio.to_thread(port_file.read_text, encoding="ascii"))
         # Polls a file the child writes once; there is no event to wait on across exec.
         await asyncio.sleep(0.02)
-    raise RuntimeError(f"the floor worker wrote no port file in {START_TIMEOUT_SECONDS:g}s")
+    raise RuntimeError(f"{module} wrote no port file in {START_TIMEOUT_SECONDS:g}s")
 
 
 @asynccontextmanager
-async def floor_worker(workdir: Path) -> AsyncIterator[FloorWorker]:
-    """Starts `python -m bench.floor_worker` and yields a client; stops it afterwards."""
-    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    port_file = workdir / "floor_worker.port"
+async def server_process(
+    module: str, args: Sequence[str], port_file: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """Runs `python -m MODULE *ARGS PORT_FILE` (a bench server that writes its port to
+    PORT_FILE once it serves); yields the process and the port; stops it afterwards."""
     env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.floor_worker", str(port_file), env=env, cwd=REPO
+        sys.executable, "-m", module, *args, str(port_file), env=env, cwd=REPO
     )
-    channel: grpc.aio.Channel | None = None
     try:
-        port = await _wait_for_port(process, port_file)
-        # A bare channel like the bare server: Maestro's keepalive pings would earn a
-        # GOAWAY (too_many_pings) from a server with gRPC's default ping policy.
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT_SECONDS)
-        yield FloorWorker(process, channel)
+        yield process, await _wait_for_port(process, port_file, module)
     finally:
-        if channel is not None:
-            await channel.close(None)
         if process.returncode is None:
             process.terminate()
             try:
@@ -135,6 +128,22 @@ async def floor_worker(workdir: Path) -> AsyncIterator[FloorWorker]:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+@asynccontextmanager
+async def floor_worker(workdir: Path) -> AsyncIterator[FloorWorker]:
+    """Starts `python -m bench.floor_worker` and yields a client; stops it afterwards."""
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    port_file = workdir / "floor_worker.port"
+    async with server_process("bench.floor_worker", (), port_file) as (process, port):
+        # A bare channel like the bare server: Maestro's keepalive pings would earn a
+        # GOAWAY (too_many_pings) from a server with gRPC's default ping policy.
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT_SECONDS)
+            yield FloorWorker(process, channel)
+        finally:
+            await channel.close(None)
 
 
 # -- LangGraph (optional) ---------------------------------------------------------------
