@@ -85,3 +85,13 @@ def test_methods_split_into_service_and_method():
         "maestro.api.gateway.v1.MaestroService",
         "CreateRun",
     )
+
+
+def test_a_span_without_tracing_is_the_no_op_span():
+    from opentelemetry import trace
+
+    from maestro.core.tracing import span
+
+    with span("maestro.step_attempt", {"maestro.step_id": "s"}) as current:
+        assert current is trace.INVALID_SPAN
+        assert not current.is_recording()
