@@ -168,8 +168,8 @@ class StepRunner:
         timeout = max(time_remaining - DEADLINE_MARGIN_SECONDS, 0.1)
         # Whatever the loop below waits for sets one event: a progress note, a change
         # of usage, the work's end, and for a rate-limited model an ask for a call. A
-        # task per source and per wait (and their cancellation) cost a step that ends
-        # at once about 18 of the 123 us this method took.
+        # task per source and per wait (and their cancellation) cost about 18 of the
+        # 123 us in which a worker converted and ran a step that ends at once.
         notes: deque[str] = deque()
         stirred = asyncio.Event()
         usage_changed = False
