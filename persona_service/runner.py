@@ -213,10 +213,12 @@ class StepRunner:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(silence):
                         await stirred.wait()
-                quiet = not stirred.is_set()  # the silence ran out with nothing to say
-                stirred.clear()
                 ended = work.done()
                 asked = next_ask is not None and next_ask.done()
+                # The silence ran out with nothing to say. (The work's end sets the event
+                # a loop turn after it: it counts at once.)
+                quiet = not (stirred.is_set() or ended or asked)
+                stirred.clear()
                 if announce_at is not None and (not ended or notes or asked):
                     # Still working, or about to say more than its output will: the
                     # announcement first.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from persona_service.bench_provider import BenchProvider
@@ -98,4 +100,14 @@ class _Metered:
 
 async def test_usage_recorded_as_the_attempt_ends_goes_with_its_output_alone() -> None:
     items = await _stream(_runner(announce_after=10.0, provider=_Metered()), "")
+    assert [type(item) for item in items] == [StepOutput]
+
+
+async def test_work_that_ends_as_the_silence_runs_out_sends_no_heartbeat_first() -> None:
+    # The work's end and the heartbeat's interval fall due in the same turn of the loop
+    # (the loop was blocked past both): the output is all there is to say.
+    runner = _runner(announce_after=10.0, heartbeat_interval=0.15)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, time.sleep, 0.25)  # blocks the loop past 0.1 s and 0.15 s
+    items = await _stream(runner, "sleep 100ms")
     assert [type(item) for item in items] == [StepOutput]
