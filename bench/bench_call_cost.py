@@ -130,23 +130,22 @@ async def _caller(channel: grpc.aio.Channel, case: Case, exits: AsyncExitStack) 
 
 
 async def _measure(call: Call, calls: int, concurrency: int, server_pid: int) -> tuple[float, ...]:
-    """(wall ms, server CPU ms, client CPU ms) per call over `calls` calls."""
+    """(wall ms, server CPU ms, client CPU ms) per call over about `calls` calls (a
+    multiple of `concurrency`)."""
+    each = calls // concurrency
     server_before, client_before = read_cpu_seconds(server_pid), time.process_time()
     began = time.perf_counter()
-    if concurrency == 1:
-        for _ in range(calls):
-            await call()
-    else:
-        # A stream carries one message at a time: only calls run concurrently.
-        async def some() -> None:
-            for _ in range(calls // concurrency):
-                await call()
 
-        await asyncio.gather(*(some() for _ in range(concurrency)))
+    # A stream carries one message at a time: only calls run concurrently.
+    async def some() -> None:
+        for _ in range(each):
+            await call()
+
+    await asyncio.gather(*(some() for _ in range(concurrency)))
     wall = time.perf_counter() - began
     server = read_cpu_seconds(server_pid) - server_before
     client = time.process_time() - client_before
-    return tuple(1000 * value / calls for value in (wall, server, client))
+    return tuple(1000 * value / (each * concurrency) for value in (wall, server, client))
 
 
 async def bench(calls: int, rounds: int) -> dict[tuple[str, int], Measured]:

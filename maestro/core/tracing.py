@@ -40,7 +40,9 @@ _UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRe
 
 _server_interceptor: Any = None
 _tracing_on = False
-"""Whether `configure_tracing` installed a tracer provider in this process."""
+"""Whether `configure_tracing` installed a tracer provider in this process. Maestro's own
+spans (`span`) are made only then: a provider installed some other way (an
+OpenTelemetry distro, a test's in-memory one) gets none of them."""
 
 
 def tracing_endpoint(env: Mapping[str, str] | None = None) -> str | None:
