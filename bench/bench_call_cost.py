@@ -36,7 +36,8 @@ from typing import Any
 
 import grpc
 
-from bench.call_cost_server import ECHO_METHOD, FLOOR_METHOD, LAYERS, TOKEN, WORKER_SERVICE
+from bench.call_cost_server import ECHO_METHOD, LAYERS, TOKEN, WORKER_SERVICE
+from bench.floor_worker import METHOD as FLOOR_METHOD
 from bench.floors import server_process
 from bench.procs import read_cpu_seconds
 from maestro.api.worker.v1 import worker_pb2

@@ -3,9 +3,9 @@
 One grpc.aio server per process, so the bench reads each one's CPU from /proc. LAYERS
 names what stands between gRPC and the answer, from nothing to the worker as served:
 
-- `bare`: a generic handler answering `/bench.Floor/Step` with 64 bytes (the gRPC
-  floor's call) and `RunStep` with a prebuilt result; a bidirectional `Echo` answers
-  each message it gets (a step sent on a stream that stays open);
+- `bare`: the gRPC floor's own `/bench.Floor/Step` (`bench.floor_worker`), `RunStep`
+  answered with a prebuilt result, and a bidirectional `/bench.Stream/Echo` that
+  answers each message it gets (a step sent on a stream that stays open);
 - `interceptors`: the same handlers behind Maestro's metrics and serving interceptors
   (a bearer token checked on every call);
 - `servicer`: the worker's servicer and runner with the bench provider, no interceptor;
@@ -19,7 +19,6 @@ started it dies (MAESTRO_PARENT_PID).
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 import grpc
 
-from bench.floor_worker import write_port
+from bench.floor_worker import ANSWER as FLOOR_ANSWER
+from bench.floor_worker import floor_handler, serve_until_terminated
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.auth import BearerAuthenticator, Identity, TokenTable, hash_token
 from maestro.core.interceptor import ServingInterceptor
@@ -41,10 +41,9 @@ from persona_service.servicer import WorkerServicer
 LAYERS = ("bare", "interceptors", "servicer", "worker")
 TOKEN = "mst_bench-call-cost"
 """The token the bench presents (the servers with interceptors check it)."""
-FLOOR_METHOD, ECHO_METHOD = "/bench.Floor/Step", "/bench.Floor/Echo"
+ECHO_METHOD = "/bench.Stream/Echo"
 WORKER_SERVICE = "maestro.api.worker.v1.WorkerService"
 
-_FLOOR_ANSWER = b"x" * 64
 _RUN_STEP_ANSWER = worker_pb2.ExecuteStepResponse(
     result=worker_pb2.StepResult(
         summary="bench",
@@ -55,31 +54,23 @@ _RUN_STEP_ANSWER = worker_pb2.ExecuteStepResponse(
 ).SerializeToString()
 
 
-async def _floor(request: bytes, context: Any) -> bytes:
-    return _FLOOR_ANSWER
-
-
 async def _run_step(request: bytes, context: Any) -> AsyncIterator[bytes]:
     yield _RUN_STEP_ANSWER
 
 
 async def _echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
     async for _ in requests:
-        yield _FLOOR_ANSWER
+        yield FLOOR_ANSWER
 
 
 def _bare_handlers() -> list[grpc.GenericRpcHandler]:  # type: ignore[type-arg]
-    floor = grpc.method_handlers_generic_handler(
-        "bench.Floor",
-        {
-            "Step": grpc.unary_unary_rpc_method_handler(_floor),
-            "Echo": grpc.stream_stream_rpc_method_handler(_echo),
-        },
+    echo = grpc.method_handlers_generic_handler(
+        "bench.Stream", {"Echo": grpc.stream_stream_rpc_method_handler(_echo)}
     )
     run_step = grpc.method_handlers_generic_handler(
         WORKER_SERVICE, {"RunStep": grpc.unary_stream_rpc_method_handler(_run_step)}
     )
-    return [floor, run_step]
+    return [floor_handler(), echo, run_step]
 
 
 def _interceptors() -> list[Any]:
@@ -105,14 +96,8 @@ def build_server(layers: str) -> grpc.aio.Server:
 
 
 async def serve(layers: str, port_file: Path) -> None:
-    server = build_server(layers)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await asyncio.to_thread(write_port, port_file, port)
-    await stopping.wait()
-    await server.stop(1.0)
+    # The server is made inside the event loop that serves it (grpc.aio binds to it).
+    await serve_until_terminated(build_server(layers), port_file)
 
 
 def main() -> None:

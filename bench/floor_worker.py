@@ -30,27 +30,34 @@ async def _step(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes])
     return ANSWER
 
 
-def write_port(port_file: Path, port: int) -> None:
-    """Writes the port the server listens on, for the bench that waits for it."""
+def _write_port(port_file: Path, port: int) -> None:
     temporary = port_file.with_suffix(".tmp")
     temporary.write_text(str(port), encoding="ascii")
     os.replace(temporary, port_file)  # atomic: the bench never reads half a number
 
 
-async def serve(port_file: Path) -> None:
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler(
+def floor_handler() -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
+    """`/bench.Floor/Step`: the floor's one method."""
+    return grpc.method_handlers_generic_handler(
         "bench.Floor", {"Step": grpc.unary_unary_rpc_method_handler(_step)}
     )
-    server.add_generic_rpc_handlers((handler,))
+
+
+async def serve_until_terminated(server: grpc.aio.Server, port_file: Path) -> None:
+    """Serves on a free loopback port, written to `port_file`, until SIGTERM."""
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    await asyncio.to_thread(write_port, port_file, port)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    await asyncio.to_thread(_write_port, port_file, port)
     await stopping.wait()
     await server.stop(1.0)
+
+
+async def serve(port_file: Path) -> None:
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((floor_handler(),))
+    await serve_until_terminated(server, port_file)
 
 
 def main() -> None:
