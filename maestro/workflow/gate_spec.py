@@ -50,8 +50,9 @@ def check_gate_fields(step: StepSpec) -> None:
         ValueError: what is wrong, for the step's validation error.
     """
     if step.kind is not StepKind.GATE:
-        extra = [name for name in ("checks", "thresholds", "coverage") if getattr(step, name)]
-        if extra:
+        # Tested field by field before the message is built: this runs for every step.
+        if step.checks or step.thresholds or step.coverage:
+            extra = [name for name in ("checks", "thresholds", "coverage") if getattr(step, name)]
             raise ValueError(f"{', '.join(extra)} only apply to steps of kind gate")
         return
     if step.persona:
@@ -86,9 +87,9 @@ def check_approval_fields(step: StepSpec) -> None:
     """
     if step.kind is not StepKind.APPROVAL:
         # By value, not by fields set: a dumped and reloaded spec sets every field.
-        extra = [n for n in ("prompt", "on_reject") if getattr(step, n)]
-        extra += ["on_timeout"] if step.on_timeout != "reject" else []
-        if extra:
+        if step.prompt or step.on_reject or step.on_timeout != "reject":
+            extra = [n for n in ("prompt", "on_reject") if getattr(step, n)]
+            extra += ["on_timeout"] if step.on_timeout != "reject" else []
             raise ValueError(f"{', '.join(extra)} only apply to steps of kind approval")
         return
     if step.persona:
