@@ -80,11 +80,16 @@ async def main(settings: WorkerSettings) -> None:
     )
 
 
+# After the services started beside this one (a local stack is healthy in about 1 s,
+# this worker first): see persona_service/lazy_provider.py.
+WARM_UP_DELAY_SECONDS = 1.0
+
+
 def warm_up(providers: dict[str, Provider]) -> None:
-    """Builds lazily built providers in the background, now that the worker serves."""
+    """Builds lazily built providers in the background, soon after the worker serves."""
     for provider in providers.values():
         if isinstance(provider, LazyProvider):
-            provider.warm_up()
+            provider.warm_up(WARM_UP_DELAY_SECONDS)
 
 
 if __name__ == "__main__":
