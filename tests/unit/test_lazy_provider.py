@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from maestro.personas import PERSONAS
 from persona_service.lazy_provider import LazyProvider
@@ -15,9 +16,11 @@ class CountingBuild:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.built = threading.Event()
 
     def __call__(self) -> OfflineProvider:
         self.calls += 1
+        self.built.set()
         return OfflineProvider()
 
 
@@ -47,7 +50,8 @@ async def test_warm_up_builds_only_after_its_delay() -> None:
     provider.warm_up(0.2)
     await asyncio.sleep(0.05)
     assert build.calls == 0, "the warm-up began before its delay"
-    await asyncio.sleep(0.4)
+    # A loaded machine may be late, but the warm-up must happen.
+    assert await asyncio.to_thread(build.built.wait, 10)
     assert build.calls == 1
     assert await _run_one(provider) > 0
     assert build.calls == 1, "a step after the warm-up built the provider again"
