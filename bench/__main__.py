@@ -156,15 +156,17 @@ async def bench(config: Config, workdir: Path) -> Results:
             found = results.maestro.get(maestro_name(backend.name))
             if found is None:
                 continue
-            backend.followers = await measure_followers(
-                found.stack,
-                followers=config.followers,
-                steps=config.follower_steps,
-                sleep_ms=config.follower_sleep_ms,
-                rounds=config.follower_rounds,
-                timeout=config.run_timeout,
-            )
-            note(f"{backend.name}: {config.followers} followers done")
+            for batched in (True, False):
+                backend.followers[batched] = await measure_followers(
+                    found.stack,
+                    followers=config.followers,
+                    steps=config.follower_steps,
+                    sleep_ms=config.follower_sleep_ms,
+                    rounds=config.follower_rounds,
+                    timeout=config.run_timeout,
+                    batched=batched,
+                )
+            note(f"{backend.name}: {config.followers} followers done (both streams)")
             backend.idle = await measure_idle_streams(
                 found.stack,
                 streams=config.idle_streams,

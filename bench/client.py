@@ -58,6 +58,8 @@ class Received:
     """time.time() at receipt: comparable with the event's server `time` (same host)."""
     mono: float
     """time.perf_counter() at receipt: for durations."""
+    message: int = 0
+    """Which message of the stream brought it (0 for the first): a batch brings several."""
 
 
 def event_wall_time(event: gateway_pb2.RunEvent) -> float:
@@ -108,6 +110,7 @@ async def follow(
     *,
     timeout: float,
     on_event: Callable[[Received], None] | None = None,
+    batched: bool = True,
 ) -> list[Received]:
     """Reads the run's event stream from the start until it ends after the terminal event.
 
@@ -116,15 +119,32 @@ async def follow(
         run_name: `runs/{id}`.
         timeout: The stream's gRPC deadline.
         on_event: Called for each event as it arrives.
+        batched: By StreamRunEventBatches (as the CLI follows a run), or by
+            StreamRunEvents, one message per event.
     """
     request = gateway_pb2.StreamRunEventsRequest(name=run_name)
     received: list[Received] = []
-    async for event in stub.StreamRunEvents(request, timeout=timeout):
-        # Stamp before anything else so the bench's own work is not counted as delivery.
-        item = Received(event, time.time(), time.perf_counter())
+
+    def take(event: gateway_pb2.RunEvent, wall: float, mono: float, message: int) -> None:
+        item = Received(event, wall, mono, message)
         received.append(item)
         if on_event is not None:
             on_event(item)
+
+    if batched:
+        index = 0
+        async for batch in stub.StreamRunEventBatches(request, timeout=timeout):
+            # Stamp before anything else so the bench's own work is not counted as
+            # delivery; the events of one message arrived together.
+            wall, mono = time.time(), time.perf_counter()
+            for event in batch.events:
+                take(event, wall, mono, index)
+            index += 1
+    else:
+        index = 0
+        async for event in stub.StreamRunEvents(request, timeout=timeout):
+            take(event, time.time(), time.perf_counter(), index)
+            index += 1
     return received
 
 

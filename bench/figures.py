@@ -70,9 +70,13 @@ def _delays(received: Sequence[Received], opened_wall: float) -> list[float]:
     ]
 
 
-async def _follow_delays(stub: Stub, run_name: str, timeout: float) -> list[float]:
+async def _follow_delays(
+    stub: Stub, run_name: str, timeout: float, batched: bool
+) -> tuple[list[float], int]:
+    """The delays of one follower's events, and how many messages brought them."""
     opened = time.time()
-    return _delays(await follow(stub, run_name, timeout=timeout), opened)
+    received = await follow(stub, run_name, timeout=timeout, batched=batched)
+    return _delays(received, opened), len({r.message for r in received})
 
 
 # -- event delivery to many followers of one run ----------------------------------------
@@ -82,7 +86,10 @@ async def _follow_delays(stub: Stub, run_name: str, timeout: float) -> list[floa
 class FollowerResults:
     followers: int
     steps: int
+    batched: bool
     delays: list[float] = field(default_factory=list)
+    messages: int = 0
+    """Messages the followers received (events, when not batched)."""
     wall: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -92,10 +99,18 @@ def follower_workload(steps: int, sleep_ms: int) -> Workload:
 
 
 async def measure_followers(
-    stack: TimedStack, *, followers: int, steps: int, sleep_ms: int, rounds: int, timeout: float
+    stack: TimedStack,
+    *,
+    followers: int,
+    steps: int,
+    sleep_ms: int,
+    rounds: int,
+    timeout: float,
+    batched: bool = True,
 ) -> FollowerResults:
-    """`followers` streams (each on its own connection) follow one run from its start."""
-    results = FollowerResults(followers, steps)
+    """`followers` streams (each on its own connection) follow one run from its start,
+    by StreamRunEventBatches or (`batched` false) by StreamRunEvents."""
+    results = FollowerResults(followers, steps, batched)
     request = bench_request(follower_workload(steps, sleep_ms).workflow_yaml())
     pids = stack.pids()
 
@@ -104,13 +119,14 @@ async def measure_followers(
         began = time.perf_counter()
         run = await create_run(stubs[0], request)
         per_stream = await asyncio.gather(
-            *(_follow_delays(stub, run.name, timeout) for stub in stubs)
+            *(_follow_delays(stub, run.name, timeout, batched) for stub in stubs)
         )
         results.wall += time.perf_counter() - began
         for name, seconds in cpu_delta(before, cpu_snapshot(pids)).items():
             results.cpu[name] = results.cpu.get(name, 0.0) + seconds
-        for delays in per_stream:
+        for delays, messages in per_stream:
             results.delays.extend(delays)
+            results.messages += messages
 
     for _ in range(rounds):
         freeze_bench_heap()

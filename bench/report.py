@@ -35,7 +35,8 @@ class BackendResults:
     """Why nothing was measured, as a table cell ('not supported by this commit')."""
     detail: str = ""
     """The error behind `unsupported`."""
-    followers: FollowerResults | None = None
+    followers: dict[bool, FollowerResults] = field(default_factory=dict)
+    """By stream: batched (StreamRunEventBatches, True) and one event per message."""
     idle: IdleResults | None = None
     concurrent: ConcurrentResults | None = None
     concurrent_ungated: ConcurrentResults | None = None
@@ -102,7 +103,8 @@ def workloads_table(results: Results) -> Table:
         f"Median over {results.rounds} rounds (min–max in brackets); ratios are paired, "
         "Maestro's wall time divided by the gRPC floor's in the same round. Maestro: "
         "CreateRun call to the terminal event received on a stream opened right after it "
-        "(the public API, as a client sees it). At most 100 steps in flight everywhere. "
+        "(StreamRunEventBatches, as the CLI follows a run: the public API as a client sees "
+        "it). At most 100 steps in flight everywhere. "
         "ms/step = wall time / steps; × ideal = wall time / (critical path of sleeps, "
         "levelled by the cap). In each round every contender runs each workload once, "
         "in an order that rotates from round to round."
@@ -183,13 +185,20 @@ def _latency(values: Sequence[float]) -> tuple[str, str, str, str]:
     )
 
 
+def stream_name(batched: bool) -> str:
+    """How a client follows a run: the two event streams of the API."""
+    return "batched" if batched else "per event"
+
+
 def followers_table(results: Results) -> Table:
     table = Table(
         "Event delivery to followers of one run (commit → follower)",
         (
             "backend",
+            "stream",
             "followers",
             "events",
+            "messages",
             "p50 ms",
             "p99 ms",
             "max ms",
@@ -198,30 +207,40 @@ def followers_table(results: Results) -> Table:
         ),
     )
     for backend in results.backends:
-        f = backend.followers
-        if f is None:
-            table.add(backend.name, "", backend.unsupported or NOT_MEASURED, "", "", "", "", "")
+        if not backend.followers:
+            table.add(
+                backend.name, "", "", backend.unsupported or NOT_MEASURED, "", "", "", "", "", ""
+            )
             continue
-        n, p50, p99, top = _latency(f.delays)
-        share = {k: v / f.wall for k, v in f.cpu.items()} if f.wall else {}
-        table.add(
-            backend.name,
-            f.followers,
-            n,
-            p50,
-            p99,
-            top,
-            _pct(share.get(GATEWAY, math.nan)),
-            _pct(share.get(BENCH_CLIENT, math.nan)),
-        )
-    sample = next((b.followers for b in results.backends if b.followers), None)
+        for batched in (True, False):
+            f = backend.followers.get(batched)
+            if f is None:
+                continue
+            n, p50, p99, top = _latency(f.delays)
+            share = {k: v / f.wall for k, v in f.cpu.items()} if f.wall else {}
+            table.add(
+                backend.name,
+                stream_name(batched),
+                f.followers,
+                n,
+                f.messages,
+                p50,
+                p99,
+                top,
+                _pct(share.get(GATEWAY, math.nan)),
+                _pct(share.get(BENCH_CLIENT, math.nan)),
+            )
+    sample = next((f for b in results.backends for f in b.followers.values()), None)
     what = f"a chain of {sample.steps} bench steps" if sample else "a chain of bench steps"
     table.note = (
-        f"Each follower is its own connection and opens StreamRunEvents right after "
-        f"CreateRun of {what}; a delay is receipt time minus the event's `time` (stamped "
-        "in the write transaction just before COMMIT; one clock), for events committed "
-        "after that stream opened. Percentiles are nearest-rank over all followers' "
-        "events. CPU: /proc utime+stime over the runs, as a share of one core."
+        "Each follower is its own connection and opens its stream right after CreateRun "
+        f"of {what}: StreamRunEventBatches (batched: each message carries the events "
+        "ready when it was sent) or StreamRunEvents (one message per event). A delay is "
+        "receipt time minus the event's `time` (stamped in the write transaction just "
+        "before COMMIT; one clock), for events committed after that stream opened; the "
+        "events of one message share its receipt time. Percentiles are nearest-rank over "
+        "all followers' events. CPU: /proc utime+stime over the runs, as a share of one "
+        "core."
     )
     return table
 
@@ -453,23 +472,25 @@ def goal_rows(results: Results, backend: BackendResults) -> list[tuple[str, str,
         ("W3 wall time / ideal", "×", _median_ideal(results, "W3", name), 1.10),
         ("W4 wall time / ideal", "×", _median_ideal(results, "W4", name), 1.10),
     ]
-    f = backend.followers
-    rows.append(
-        (
-            "followers: delivery p99",
-            "ms",
-            percentile(f.delays, 99) * 1000 if f and f.delays else math.nan,
-            20.0,
+    for batched in (True, False):
+        f = backend.followers.get(batched)
+        how = stream_name(batched)
+        rows.append(
+            (
+                f"followers ({how}): delivery p99",
+                "ms",
+                percentile(f.delays, 99) * 1000 if f and f.delays else math.nan,
+                20.0,
+            )
         )
-    )
-    rows.append(
-        (
-            "followers: gateway CPU",
-            "% core",
-            f.cpu[GATEWAY] / f.wall * 100 if f and f.wall else math.nan,
-            25.0,
+        rows.append(
+            (
+                f"followers ({how}): gateway CPU",
+                "% core",
+                f.cpu[GATEWAY] / f.wall * 100 if f and f.wall else math.nan,
+                25.0,
+            )
         )
-    )
     i = backend.idle
     rows.append(
         ("idle streams: gateway CPU", "% core", i.cpu_with[GATEWAY] * 100 if i else math.nan, 2.0)

@@ -73,9 +73,12 @@ async def main(settings: GatewaySettings) -> None:
 
 def _gauges() -> None:
     followers = Gauge(
-        "maestro_event_stream_followers", "Event streams (StreamRunEvents) open on this gateway."
+        "maestro_event_stream_followers",
+        "Event streams (StreamRunEvents and StreamRunEventBatches) open on this gateway.",
     )
-    followers.set_function(lambda: in_flight("StreamRunEvents"))
+    followers.set_function(
+        lambda: in_flight("StreamRunEvents") + in_flight("StreamRunEventBatches")
+    )
 
 
 if __name__ == "__main__":

@@ -164,6 +164,10 @@ class EventProtoCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._protos: OrderedDict[tuple[str, int], gateway_pb2.RunEvent] = OrderedDict()
+        # Followers at the same place in a run get the same events at once: one batch.
+        self._batches: OrderedDict[tuple[str, int, int], list[gateway_pb2.RunEventBatch]] = (
+            OrderedDict()
+        )
 
     def get(self, event: EventRecord) -> gateway_pb2.RunEvent:
         """The event as the API sends it."""
@@ -174,6 +178,37 @@ class EventProtoCache:
             if len(self._protos) > self._size:
                 self._protos.popitem(last=False)
         return proto
+
+    def batches(self, events: list[EventRecord]) -> list[gateway_pb2.RunEventBatch]:
+        """Consecutive events of one run (not empty) as StreamRunEventBatches sends them:
+        one message, or several where they would pass MAX_BATCH_BYTES together."""
+        key = (events[0].run_id, events[0].sequence, events[-1].sequence)
+        found = self._batches.get(key)
+        if found is None:
+            found = self._batches[key] = _split_batches([self.get(e) for e in events])
+            if len(self._batches) > self._size // 4:
+                self._batches.popitem(last=False)
+        return found
+
+
+MAX_BATCH_BYTES = 1024 * 1024
+"""A batch of events stops growing past this size, far below a client's default 4 MiB
+receive limit (an event's message can be long: a step's error, say)."""
+
+
+def _split_batches(protos: list[gateway_pb2.RunEvent]) -> list[gateway_pb2.RunEventBatch]:
+    batches: list[gateway_pb2.RunEventBatch] = []
+    chunk: list[gateway_pb2.RunEvent] = []
+    size = 0
+    for proto in protos:
+        grown = size + proto.ByteSize()
+        if chunk and grown > MAX_BATCH_BYTES:
+            batches.append(gateway_pb2.RunEventBatch(events=chunk))
+            chunk, grown = [], proto.ByteSize()
+        chunk.append(proto)
+        size = grown
+    batches.append(gateway_pb2.RunEventBatch(events=chunk))
+    return batches
 
 
 def artifact_to_proto(artifact: ArtifactRecord) -> gateway_pb2.Artifact:

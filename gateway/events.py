@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 PAGE = 500
 BUFFER = 2000
+MAX_BATCH = 100
+"""Events in one message of StreamRunEventBatches (a run's events are small: 100 of
+them stay far below the gRPC message limit)."""
 
 
 class _Feed:
@@ -171,9 +174,15 @@ class EventHub:
     # -- following ----------------------------------------------------------------------------
 
     async def follow(
-        self, run_id: str, after_sequence: int, *, may_see: Callable[[str], bool]
-    ) -> AsyncIterator[EventRecord]:
-        """Yields the run's events after `after_sequence`, in order, up to the terminal one.
+        self,
+        run_id: str,
+        after_sequence: int,
+        *,
+        may_see: Callable[[str], bool],
+        batch: int = MAX_BATCH,
+    ) -> AsyncIterator[list[EventRecord]]:
+        """Yields the run's events after `after_sequence`, in order, up to the terminal one,
+        as they become known: each time, those ready then (at most `batch`, never none).
 
         Args:
             may_see: Whether the caller may see a run its creator (the argument) made.
@@ -196,11 +205,17 @@ class EventHub:
             last = after_sequence
             while True:
                 events = await self._next(run_id, feed, last)
-                for event in events:
-                    yield event
-                    last = event.sequence
-                    if event.type in TERMINAL_EVENTS:
+                for start in range(0, len(events), batch):
+                    chunk = events[start : start + batch]
+                    ended = next(
+                        (i for i, event in enumerate(chunk) if event.type in TERMINAL_EVENTS),
+                        None,
+                    )
+                    if ended is not None:
+                        yield chunk[: ended + 1]
                         return
+                    yield chunk
+                    last = chunk[-1].sequence
                 if events:
                     continue
                 if feed.gone:

@@ -46,7 +46,7 @@ from maestro.core.errors import (
     Unauthenticated,
 )
 from maestro.personas import PERSONAS
-from maestro.store import RunRecord, Store
+from maestro.store import EventRecord, RunRecord, Store
 from maestro.workflow import builtin_workflow, builtin_workflow_names, builtin_workflow_yaml
 from maestro.workflow.limits import MAX_WORKFLOW_BYTES
 
@@ -237,6 +237,21 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
     async def StreamRunEvents(
         self, request: gateway_pb2.StreamRunEventsRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.RunEvent]:
+        async for events in self._follow(request):
+            for event in events:
+                yield self._event_protos.get(event)
+
+    async def StreamRunEventBatches(
+        self, request: gateway_pb2.StreamRunEventsRequest, context: Context
+    ) -> AsyncIterator[gateway_pb2.RunEventBatch]:
+        async for events in self._follow(request):
+            for batch in self._event_protos.batches(events):
+                yield batch
+
+    def _follow(
+        self, request: gateway_pb2.StreamRunEventsRequest
+    ) -> AsyncIterator[list[EventRecord]]:
+        """The requested run's events, as the hub has them ready (see EventHub.follow)."""
         run_id = parse_run_name(request.name)
         if not 0 <= request.after_sequence <= MAX_SEQUENCE:
             raise InvalidArgument("after_sequence", "must be between 0 and 2^62")
@@ -244,11 +259,9 @@ class MaestroServicer(gateway_pb2_grpc.MaestroServiceServicer):
         # The hub decides visibility from the run's head it reads once for every stream
         # opening at once (a hundred followers each read the run before this, and its
         # first events waited for them).
-        events = self._hub.follow(
+        return self._hub.follow(
             run_id, request.after_sequence, may_see=lambda owner: _may_see(caller, owner)
         )
-        async for event in events:
-            yield self._event_protos.get(event)
 
     async def ListArtifacts(
         self, request: gateway_pb2.ListArtifactsRequest, context: Context

@@ -16,6 +16,8 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import TypeVar
 
+import grpc
+
 from maestro.api.gateway.v1 import gateway_pb2 as pb
 from maestro.api.gateway.v1 import gateway_pb2_grpc
 from maestro.cli.convert import (
@@ -76,6 +78,8 @@ class GatewayClient:
         else:
             self._channel = insecure_channel(address, token=token)
         self._stub = gateway_pb2_grpc.MaestroServiceStub(self._channel)
+        self._batches = True
+        """False once the gateway did not know StreamRunEventBatches (an older one)."""
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -237,16 +241,34 @@ class GatewayClient:
     ) -> AsyncGenerator[EventView, None]:
         """One event stream, without reconnecting: stored events, then live ones.
 
-        Ends after the run's terminal event (the server closes the stream then).
+        Ends after the run's terminal event (the server closes the stream then). Events
+        come in batches (StreamRunEventBatches: a fast run costs a message per batch,
+        not per event), or one by one from a gateway older than that call.
         """
         request = pb.StreamRunEventsRequest(name=run_name(run), after_sequence=after_sequence)
+        if self._batches:
+            batches = self._stub.StreamRunEventBatches(request)
+            try:
+                with mapped_rpc_errors():
+                    try:
+                        async for batch in batches:
+                            for event in batch.events:
+                                yield event_from_proto(event)
+                        return
+                    except grpc.aio.AioRpcError as err:
+                        # Nothing came yet: UNIMPLEMENTED is the call's first answer.
+                        if err.code() != grpc.StatusCode.UNIMPLEMENTED:
+                            raise
+                        self._batches = False
+            finally:
+                # Leaving early (terminal event seen, Ctrl-C) must not leave it open.
+                batches.cancel()
         call = self._stub.StreamRunEvents(request)
         try:
             with mapped_rpc_errors():
                 async for event in call:
                     yield event_from_proto(event)
         finally:
-            # Leaving early (terminal event seen, Ctrl-C) must not leave the call open.
             call.cancel()
 
     async def follow_events(

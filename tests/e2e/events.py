@@ -19,6 +19,16 @@ async def collect_events(
     return [event async for event in stub.StreamRunEvents(request, timeout=timeout)]
 
 
+async def collect_batches(
+    stub: gateway_pb2_grpc.MaestroServiceAsyncStub, run: str, after: int = 0, timeout: float = 60
+) -> list[list[gateway_pb2.RunEvent]]:
+    """Like collect_events, by StreamRunEventBatches: the events of each message."""
+    request = gateway_pb2.StreamRunEventsRequest(name=run, after_sequence=after)
+    return [
+        list(batch.events) async for batch in stub.StreamRunEventBatches(request, timeout=timeout)
+    ]
+
+
 async def wait_for_event(
     stub: gateway_pb2_grpc.MaestroServiceAsyncStub,
     run: str,

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from maestro.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.e2e.events import TERMINAL, collect_events, event_type_name
+from tests.e2e.events import TERMINAL, collect_batches, collect_events, event_type_name
 
 REQUIREMENT = "A REST API with user registration and login"
 
@@ -176,6 +176,35 @@ async def test_resumed_stream_gets_exactly_the_missing_events(
 
     # Past the end there is nothing; the stream must not hang waiting.
     assert await collect_events(gateway, run.name, after=len(everything), timeout=2) == []
+
+
+async def test_batched_stream_carries_the_same_events_live_and_resumed(
+    gateway: gateway_pb2_grpc.MaestroServiceAsyncStub,
+) -> None:
+    run = await _create(gateway, workflow="sdlc-parallel")
+    # Both opened as the run starts: the batched one follows it live.
+    batches, everything = await asyncio.gather(
+        collect_batches(gateway, run.name), collect_events(gateway, run.name)
+    )
+    assert all(batches)  # no message is empty
+    assert [e for batch in batches for e in batch] == everything
+    assert everything[-1].type in TERMINAL
+
+    # A finished run's log comes back in few messages, from wherever the client was.
+    for after in (0, 5):
+        replay = await collect_batches(gateway, run.name, after=after)
+        assert [e for batch in replay for e in batch] == everything[after:]
+        assert len(replay) < len(everything[after:])
+    assert await collect_batches(gateway, run.name, after=len(everything), timeout=2) == []
+
+    unknown = gateway_pb2.StreamRunEventsRequest(name="runs/0123456789abcdef")
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await gateway.StreamRunEventBatches(unknown, timeout=10).read()
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    bad = gateway_pb2.StreamRunEventsRequest(name=run.name, after_sequence=-1)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gateway.StreamRunEventBatches(bad, timeout=10).read()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_same_request_id_returns_the_same_run(

@@ -6,18 +6,22 @@ import math
 
 import pytest
 
+from bench.figures import FollowerResults
 from bench.report import (
     NOT_MEASURED,
     BackendResults,
     Results,
+    followers_table,
     goal_rows,
     transitions_table,
     value_spread,
     workloads_table,
 )
 from bench.rounds import ASYNCIO, GRPC, LANGGRAPH, maestro_name
+from bench.stacks import BENCH_CLIENT
 from bench.stats import Spread, Table, paired_ratios, percentile, render_markdown, render_text
 from bench.workloads import Step, full_workloads, ideal_seconds, w1, w2, w3, w4
+from maestro.cli.stack import GATEWAY
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -136,4 +140,31 @@ def test_missing_samples_are_said_not_zero() -> None:
     assert table.rows[0][2] == NOT_MEASURED  # no per-run details recorded
     rows = {figure: value for figure, _, value, _ in goal_rows(results, results.backends[0])}
     assert rows["W1 Maestro / gRPC floor"] == pytest.approx(10.0)
-    assert math.isnan(rows["followers: delivery p99"])
+    assert math.isnan(rows["followers (batched): delivery p99"])
+    assert math.isnan(rows["followers (per event): gateway CPU"])
+
+
+def test_followers_are_reported_for_each_stream_with_their_messages() -> None:
+    results = _results([0.1], [0.01], unsupported=True)
+    sqlite = results.backends[0]
+    for batched, messages in ((True, 40), (False, 90)):
+        sqlite.followers[batched] = FollowerResults(
+            followers=2,
+            steps=3,
+            batched=batched,
+            delays=[0.010, 0.030] if batched else [0.020, 0.050],
+            messages=messages,
+            wall=2.0,
+            cpu={GATEWAY: 0.5, BENCH_CLIENT: 0.25},
+        )
+    table = followers_table(results)
+    rows = [dict(zip(table.headers, row, strict=True)) for row in table.rows]
+    assert [(r["backend"], r["stream"], r["messages"], r["p99 ms"]) for r in rows[:2]] == [
+        ("sqlite", "batched", "40", "30.0"),
+        ("sqlite", "per event", "90", "50.0"),
+    ]
+    assert rows[0]["gateway % core"] == "25.0"
+    assert rows[2]["events"] == "not supported by this commit"
+    goals = {figure: value for figure, _, value, _ in goal_rows(results, sqlite)}
+    assert goals["followers (batched): delivery p99"] == pytest.approx(30.0)
+    assert goals["followers (per event): gateway CPU"] == pytest.approx(25.0)

@@ -66,7 +66,7 @@ def _hub(store: _Store) -> EventHub:
 
 
 async def _all(hub: EventHub, *, may_see: Any = lambda owner: owner == "alice") -> list[int]:
-    return [e.sequence async for e in hub.follow(RUN, 0, may_see=may_see)]
+    return [e.sequence async for batch in hub.follow(RUN, 0, may_see=may_see) for e in batch]
 
 
 async def test_streams_opening_at_once_share_one_read_of_the_run() -> None:
@@ -93,7 +93,7 @@ async def test_a_run_deleted_while_followed_ends_its_streams_without_spinning() 
     store = _Store([_event(1, EventType.RUN_CREATED)], RunState.RUNNING)
     hub = _hub(store)
     stream = hub.follow(RUN, 0, may_see=lambda owner: True)
-    assert (await anext(stream)).sequence == 1
+    assert [e.sequence for e in await anext(stream)] == [1]
     # The run ends and is deleted before the follower reads its last events.
     store.events.append(_event(2, EventType.RUN_SUCCEEDED))
     store.deleted = True
@@ -104,3 +104,37 @@ async def test_a_run_deleted_while_followed_ends_its_streams_without_spinning() 
     # A stream opened now is refused at once.
     with pytest.raises(NotFound):
         await _all(hub)
+
+
+async def test_events_come_in_batches_of_what_is_ready_and_stop_at_the_terminal_one() -> None:
+    kinds = [EventType.RUN_CREATED] + [EventType.STEP_STARTED] * 248 + [EventType.RUN_SUCCEEDED]
+    # An event after the terminal one is never sent (it cannot exist; the cut is checked).
+    events = [_event(i + 1, kind) for i, kind in enumerate(kinds)] + [
+        _event(251, EventType.STEP_STARTED)
+    ]
+    store = _Store(events, RunState.SUCCEEDED)
+    hub = _hub(store)
+    batches = [
+        [e.sequence for e in batch]
+        async for batch in hub.follow(RUN, 0, may_see=lambda owner: True, batch=100)
+    ]
+    assert [len(batch) for batch in batches] == [100, 100, 50]
+    assert [s for batch in batches for s in batch] == list(range(1, 251))
+
+
+async def test_a_live_follower_gets_what_was_written_together_in_one_batch() -> None:
+    store = _Store([_event(1, EventType.RUN_CREATED)], RunState.RUNNING)
+    hub = _hub(store)
+    stream = hub.follow(RUN, 0, may_see=lambda owner: True)
+    assert [e.sequence for e in await anext(stream)] == [1]
+    waiting = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # nothing new: the follower waits
+    store.events += [_event(2, EventType.STEP_STARTED), _event(3, EventType.STEP_SUCCEEDED)]
+    hub.notify({RUN: 3})
+    assert [e.sequence for e in await asyncio.wait_for(waiting, 5)] == [2, 3]
+    store.events.append(_event(4, EventType.RUN_FAILED))
+    hub.notify({RUN: 4})
+    assert [e.sequence for e in await asyncio.wait_for(anext(stream), 5)] == [4]
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)

@@ -4,6 +4,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.convert import (
+    MAX_BATCH_BYTES,
     EventProtoCache,
     _timestamp,
     decode_page_token,
@@ -194,6 +195,31 @@ def test_each_event_is_converted_once_for_every_stream_and_the_cache_is_bounded(
     for sequence in (2, 3):
         cache.get(record.model_copy(update={"sequence": sequence}))
     assert cache.get(record) is not first  # evicted, converted again
+
+
+def test_events_ready_together_make_one_batch_shared_by_every_stream_split_by_size() -> None:
+    cache = EventProtoCache()
+    records = [
+        EventRecord(
+            run_id=RUN,
+            sequence=sequence,
+            type=EventType.STEP_FAILED,
+            step_id="s",
+            time=NOW,
+            message=message,
+            attributes={},
+        )
+        for sequence, message in enumerate(["short", "x" * (MAX_BATCH_BYTES // 2)] * 3, 1)
+    ]
+    batches = cache.batches(records)
+    assert cache.batches(records) is batches  # the next follower's: not built again
+    # Three ~half-limit messages cannot share a batch; every event is there, in order.
+    assert [[e.sequence for e in b.events] for b in batches] == [[1, 2, 3], [4, 5], [6]]
+    assert all(b.ByteSize() <= MAX_BATCH_BYTES for b in batches)
+    assert batches[0].events[0] == event_to_proto(records[0])
+    # An event larger than the limit on its own still goes, alone.
+    huge = records[0].model_copy(update={"sequence": 7, "message": "y" * MAX_BATCH_BYTES})
+    assert [len(b.events) for b in cache.batches([huge])] == [1]
 
 
 def test_gate_rework_and_approval_events_have_typed_details() -> None:

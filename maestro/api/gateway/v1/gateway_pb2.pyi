@@ -1455,6 +1455,28 @@ class StreamRunEventsRequest(_message.Message):
 Global___StreamRunEventsRequest: _TypeAlias = StreamRunEventsRequest  # noqa: Y015
 
 @_typing.final
+class RunEventBatch(_message.Message):
+    """Consecutive events of one run, in sequence order (never empty)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___RunEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunEventBatch: _TypeAlias = RunEventBatch  # noqa: Y015
+
+@_typing.final
 class Artifact(_message.Message):
     """A file produced by a step."""
 

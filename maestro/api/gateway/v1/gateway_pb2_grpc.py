@@ -90,6 +90,11 @@ class MaestroServiceStub:
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RunEvent.FromString,
                 _registered_method=True)
+        self.StreamRunEventBatches = channel.unary_stream(
+                '/maestro.api.gateway.v1.MaestroService/StreamRunEventBatches',
+                request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RunEventBatch.FromString,
+                _registered_method=True)
         self.ListArtifacts = channel.unary_unary(
                 '/maestro.api.gateway.v1.MaestroService/ListArtifacts',
                 request_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.ListArtifactsRequest.SerializeToString,
@@ -224,6 +229,18 @@ class MaestroServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamRunEventBatches(self, request, context):
+        """The same events as StreamRunEvents, in the same order with the same ending, but
+        each message carries every event that was ready when it was sent (at most 100).
+        A run that writes events quickly costs its followers, and the gateway, one
+        message per batch instead of one per event.
+
+        Errors: as StreamRunEvents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListArtifacts(self, request, context):
         """Lists a run's artifacts (without their content), by path.
 
@@ -315,6 +332,11 @@ def add_MaestroServiceServicer_to_server(servicer, server):
                     servicer.StreamRunEvents,
                     request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.FromString,
                     response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RunEvent.SerializeToString,
+            ),
+            'StreamRunEventBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRunEventBatches,
+                    request_deserializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.FromString,
+                    response_serializer=maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RunEventBatch.SerializeToString,
             ),
             'ListArtifacts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListArtifacts,
@@ -573,6 +595,33 @@ class MaestroService:
             '/maestro.api.gateway.v1.MaestroService/StreamRunEvents',
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.SerializeToString,
             maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RunEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRunEventBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/maestro.api.gateway.v1.MaestroService/StreamRunEventBatches',
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.StreamRunEventsRequest.SerializeToString,
+            maestro_dot_api_dot_gateway_dot_v1_dot_gateway__pb2.RunEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

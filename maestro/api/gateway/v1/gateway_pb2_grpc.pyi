@@ -106,6 +106,14 @@ class MaestroServiceStub:
     Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED (too
     many open streams).
     """
+    StreamRunEventBatches: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamRunEventsRequest, _gateway_pb2.RunEventBatch]
+    """The same events as StreamRunEvents, in the same order with the same ending, but
+    each message carries every event that was ready when it was sent (at most 100).
+    A run that writes events quickly costs its followers, and the gateway, one
+    message per batch instead of one per event.
+
+    Errors: as StreamRunEvents.
+    """
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListArtifactsRequest, _gateway_pb2.ListArtifactsResponse]
     """Lists a run's artifacts (without their content), by path.
 
@@ -212,6 +220,14 @@ class MaestroServiceAsyncStub(MaestroServiceStub):
 
     Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED (too
     many open streams).
+    """
+    StreamRunEventBatches: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamRunEventsRequest, _gateway_pb2.RunEventBatch]  # type: ignore[assignment]
+    """The same events as StreamRunEvents, in the same order with the same ending, but
+    each message carries every event that was ready when it was sent (at most 100).
+    A run that writes events quickly costs its followers, and the gateway, one
+    message per batch instead of one per event.
+
+    Errors: as StreamRunEvents.
     """
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListArtifactsRequest, _gateway_pb2.ListArtifactsResponse]  # type: ignore[assignment]
     """Lists a run's artifacts (without their content), by path.
@@ -364,6 +380,20 @@ class MaestroServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, RESOURCE_EXHAUSTED (too
         many open streams).
+        """
+
+    @_abc_1.abstractmethod
+    def StreamRunEventBatches(
+        self,
+        request: _gateway_pb2.StreamRunEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.RunEventBatch], _abc.AsyncIterator[_gateway_pb2.RunEventBatch]]:
+        """The same events as StreamRunEvents, in the same order with the same ending, but
+        each message carries every event that was ready when it was sent (at most 100).
+        A run that writes events quickly costs its followers, and the gateway, one
+        message per batch instead of one per event.
+
+        Errors: as StreamRunEvents.
         """
 
     @_abc_1.abstractmethod
