@@ -220,7 +220,7 @@ async def _fresh_stack_figures(
 
 
 def header_lines(
-    config: Config, started: datetime, elapsed: float, load_before: str
+    config: Config, started: datetime, elapsed: float, load_before: str, speed_before: float
 ) -> Iterator[str]:
     """The Markdown preamble: when, where, how, and how busy the machine was."""
     machine = procs.machine_info(REPO)
@@ -234,6 +234,11 @@ def header_lines(
     yield (
         f"- Load average (1, 5, 15 min) before: {load_before}; after: {procs.load_average()} "
         "(the bench adds to it; other work on the machine shows here too)"
+    )
+    yield (
+        f"- Host speed: a pure-Python loop (`sum(range(10**6))`, best of 5) took "
+        f"{speed_before:.1f} ms before and {procs.python_speed_ms():.1f} ms after (lower is "
+        "faster; hosts differ by 2-3x: compare runs by it)"
     )
     yield f"- Maestro commit: {machine['maestro commit']}"
     yield f"- Command: `{shlex.join(['python', '-m', 'bench', *sys.argv[1:]])}`"
@@ -394,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     began = time.perf_counter()
     load_before = procs.load_average()
+    speed_before = procs.python_speed_ms()
     compile_bytecode()
     try:
         results = run_in_workdir(config)
@@ -401,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         note(f"gave up: the bench exceeded its budget of {config.budget:g} s")
         return 1
     elapsed = time.perf_counter() - began
-    preamble = list(header_lines(config, started, elapsed, load_before))
+    preamble = list(header_lines(config, started, elapsed, load_before, speed_before))
     tables = all_tables(results)
     print("\n".join(preamble[2:]) + "\n")
     print("\n\n".join(render_text(table) for table in tables))

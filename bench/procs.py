@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,17 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def python_speed_ms() -> float:
+    """Milliseconds a pure-Python loop takes here (`sum(range(10**6))`, best of 5): a
+    figure to compare hosts by, since their speed differs by 2-3x between runs."""
+    best = math.inf
+    for _ in range(5):
+        began = time.perf_counter()
+        sum(range(10**6))
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
 
 
 def load_average() -> str:

@@ -19,8 +19,10 @@ from bench.client import (
     follow,
     freeze_bench_heap,
     run_error,
+    type_name,
 )
 from bench.stacks import BENCH_CLIENT, TimedStack, cpu_delta, cpu_snapshot
+from bench.timeline import Stamp, Timeline, timeline
 from bench.workloads import Workload
 from maestro.api.gateway.v1 import gateway_pb2
 from maestro.cli.stack import SERVICES
@@ -50,6 +52,8 @@ class MaestroRun:
     create_seconds: float
     cpu: dict[str, float]
     """CPU seconds of each service (and the bench client) during the run."""
+    timeline: Timeline
+    """Where its time went, step by step (bench/timeline.py)."""
 
 
 class MaestroContender:
@@ -80,11 +84,16 @@ class MaestroContender:
         last = received[-1]
         if last.event.type != gateway_pb2.EVENT_TYPE_RUN_SUCCEEDED:
             raise BenchError(f"{workload.key}: {await run_error(stub, run.name)}")
+        stamps = [
+            Stamp(type_name(r.event.type), r.event.step_id, event_wall_time(r.event))
+            for r in received
+        ]
         sample = MaestroRun(
             seconds=last.mono - began,
             server_seconds=event_wall_time(last.event) - event_wall_time(received[0].event),
             create_seconds=created - began,
             cpu=cpu,
+            timeline=timeline(workload, stamps),
         )
         self.runs.setdefault(workload.key, []).append(sample)
         return sample.seconds
