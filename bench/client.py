@@ -131,8 +131,8 @@ async def follow(
         if on_event is not None:
             on_event(item)
 
+    index = 0  # of the message
     if batched:
-        index = 0
         async for batch in stub.StreamRunEventBatches(request, timeout=timeout):
             # Stamp before anything else so the bench's own work is not counted as
             # delivery; the events of one message arrived together.
@@ -141,7 +141,6 @@ async def follow(
                 take(event, wall, mono, index)
             index += 1
     else:
-        index = 0
         async for event in stub.StreamRunEvents(request, timeout=timeout):
             take(event, time.time(), time.perf_counter(), index)
             index += 1

@@ -6,7 +6,7 @@ Pure: data in, `Table`s out, so the unit tests can check every cell rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from bench.figures import (
@@ -17,7 +17,15 @@ from bench.figures import (
     ParseResults,
     StartupResults,
 )
-from bench.rounds import ASYNCIO, GRPC, LANGGRAPH, MaestroContender, cpu_per_step, maestro_name
+from bench.rounds import (
+    ASYNCIO,
+    GRPC,
+    LANGGRAPH,
+    MaestroContender,
+    MaestroRun,
+    cpu_per_step,
+    maestro_name,
+)
 from bench.stacks import BENCH_CLIENT
 from bench.stats import Spread, Table, mib, ms, paired_ratios, percentile
 from bench.workloads import Workload
@@ -112,6 +120,17 @@ def workloads_table(results: Results) -> Table:
     return table
 
 
+def _maestro_runs(
+    results: Results,
+) -> Iterator[tuple[MaestroContender, Workload, list[MaestroRun]]]:
+    """Each Maestro contender's runs of each workload it ran."""
+    for contender in results.maestro.values():
+        for workload in results.workloads:
+            runs = contender.runs.get(workload.key, [])
+            if runs:
+                yield contender, workload, runs
+
+
 def detail_table(results: Results) -> Table:
     """Where Maestro's time goes per workload: server time, CreateRun, CPU per step."""
     table = Table(
@@ -125,20 +144,16 @@ def detail_table(results: Results) -> Table:
             *(f"{name} CPU ms/step" for name in (*SERVICES, BENCH_CLIENT)),
         ),
     )
-    for contender in results.maestro.values():
-        for workload in results.workloads:
-            runs = contender.runs.get(workload.key, [])
-            if not runs:
-                continue
-            cpu = cpu_per_step(contender, workload)
-            table.add(
-                contender.backend,
-                workload.key,
-                Spread.of(r.seconds for r in runs).show(),
-                Spread.of(r.server_seconds for r in runs).show(),
-                Spread.of(r.create_seconds for r in runs).scaled(1000).show(1),
-                *(f"{cpu[n]:.2f}" for n in (*SERVICES, BENCH_CLIENT)),
-            )
+    for contender, workload, runs in _maestro_runs(results):
+        cpu = cpu_per_step(contender, workload)
+        table.add(
+            contender.backend,
+            workload.key,
+            Spread.of(r.seconds for r in runs).show(),
+            Spread.of(r.server_seconds for r in runs).show(),
+            Spread.of(r.create_seconds for r in runs).scaled(1000).show(1),
+            *(f"{cpu[n]:.2f}" for n in (*SERVICES, BENCH_CLIENT)),
+        )
     table.note = (
         "server = RUN_CREATED to the terminal event by the events' own timestamps. CPU: "
         "utime+stime from /proc/<pid>/stat over each run (10 ms ticks), mean over the "
@@ -162,23 +177,19 @@ def timeline_table(results: Results) -> Table:
             "end after last step ms",
         ),
     )
-    for contender in results.maestro.values():
-        for workload in results.workloads:
-            runs = contender.runs.get(workload.key, [])
-            if not runs:
-                continue
-            lags = [lag for r in runs for lag in r.timeline.start_lags]
-            overheads = [o for r in runs for o in r.timeline.in_step]
-            table.add(
-                contender.backend,
-                workload.key,
-                ms(percentile(lags, 50)),
-                ms(percentile(lags, 90)),
-                ms(percentile(overheads, 50)),
-                ms(percentile(overheads, 90)),
-                Spread.of(r.timeline.head for r in runs).scaled(1000).show(1),
-                Spread.of(r.timeline.tail for r in runs).scaled(1000).show(1),
-            )
+    for contender, workload, runs in _maestro_runs(results):
+        lags = [lag for r in runs for lag in r.timeline.start_lags]
+        overheads = [o for r in runs for o in r.timeline.in_step]
+        table.add(
+            contender.backend,
+            workload.key,
+            ms(percentile(lags, 50)),
+            ms(percentile(lags, 90)),
+            ms(percentile(overheads, 50)),
+            ms(percentile(overheads, 90)),
+            Spread.of(r.timeline.head for r in runs).scaled(1000).show(1),
+            Spread.of(r.timeline.tail for r in runs).scaled(1000).show(1),
+        )
     table.note = (
         "Per step, over every round's run: start lag = STEP_STARTED minus the moment the "
         "step could have started (its dependencies succeeded and, under the cap of 100, a "

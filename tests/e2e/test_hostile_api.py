@@ -287,7 +287,7 @@ async def test_hostile_requests_get_precise_answers_and_change_nothing_else(
         # The suite reached past validation: every gateway RPC was also answered OK (or,
         # for CancelRun of runs that finish at once, FAILED_PRECONDITION).
         public = services["maestro.api.gateway.v1.MaestroService"]
-        assert len(gateway.codes) == len(public) == 13
+        assert len(gateway.codes) == len(public) == 14
         for path, codes in gateway.codes.items():
             assert codes & {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}, path
     finally:
