@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 PAGE = 500
 BUFFER = 2000
 MAX_BATCH = 100
-"""Events in one message of StreamRunEventBatches (a run's events are small: 100 of
-them stay far below the gRPC message limit)."""
+"""Events in one message of StreamRunEventBatches at most (their bytes are bounded too,
+where the messages are built: gateway/convert.py, MAX_BATCH_BYTES)."""
 
 
 class _Feed:
