@@ -69,13 +69,19 @@ async def main(settings: WorkerSettings) -> None:
             await checks.aclose()
         observed.close()
 
+    servicer = WorkerServicer(runner, settings.max_step_seconds)
+
+    async def on_drain() -> None:
+        servicer.drain()
+
     await serve(
         settings,
         service_names=[worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name],
         register=lambda server: worker_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerServicer(runner, settings.max_step_seconds), server
+            servicer, server
         ),
         on_stop=on_stop,
+        on_drain=on_drain,
         on_serving=lambda: warm_up(providers),
     )
 

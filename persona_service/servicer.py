@@ -20,6 +20,7 @@ from persona_service.convert import (
     request_from_proto,
     usage_to_proto,
 )
+from persona_service.dispatch import DispatchStream
 from persona_service.models import StepRequest
 from persona_service.runner import Failure, Heartbeat, Note, StepRunner
 
@@ -35,6 +36,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, runner: StepRunner, max_step_seconds: float) -> None:
         self._runner = runner
         self._max_step_seconds = max_step_seconds
+        self._streams: set[DispatchStream] = set()
+        self._draining = False
 
     async def ExecuteStep(
         self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Context
@@ -47,7 +50,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             else None
         )
         try:
-            async for response in self._attempt(request, context, admission):
+            async for response in self._attempt(
+                request, _budget(context, self._max_step_seconds), admission
+            ):
                 yield response
         finally:
             if grants is not None:
@@ -60,21 +65,46 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             raise InvalidArgument(
                 "admit_calls", "an attempt that waits for call grants needs ExecuteStep"
             )
-        async for response in self._attempt(request, context, None):
+        async for response in self._attempt(
+            request, _budget(context, self._max_step_seconds), None
+        ):
             yield response
+
+    async def Dispatch(
+        self, requests: AsyncIterator[worker_pb2.DispatchInput], context: Context
+    ) -> AsyncIterator[worker_pb2.DispatchOutput]:
+        stream = DispatchStream(
+            lambda request, budget: self._attempt(request, budget, None),
+            max_step_seconds=self._max_step_seconds,
+            stream_seconds_left=context.time_remaining,
+        )
+        if self._draining:
+            stream.drain()
+        self._streams.add(stream)
+        try:
+            async for output in stream.serve(requests):
+                yield output
+        finally:
+            self._streams.discard(stream)
+
+    def drain(self) -> None:
+        """The worker stops: its Dispatch streams take no new attempt and end once their
+        attempts in flight have answered (single calls end by themselves)."""
+        self._draining = True
+        for stream in self._streams:
+            stream.drain()
 
     async def _attempt(
         self,
         request: worker_pb2.ExecuteStepRequest,
-        context: Context,
+        budget: float,
         admission: CallAdmission | None,
     ) -> AsyncIterator[worker_pb2.ExecuteStepResponse]:
-        """Runs one attempt: its progress, then its result or failure."""
+        """Runs one attempt within `budget` seconds: its progress, then its result or
+        failure."""
         step = request_from_proto(request)
         run_id_var.set(step.run_id)
         step_id_var.set(step.step_id)
-        remaining = context.time_remaining()
-        budget = self._max_step_seconds if remaining is None else remaining
         # One line at each end of an attempt (run and step ids ride in the log context):
         # with several worker pods, their logs say which pod did which attempt.
         log.info("attempt %d of step %s started (%s)", step.attempt, step.step_id, step.persona)
@@ -117,6 +147,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 yield worker_pb2.ExecuteStepResponse(failure=failure_to_proto(item))
             else:
                 yield worker_pb2.ExecuteStepResponse(result=output_to_proto(item))
+
+
+def _budget(context: Context, cap: float) -> float:
+    """A single call's seconds: its deadline, or the worker's cap without one."""
+    remaining = context.time_remaining()
+    return cap if remaining is None else remaining
 
 
 async def _first_message(

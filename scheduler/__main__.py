@@ -51,6 +51,8 @@ async def main(settings: SchedulerSettings) -> None:
         pools,
         heartbeat_timeout=settings.heartbeat_timeout_seconds,
         api_keys=parse_api_keys(settings.api_keys),
+        dispatch_streams=settings.dispatch_streams,
+        dispatch_stream_seconds=settings.dispatch_stream_seconds,
     )
     engine = Engine(store, workers, settings)
     observe_engine(

@@ -62,6 +62,21 @@ class SchedulerSettings(ServiceSettings):
     heartbeat_timeout_seconds: float = Field(
         default=30.0, gt=0, description="an attempt silent this long is treated as lost"
     )
+    dispatch_streams: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description=(
+            "Dispatch streams kept open to each worker pool, which its attempts share "
+            "(0: one RunStep call per attempt); at least the pool's worker pods, so each "
+            "gets attempts"
+        ),
+    )
+    dispatch_stream_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="how long a Dispatch stream takes new attempts before a new one opens",
+    )
     context_budget_bytes: int = Field(
         default=256 * 1024, ge=1024, description="dependency files given to one step"
     )

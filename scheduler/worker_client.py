@@ -1,6 +1,8 @@
-"""Calls persona workers: one RunStep call per dispatch (an ExecuteStep stream when the
-attempt waits for call grants), with a deadline and a heartbeat watchdog, routed to the
-persona's worker pool.
+"""Calls persona workers: each dispatch as a message on one of a few Dispatch streams
+per pool (scheduler/dispatch_streams.py), or as an ExecuteStep call when the attempt
+waits for call grants, with a deadline and a heartbeat watchdog, routed to the
+persona's worker pool. A pool whose workers do not serve Dispatch (an older release)
+gets one RunStep call per attempt.
 
 What comes back is sorted here into the two kinds of failure the scheduler keeps apart
 (scheduler/retry.py): a gRPC status that says the worker could not be reached, was
@@ -13,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import grpc
 
 from maestro.api.worker.v1 import worker_pb2, worker_pb2_grpc
 from maestro.core.client import error_from_rpc, insecure_channel
 from maestro.core.errors import Code
+from maestro.core.tracing import ATTEMPT, RUN_ID, STEP_ID, span, trace_carrier
 from maestro.store import Usage
 from scheduler.capacity import RateLimitReport
 from scheduler.convert import (
@@ -29,6 +33,7 @@ from scheduler.convert import (
     step_result_from_proto,
     usage_from_proto,
 )
+from scheduler.dispatch_streams import AttemptRefused, DispatchStreams
 from scheduler.models import AttemptRequest, AttemptResult, CallRequest
 from scheduler.retry import Failure, FailureKind
 
@@ -38,9 +43,10 @@ log = logging.getLogger(__name__)
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 StreamCall = grpc.aio.StreamStreamCall[worker_pb2.ExecuteStepInput, worker_pb2.ExecuteStepResponse]
-UnaryCall = grpc.aio.UnaryStreamCall[worker_pb2.ExecuteStepRequest, worker_pb2.ExecuteStepResponse]
-AnswerCall = StreamCall | UnaryCall
-"""An ExecuteStep or a RunStep call: the worker's side of both is the same."""
+
+Read = Callable[[], Awaitable[worker_pb2.ExecuteStepResponse | object]]
+"""The attempt's next answer from the worker, or EOF (an ExecuteStep or a RunStep call,
+or an attempt on a Dispatch stream: the worker's answers are the same)."""
 
 DEFAULT_POOL = "*"
 
@@ -104,17 +110,38 @@ class WorkerClient:
     """A channel to one worker pool: round-robin over the addresses its name resolves to
     (a Kubernetes headless Service), or one process."""
 
-    def __init__(self, address: str, *, heartbeat_timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        heartbeat_timeout: float,
+        dispatch_streams: int = 0,
+        dispatch_stream_seconds: float = 120.0,
+    ) -> None:
+        """
+        Args:
+            dispatch_streams: Dispatch streams kept open (0: a RunStep call per attempt).
+            dispatch_stream_seconds: how long a stream takes new attempts.
+        """
         self.address = address
         self._channel = insecure_channel(address, round_robin=True)
         self._stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
         self._heartbeat_timeout = heartbeat_timeout
+        self._streams = (
+            DispatchStreams(self._stub, count=dispatch_streams, lifetime=dispatch_stream_seconds)
+            if dispatch_streams > 0
+            else None
+        )
+        """None once a worker of this pool did not know Dispatch (an older release, in
+        a rollout that updated the scheduler first): attempts then go by RunStep."""
         self._run_step = True
         """False once a worker of this pool did not know RunStep (an older release, in
         a rollout that updated the scheduler first): the pool's attempts then all go by
         ExecuteStep, which every release serves."""
 
     async def close(self) -> None:
+        if self._streams is not None:
+            self._streams.close()
         await self._channel.close(None)
 
     async def execute(
@@ -134,6 +161,23 @@ class WorkerClient:
             DispatchFailed: with the failure's kind (platform or work) and message.
         """
         attempt = attempt_request_to_proto(request)
+        streams = self._streams
+        if not request.admit_calls and streams is not None:
+            try:
+                return await self._on_stream(streams, request, attempt, timeout, report)
+            except DispatchFailed as failed:
+                if not _unimplemented(failed):
+                    raise
+            # The worker never began the attempt: it goes again, by RunStep (as do the
+            # other attempts that were on the stream).
+            if self._streams is streams:
+                streams.close()
+                self._streams = None
+                log.warning(
+                    "a worker at %s does not serve Dispatch (an older release): this "
+                    "pool's attempts go by RunStep from now on",
+                    self.address,
+                )
         metadata = (("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),)
         if not request.admit_calls and self._run_step:
             # Nothing follows the attempt: RunStep sends it as the call opens, where a
@@ -142,7 +186,9 @@ class WorkerClient:
             # the worker's CPU per step, and 6-10% off this process's).
             unary = self._stub.RunStep(attempt, timeout=timeout, metadata=metadata)
             try:
-                return await self._answer(unary, timeout, report, on_ask=_unasked)
+                return await self._answer(
+                    unary.read, unary.cancel, timeout, report, on_ask=_unasked
+                )
             except DispatchFailed as failed:
                 if not _unimplemented(failed):
                     raise
@@ -173,14 +219,55 @@ class WorkerClient:
 
         try:
             opening = _send(call, sending, worker_pb2.ExecuteStepInput(start=attempt))
-            return await self._answer(call, timeout, report, on_ask=on_ask, opening=opening)
+            return await self._answer(
+                call.read, call.cancel, timeout, report, on_ask=on_ask, opening=opening
+            )
         finally:
             for task in granting:
                 task.cancel()
 
+    async def _on_stream(
+        self,
+        streams: DispatchStreams,
+        request: AttemptRequest,
+        attempt: worker_pb2.ExecuteStepRequest,
+        timeout: float,
+        report: Reporter,
+    ) -> AttemptResult:
+        """Runs the attempt on a Dispatch stream, in a span of its own (a call would
+        have had one from the gRPC instrumentation)."""
+        attributes: dict[str, str | int] = {
+            RUN_ID: request.run_id,
+            STEP_ID: request.step_id,
+            ATTEMPT: request.attempt,
+        }
+        with span("maestro.dispatch", attributes):
+            start = worker_pb2.DispatchStart(
+                attempt=attempt,
+                request_id=f"{request.run_id}/{request.step_id}/{request.attempt}",
+                trace_context=trace_carrier(),
+            )
+            start.timeout.FromTimedelta(timedelta(seconds=timeout))
+            sent = await streams.start(start, timeout)
+            try:
+                # The stream has no deadline of its own per attempt: this is it.
+                async with asyncio.timeout(timeout):
+                    return await self._answer(
+                        sent.read,
+                        lambda: sent.stop(answered=False),
+                        timeout,
+                        report,
+                        on_ask=_unasked,
+                    )
+            except TimeoutError:
+                raise DispatchFailed(_timed_out(timeout)) from None
+            finally:
+                sent.stop(answered=True)
+
     async def _answer(
         self,
-        call: AnswerCall,
+        read: Read,
+        stop: Callable[[], object],
         timeout: float,
         report: Reporter,
         *,
@@ -190,6 +277,8 @@ class WorkerClient:
         """Reads the worker's messages until the attempt's result or failure.
 
         Args:
+            read: The next message (or EOF).
+            stop: Stops the attempt on the worker (called when we leave early).
             opening: What must be sent before anything can come back (awaited first).
 
         Raises:
@@ -205,7 +294,7 @@ class WorkerClient:
                     # a cancellation that lands as a message arrives, and a cancelled run
                     # would then wait for its steps to finish.
                     async with asyncio.timeout(self._heartbeat_timeout):
-                        message = await call.read()
+                        message = await read()
                 except TimeoutError:
                     raise DispatchFailed(
                         Failure(
@@ -244,18 +333,31 @@ class WorkerClient:
                     )
         except grpc.aio.AioRpcError as err:
             raise DispatchFailed(self._failure(err, timeout)) from err
+        except AttemptRefused as refused:
+            raise DispatchFailed(self._refusal(refused, timeout)) from refused
         finally:
             if not answered:
-                # Cancels the RPC on the worker too when we leave early (lost,
-                # cancelled). After an answer the worker ends the call itself.
-                call.cancel()
+                # Stops the attempt on the worker too when we leave early (lost,
+                # cancelled). After an answer the worker ends it itself.
+                stop()
 
     def _failure(self, err: grpc.aio.AioRpcError, timeout: float) -> Failure:
         mapped = error_from_rpc(err, f"worker {self.address}")
         if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return Failure(FailureKind.RETRYABLE, f"the attempt timed out after {timeout:g}s")
+            return _timed_out(timeout)
         kind = _STATUS_KINDS.get(mapped.code, FailureKind.PLATFORM)
         return Failure(kind, mapped.message, mapped.retry_after)
+
+    def _refusal(self, refused: AttemptRefused, timeout: float) -> Failure:
+        """The failure a Dispatch attempt's status means: as a call's would."""
+        if refused.code is Code.DEADLINE_EXCEEDED:
+            return _timed_out(timeout)
+        message = f"worker {self.address}: {refused.message}"
+        return Failure(_STATUS_KINDS.get(refused.code, FailureKind.PLATFORM), message)
+
+
+def _timed_out(timeout: float) -> Failure:
+    return Failure(FailureKind.RETRYABLE, f"the attempt timed out after {timeout:g}s")
 
 
 def _unimplemented(failed: DispatchFailed) -> bool:
@@ -321,9 +423,16 @@ class WorkerPools:
         *,
         heartbeat_timeout: float,
         api_keys: dict[str, str] | None = None,
+        dispatch_streams: int = 0,
+        dispatch_stream_seconds: float = 120.0,
     ) -> None:
         self._clients = {
-            name: WorkerClient(address, heartbeat_timeout=heartbeat_timeout)
+            name: WorkerClient(
+                address,
+                heartbeat_timeout=heartbeat_timeout,
+                dispatch_streams=dispatch_streams,
+                dispatch_stream_seconds=dispatch_stream_seconds,
+            )
             for name, address in pools.items()
         }
         self._api_keys = api_keys or {}

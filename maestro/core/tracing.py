@@ -274,3 +274,27 @@ def span(name: str, attributes: Mapping[str, str | int | float] | None = None) -
     tracer = _maestro_tracer()
     with tracer.start_as_current_span(name, attributes=dict(attributes or {})) as current:
         yield current
+
+
+def trace_carrier() -> dict[str, str]:
+    """The current trace context as W3C headers, for a message that carries a call's
+    work inside a long stream (an attempt on a Dispatch stream); empty when tracing is
+    off."""
+    if not _tracing_on:
+        return {}
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def join_trace(carrier: Mapping[str, str]) -> None:
+    """Makes the context a `trace_carrier` sent current in this task: the spans it
+    makes join the sender's trace. Call it first in a task of its own (the context is
+    the task's, and ends with it)."""
+    if not _tracing_on or not carrier:
+        return
+    from opentelemetry import context, propagate
+
+    context.attach(propagate.extract(dict(carrier)))

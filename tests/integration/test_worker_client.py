@@ -34,6 +34,12 @@ class _ScriptedWorker(worker_pb2_grpc.WorkerServiceServicer):
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not this script's method")
         yield worker_pb2.ExecuteStepResponse()  # never reached: makes this a generator
 
+    async def Dispatch(
+        self, requests: AsyncIterator[worker_pb2.DispatchInput], context: Any
+    ) -> AsyncIterator[worker_pb2.DispatchOutput]:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not this script's method")
+        yield worker_pb2.DispatchOutput()  # never reached: makes this a generator
+
 
 class _CountsMessages(_ScriptedWorker):
     """Reads `expected` messages, then answers with how many it read."""

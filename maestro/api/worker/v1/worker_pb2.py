@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"maestro/api/worker/v1/worker.proto\x12\x15maestro.api.worker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x10\x45xecuteStepInput\x12:\n\x05start\x18\x01 \x01(\x0b\x32).maestro.api.worker.v1.ExecuteStepRequestH\x00\x12\x31\n\x05grant\x18\x02 \x01(\x0b\x32 .maestro.api.worker.v1.CallGrantH\x00\x42\x06\n\x04kind\"\xa0\x01\n\x0b\x43\x61llRequest\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12;\n\x0brate_limits\x18\x04 \x01(\x0b\x32&.maestro.api.worker.v1.RateLimitReport\"*\n\tCallGrant\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\r\x12\x0f\n\x07refused\x18\x02 \x01(\t\"?\n\x0bStepAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"%\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\x88\x01\n\x10\x44\x65pendencyOutput\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12*\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x15\n\romitted_paths\x18\x05 \x03(\t\"-\n\x06\x42udget\x12\x0f\n\x07max_usd\x18\x01 \x01(\x01\x12\x12\n\nmax_tokens\x18\x02 \x01(\x03\"*\n\tPathOwner\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\"\x92\x04\n\x12\x45xecuteStepRequest\x12\x33\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\".maestro.api.worker.v1.StepAttempt\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12=\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\'.maestro.api.worker.v1.DependencyOutput\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0e\n\x06\x65\x66\x66ort\x18\x08 \x01(\t\x12-\n\x04mode\x18\t \x01(\x0e\x32\x1f.maestro.api.worker.v1.StepMode\x12-\n\x06\x62udget\x18\n \x01(\x0b\x32\x1d.maestro.api.worker.v1.Budget\x12.\n\tworkspace\x18\x0b \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x19\n\x11workspace_omitted\x18\x0c \x03(\t\x12\x35\n\x0bowned_paths\x18\r \x03(\x0b\x32 .maestro.api.worker.v1.PathOwner\x12\x14\n\x0cshared_paths\x18\x0e \x03(\t\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0f \x01(\t\x12\x13\n\x0b\x61\x64mit_calls\x18\x10 \x01(\x08\"\xa0\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x03 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12\r\n\x05\x63\x61lls\x18\x06 \x01(\x05\"=\n\tHeartbeat\x12\x30\n\x05usage\x18\x01 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\"_\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\"\xb0\x02\n\nStepResult\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ntranscript\x18\x06 \x01(\x0c\x12/\n\x07verdict\x18\x07 \x01(\x0e\x32\x1e.maestro.api.worker.v1.Verdict\x12\x10\n\x08\x66indings\x18\x08 \x01(\t\x12;\n\x0brate_limits\x18( \x01(\x0b\x32&.maestro.api.worker.v1.RateLimitReport\"\x9c\x02\n\x0bStepFailure\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".maestro.api.worker.v1.FailureKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x03\x12\x30\n\x05usage\x18\x04 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\ntranscript\x18\x08 \x01(\x0c\x12;\n\x0brate_limits\x18( \x01(\x0b\x32&.maestro.api.worker.v1.RateLimitReport\"\x97\x05\n\x0fRateLimitReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1b\n\x0erequests_limit\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12requests_remaining\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x37\n\x13requests_reset_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x12input_tokens_limit\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12#\n\x16input_tokens_remaining\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12;\n\x17input_tokens_reset_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x13output_tokens_limit\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12$\n\x17output_tokens_remaining\x18\t \x01(\x01H\x05\x88\x01\x01\x12<\n\x18output_tokens_reset_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bretry_after\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x11\x66irst_answer_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_requests_limitB\x15\n\x13_requests_remainingB\x15\n\x13_input_tokens_limitB\x19\n\x17_input_tokens_remainingB\x16\n\x14_output_tokens_limitB\x1a\n\x18_output_tokens_remaining\"\xb1\x02\n\x13\x45xecuteStepResponse\x12\x35\n\theartbeat\x18\x01 \x01(\x0b\x32 .maestro.api.worker.v1.HeartbeatH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.maestro.api.worker.v1.ProgressH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.StepResultH\x00\x12\x35\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\".maestro.api.worker.v1.StepFailureH\x00\x12:\n\x0c\x63\x61ll_request\x18\x05 \x01(\x0b\x32\".maestro.api.worker.v1.CallRequestH\x00\x42\x06\n\x04kind*Q\n\x08StepMode\x12\x19\n\x15STEP_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_MODE_DOCUMENT\x10\x01\x12\x12\n\x0eSTEP_MODE_CODE\x10\x02*V\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_APPROVE\x10\x01\x12\x1d\n\x19VERDICT_CHANGES_REQUESTED\x10\x02*\xbd\x01\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x41ILURE_KIND_RETRYABLE\x10\x01\x12\x1b\n\x17\x46\x41ILURE_KIND_OVERLOADED\x10\x02\x12\x1d\n\x19\x46\x41ILURE_KIND_RATE_LIMITED\x10\x03\x12\x16\n\x12\x46\x41ILURE_KIND_FATAL\x10\x04\x12 \n\x1c\x46\x41ILURE_KIND_BUDGET_EXCEEDED\x10\x05\x32\xdb\x01\n\rWorkerService\x12\x66\n\x0b\x45xecuteStep\x12\'.maestro.api.worker.v1.ExecuteStepInput\x1a*.maestro.api.worker.v1.ExecuteStepResponse(\x01\x30\x01\x12\x62\n\x07RunStep\x12).maestro.api.worker.v1.ExecuteStepRequest\x1a*.maestro.api.worker.v1.ExecuteStepResponse0\x01\x42]\n\x19\x64\x65v.maestro.api.worker.v1B\x0bWorkerProtoP\x01Z1maestro.dev/gen/go/maestro/api/worker/v1;workerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"maestro/api/worker/v1/worker.proto\x12\x15maestro.api.worker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\rDispatchInput\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x35\n\x05start\x18\x02 \x01(\x0b\x32$.maestro.api.worker.v1.DispatchStartH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\x8f\x02\n\rDispatchStart\x12:\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32).maestro.api.worker.v1.ExecuteStepRequest\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12M\n\rtrace_context\x18\x04 \x03(\x0b\x32\x36.maestro.api.worker.v1.DispatchStart.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9c\x01\n\x0e\x44ispatchOutput\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12>\n\x08response\x18\x02 \x01(\x0b\x32*.maestro.api.worker.v1.ExecuteStepResponseH\x00\x12\x35\n\x05\x65rror\x18\x03 \x01(\x0b\x32$.maestro.api.worker.v1.DispatchErrorH\x00\x42\x06\n\x04kind\".\n\rDispatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x89\x01\n\x10\x45xecuteStepInput\x12:\n\x05start\x18\x01 \x01(\x0b\x32).maestro.api.worker.v1.ExecuteStepRequestH\x00\x12\x31\n\x05grant\x18\x02 \x01(\x0b\x32 .maestro.api.worker.v1.CallGrantH\x00\x42\x06\n\x04kind\"\xa0\x01\n\x0b\x43\x61llRequest\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x03\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12;\n\x0brate_limits\x18\x04 \x01(\x0b\x32&.maestro.api.worker.v1.RateLimitReport\"*\n\tCallGrant\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\r\x12\x0f\n\x07refused\x18\x02 \x01(\t\"?\n\x0bStepAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"%\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"\x88\x01\n\x10\x44\x65pendencyOutput\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12*\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x15\n\romitted_paths\x18\x05 \x03(\t\"-\n\x06\x42udget\x12\x0f\n\x07max_usd\x18\x01 \x01(\x01\x12\x12\n\nmax_tokens\x18\x02 \x01(\x03\"*\n\tPathOwner\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\"\x92\x04\n\x12\x45xecuteStepRequest\x12\x33\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\".maestro.api.worker.v1.StepAttempt\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\x13\n\x0brequirement\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12=\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\'.maestro.api.worker.v1.DependencyOutput\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0e\n\x06\x65\x66\x66ort\x18\x08 \x01(\t\x12-\n\x04mode\x18\t \x01(\x0e\x32\x1f.maestro.api.worker.v1.StepMode\x12-\n\x06\x62udget\x18\n \x01(\x0b\x32\x1d.maestro.api.worker.v1.Budget\x12.\n\tworkspace\x18\x0b \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x19\n\x11workspace_omitted\x18\x0c \x03(\t\x12\x35\n\x0bowned_paths\x18\r \x03(\x0b\x32 .maestro.api.worker.v1.PathOwner\x12\x14\n\x0cshared_paths\x18\x0e \x03(\t\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0f \x01(\t\x12\x13\n\x0b\x61\x64mit_calls\x18\x10 \x01(\x08\"\xa0\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x03 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12\r\n\x05\x63\x61lls\x18\x06 \x01(\x05\"=\n\tHeartbeat\x12\x30\n\x05usage\x18\x01 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\"_\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\"\xb0\x02\n\nStepResult\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.maestro.api.worker.v1.File\x12\x30\n\x05usage\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ntranscript\x18\x06 \x01(\x0c\x12/\n\x07verdict\x18\x07 \x01(\x0e\x32\x1e.maestro.api.worker.v1.Verdict\x12\x10\n\x08\x66indings\x18\x08 \x01(\t\x12;\n\x0brate_limits\x18( \x01(\x0b\x32&.maestro.api.worker.v1.RateLimitReport\"\x9c\x02\n\x0bStepFailure\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".maestro.api.worker.v1.FailureKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x03\x12\x30\n\x05usage\x18\x04 \x01(\x0b\x32!.maestro.api.worker.v1.TokenUsage\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\ntranscript\x18\x08 \x01(\x0c\x12;\n\x0brate_limits\x18( \x01(\x0b\x32&.maestro.api.worker.v1.RateLimitReport\"\x97\x05\n\x0fRateLimitReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1b\n\x0erequests_limit\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12requests_remaining\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x37\n\x13requests_reset_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x12input_tokens_limit\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12#\n\x16input_tokens_remaining\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12;\n\x17input_tokens_reset_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x13output_tokens_limit\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12$\n\x17output_tokens_remaining\x18\t \x01(\x01H\x05\x88\x01\x01\x12<\n\x18output_tokens_reset_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bretry_after\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x11\x66irst_answer_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_requests_limitB\x15\n\x13_requests_remainingB\x15\n\x13_input_tokens_limitB\x19\n\x17_input_tokens_remainingB\x16\n\x14_output_tokens_limitB\x1a\n\x18_output_tokens_remaining\"\xb1\x02\n\x13\x45xecuteStepResponse\x12\x35\n\theartbeat\x18\x01 \x01(\x0b\x32 .maestro.api.worker.v1.HeartbeatH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.maestro.api.worker.v1.ProgressH\x00\x12\x33\n\x06result\x18\x03 \x01(\x0b\x32!.maestro.api.worker.v1.StepResultH\x00\x12\x35\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\".maestro.api.worker.v1.StepFailureH\x00\x12:\n\x0c\x63\x61ll_request\x18\x05 \x01(\x0b\x32\".maestro.api.worker.v1.CallRequestH\x00\x42\x06\n\x04kind*Q\n\x08StepMode\x12\x19\n\x15STEP_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_MODE_DOCUMENT\x10\x01\x12\x12\n\x0eSTEP_MODE_CODE\x10\x02*V\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_APPROVE\x10\x01\x12\x1d\n\x19VERDICT_CHANGES_REQUESTED\x10\x02*\xbd\x01\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x41ILURE_KIND_RETRYABLE\x10\x01\x12\x1b\n\x17\x46\x41ILURE_KIND_OVERLOADED\x10\x02\x12\x1d\n\x19\x46\x41ILURE_KIND_RATE_LIMITED\x10\x03\x12\x16\n\x12\x46\x41ILURE_KIND_FATAL\x10\x04\x12 \n\x1c\x46\x41ILURE_KIND_BUDGET_EXCEEDED\x10\x05\x32\xb8\x02\n\rWorkerService\x12\x66\n\x0b\x45xecuteStep\x12\'.maestro.api.worker.v1.ExecuteStepInput\x1a*.maestro.api.worker.v1.ExecuteStepResponse(\x01\x30\x01\x12\x62\n\x07RunStep\x12).maestro.api.worker.v1.ExecuteStepRequest\x1a*.maestro.api.worker.v1.ExecuteStepResponse0\x01\x12[\n\x08\x44ispatch\x12$.maestro.api.worker.v1.DispatchInput\x1a%.maestro.api.worker.v1.DispatchOutput(\x01\x30\x01\x42]\n\x19\x64\x65v.maestro.api.worker.v1B\x0bWorkerProtoP\x01Z1maestro.dev/gen/go/maestro/api/worker/v1;workerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +34,56 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maestro.api.worker.v1.worke
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\031dev.maestro.api.worker.v1B\013WorkerProtoP\001Z1maestro.dev/gen/go/maestro/api/worker/v1;workerv1'
-  _globals['_STEPMODE']._serialized_start=3231
-  _globals['_STEPMODE']._serialized_end=3312
-  _globals['_VERDICT']._serialized_start=3314
-  _globals['_VERDICT']._serialized_end=3400
-  _globals['_FAILUREKIND']._serialized_start=3403
-  _globals['_FAILUREKIND']._serialized_end=3592
-  _globals['_EXECUTESTEPINPUT']._serialized_start=127
-  _globals['_EXECUTESTEPINPUT']._serialized_end=264
-  _globals['_CALLREQUEST']._serialized_start=267
-  _globals['_CALLREQUEST']._serialized_end=427
-  _globals['_CALLGRANT']._serialized_start=429
-  _globals['_CALLGRANT']._serialized_end=471
-  _globals['_STEPATTEMPT']._serialized_start=473
-  _globals['_STEPATTEMPT']._serialized_end=536
-  _globals['_FILE']._serialized_start=538
-  _globals['_FILE']._serialized_end=575
-  _globals['_DEPENDENCYOUTPUT']._serialized_start=578
-  _globals['_DEPENDENCYOUTPUT']._serialized_end=714
-  _globals['_BUDGET']._serialized_start=716
-  _globals['_BUDGET']._serialized_end=761
-  _globals['_PATHOWNER']._serialized_start=763
-  _globals['_PATHOWNER']._serialized_end=805
-  _globals['_EXECUTESTEPREQUEST']._serialized_start=808
-  _globals['_EXECUTESTEPREQUEST']._serialized_end=1338
-  _globals['_TOKENUSAGE']._serialized_start=1341
-  _globals['_TOKENUSAGE']._serialized_end=1501
-  _globals['_HEARTBEAT']._serialized_start=1503
-  _globals['_HEARTBEAT']._serialized_end=1564
-  _globals['_PROGRESS']._serialized_start=1566
-  _globals['_PROGRESS']._serialized_end=1661
-  _globals['_STEPRESULT']._serialized_start=1664
-  _globals['_STEPRESULT']._serialized_end=1968
-  _globals['_STEPFAILURE']._serialized_start=1971
-  _globals['_STEPFAILURE']._serialized_end=2255
-  _globals['_RATELIMITREPORT']._serialized_start=2258
-  _globals['_RATELIMITREPORT']._serialized_end=2921
-  _globals['_EXECUTESTEPRESPONSE']._serialized_start=2924
-  _globals['_EXECUTESTEPRESPONSE']._serialized_end=3229
-  _globals['_WORKERSERVICE']._serialized_start=3595
-  _globals['_WORKERSERVICE']._serialized_end=3814
+  _globals['_DISPATCHSTART_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_DISPATCHSTART_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_STEPMODE']._serialized_start=3823
+  _globals['_STEPMODE']._serialized_end=3904
+  _globals['_VERDICT']._serialized_start=3906
+  _globals['_VERDICT']._serialized_end=3992
+  _globals['_FAILUREKIND']._serialized_start=3995
+  _globals['_FAILUREKIND']._serialized_end=4184
+  _globals['_DISPATCHINPUT']._serialized_start=126
+  _globals['_DISPATCHINPUT']._serialized_end=235
+  _globals['_DISPATCHSTART']._serialized_start=238
+  _globals['_DISPATCHSTART']._serialized_end=509
+  _globals['_DISPATCHSTART_TRACECONTEXTENTRY']._serialized_start=458
+  _globals['_DISPATCHSTART_TRACECONTEXTENTRY']._serialized_end=509
+  _globals['_DISPATCHOUTPUT']._serialized_start=512
+  _globals['_DISPATCHOUTPUT']._serialized_end=668
+  _globals['_DISPATCHERROR']._serialized_start=670
+  _globals['_DISPATCHERROR']._serialized_end=716
+  _globals['_EXECUTESTEPINPUT']._serialized_start=719
+  _globals['_EXECUTESTEPINPUT']._serialized_end=856
+  _globals['_CALLREQUEST']._serialized_start=859
+  _globals['_CALLREQUEST']._serialized_end=1019
+  _globals['_CALLGRANT']._serialized_start=1021
+  _globals['_CALLGRANT']._serialized_end=1063
+  _globals['_STEPATTEMPT']._serialized_start=1065
+  _globals['_STEPATTEMPT']._serialized_end=1128
+  _globals['_FILE']._serialized_start=1130
+  _globals['_FILE']._serialized_end=1167
+  _globals['_DEPENDENCYOUTPUT']._serialized_start=1170
+  _globals['_DEPENDENCYOUTPUT']._serialized_end=1306
+  _globals['_BUDGET']._serialized_start=1308
+  _globals['_BUDGET']._serialized_end=1353
+  _globals['_PATHOWNER']._serialized_start=1355
+  _globals['_PATHOWNER']._serialized_end=1397
+  _globals['_EXECUTESTEPREQUEST']._serialized_start=1400
+  _globals['_EXECUTESTEPREQUEST']._serialized_end=1930
+  _globals['_TOKENUSAGE']._serialized_start=1933
+  _globals['_TOKENUSAGE']._serialized_end=2093
+  _globals['_HEARTBEAT']._serialized_start=2095
+  _globals['_HEARTBEAT']._serialized_end=2156
+  _globals['_PROGRESS']._serialized_start=2158
+  _globals['_PROGRESS']._serialized_end=2253
+  _globals['_STEPRESULT']._serialized_start=2256
+  _globals['_STEPRESULT']._serialized_end=2560
+  _globals['_STEPFAILURE']._serialized_start=2563
+  _globals['_STEPFAILURE']._serialized_end=2847
+  _globals['_RATELIMITREPORT']._serialized_start=2850
+  _globals['_RATELIMITREPORT']._serialized_end=3513
+  _globals['_EXECUTESTEPRESPONSE']._serialized_start=3516
+  _globals['_EXECUTESTEPRESPONSE']._serialized_end=3821
+  _globals['_WORKERSERVICE']._serialized_start=4187
+  _globals['_WORKERSERVICE']._serialized_end=4499
 # @@protoc_insertion_point(module_scope)

@@ -122,6 +122,171 @@ FAILURE_KIND_BUDGET_EXCEEDED: FailureKind.ValueType  # 5
 Global___FailureKind: _TypeAlias = FailureKind  # noqa: Y015
 
 @_typing.final
+class DispatchInput(_message.Message):
+    """One message of the scheduler's side of a Dispatch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    key: _builtins.int
+    """The attempt the message is about: unique among the stream's attempts in flight."""
+    cancel: _builtins.bool
+    """Stop the attempt: the scheduler no longer waits for its answer (nothing more is
+    sent about it). An unknown key is ignored: the attempt may just have ended.
+    """
+    @_builtins.property
+    def start(self) -> Global___DispatchStart:
+        """Run this attempt."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.int = ...,
+        start: Global___DispatchStart | None = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "key", b"key", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "cancel"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___DispatchInput: _TypeAlias = DispatchInput  # noqa: Y015
+
+@_typing.final
+class DispatchStart(_message.Message):
+    """An attempt sent over a Dispatch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The attempt's id in the worker's logs (RunStep's `x-request-id` metadata)."""
+    @_builtins.property
+    def attempt(self) -> Global___ExecuteStepRequest:
+        """As RunStep's request; `admit_calls` must be false."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long the attempt may take from when the worker reads it (RunStep's deadline);
+        required, positive.
+        """
+
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The scheduler's trace context for the attempt (W3C `traceparent`, `tracestate`);
+        empty when tracing is off.
+        """
+
+    def __init__(
+        self,
+        *,
+        attempt: Global___ExecuteStepRequest | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        request_id: _builtins.str = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "request_id", b"request_id", "timeout", b"timeout", "trace_context", b"trace_context"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchStart: _TypeAlias = DispatchStart  # noqa: Y015
+
+@_typing.final
+class DispatchOutput(_message.Message):
+    """One message of the worker's side of a Dispatch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    key: _builtins.int
+    """The attempt's key, as the scheduler sent it."""
+    @_builtins.property
+    def response(self) -> Global___ExecuteStepResponse:
+        """What RunStep would have streamed."""
+
+    @_builtins.property
+    def error(self) -> Global___DispatchError:
+        """The attempt ended without a result or failure message: the status RunStep would
+        have ended with instead.
+        """
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.int = ...,
+        response: Global___ExecuteStepResponse | None = ...,
+        error: Global___DispatchError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "key", b"key", "kind", b"kind", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["response", "error"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___DispatchOutput: _TypeAlias = DispatchOutput  # noqa: Y015
+
+@_typing.final
+class DispatchError(_message.Message):
+    """A status for one attempt of a Dispatch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """A gRPC status code's name: INVALID_ARGUMENT, FAILED_PRECONDITION, UNAVAILABLE,
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchError: _TypeAlias = DispatchError  # noqa: Y015
+
+@_typing.final
 class ExecuteStepInput(_message.Message):
     """One message of the scheduler's side of an ExecuteStep stream."""
 

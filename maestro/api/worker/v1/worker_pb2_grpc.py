@@ -46,6 +46,11 @@ class WorkerServiceStub:
                 request_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.SerializeToString,
                 response_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
                 _registered_method=True)
+        self.Dispatch = channel.stream_stream(
+                '/maestro.api.worker.v1.WorkerService/Dispatch',
+                request_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.DispatchInput.SerializeToString,
+                response_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.DispatchOutput.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -92,6 +97,27 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Dispatch(self, request_iterator, context):
+        """Many attempts that wait for no call grants over one long stream: the scheduler
+        keeps a few open per worker pool and sends each attempt as a `start` keyed by a
+        number of its choosing; every message the worker sends back carries that key. An
+        attempt's answers are RunStep's (heartbeats and progress, then exactly one `result`
+        or `failure`), or one `error` where RunStep would have ended with that status: the
+        attempt was refused (INVALID_ARGUMENT, FAILED_PRECONDITION; UNAVAILABLE while the
+        worker drains) or broke (INTERNAL). An attempt's `timeout` bounds it as RunStep's
+        deadline does; the scheduler enforces it too, and sends `cancel` when it stops
+        waiting. A message per attempt costs far less than a call per attempt (a call's
+        setup is most of a no-op step's CPU on both sides).
+
+        When the scheduler ends its side, the worker finishes the attempts in flight and
+        then ends the stream with OK; a draining worker ends it once its last attempt
+        answered. A message that does not decode ends the stream with INVALID_ARGUMENT;
+        the attempts still in flight on it are stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +130,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.RunStep,
                     request_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.FromString,
                     response_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.SerializeToString,
+            ),
+            'Dispatch': grpc.stream_stream_rpc_method_handler(
+                    servicer.Dispatch,
+                    request_deserializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.DispatchInput.FromString,
+                    response_serializer=maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.DispatchOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -162,6 +193,33 @@ class WorkerService:
             '/maestro.api.worker.v1.WorkerService/RunStep',
             maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepRequest.SerializeToString,
             maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.ExecuteStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Dispatch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/maestro.api.worker.v1.WorkerService/Dispatch',
+            maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.DispatchInput.SerializeToString,
+            maestro_dot_api_dot_worker_dot_v1_dot_worker__pb2.DispatchOutput.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,23 @@ class WorkerServiceStub:
     ExecuteStep's. An attempt with `admit_calls` is INVALID_ARGUMENT: its grants need
     ExecuteStep's stream.
     """
+    Dispatch: _grpc.StreamStreamMultiCallable[_worker_pb2.DispatchInput, _worker_pb2.DispatchOutput]
+    """Many attempts that wait for no call grants over one long stream: the scheduler
+    keeps a few open per worker pool and sends each attempt as a `start` keyed by a
+    number of its choosing; every message the worker sends back carries that key. An
+    attempt's answers are RunStep's (heartbeats and progress, then exactly one `result`
+    or `failure`), or one `error` where RunStep would have ended with that status: the
+    attempt was refused (INVALID_ARGUMENT, FAILED_PRECONDITION; UNAVAILABLE while the
+    worker drains) or broke (INTERNAL). An attempt's `timeout` bounds it as RunStep's
+    deadline does; the scheduler enforces it too, and sends `cancel` when it stops
+    waiting. A message per attempt costs far less than a call per attempt (a call's
+    setup is most of a no-op step's CPU on both sides).
+
+    When the scheduler ends its side, the worker finishes the attempts in flight and
+    then ends the stream with OK; a draining worker ends it once its last attempt
+    answered. A message that does not decode ends the stream with INVALID_ARGUMENT;
+    the attempts still in flight on it are stopped.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -104,6 +121,23 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     it, so the call needs no stream of requests. Its answers, errors and deadline are
     ExecuteStep's. An attempt with `admit_calls` is INVALID_ARGUMENT: its grants need
     ExecuteStep's stream.
+    """
+    Dispatch: _aio.StreamStreamMultiCallable[_worker_pb2.DispatchInput, _worker_pb2.DispatchOutput]  # type: ignore[assignment]
+    """Many attempts that wait for no call grants over one long stream: the scheduler
+    keeps a few open per worker pool and sends each attempt as a `start` keyed by a
+    number of its choosing; every message the worker sends back carries that key. An
+    attempt's answers are RunStep's (heartbeats and progress, then exactly one `result`
+    or `failure`), or one `error` where RunStep would have ended with that status: the
+    attempt was refused (INVALID_ARGUMENT, FAILED_PRECONDITION; UNAVAILABLE while the
+    worker drains) or broke (INTERNAL). An attempt's `timeout` bounds it as RunStep's
+    deadline does; the scheduler enforces it too, and sends `cancel` when it stops
+    waiting. A message per attempt costs far less than a call per attempt (a call's
+    setup is most of a no-op step's CPU on both sides).
+
+    When the scheduler ends its side, the worker finishes the attempts in flight and
+    then ends the stream with OK; a draining worker ends it once its last attempt
+    answered. A message that does not decode ends the stream with INVALID_ARGUMENT;
+    the attempts still in flight on it are stopped.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +186,29 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         it, so the call needs no stream of requests. Its answers, errors and deadline are
         ExecuteStep's. An attempt with `admit_calls` is INVALID_ARGUMENT: its grants need
         ExecuteStep's stream.
+        """
+
+    @_abc_1.abstractmethod
+    def Dispatch(
+        self,
+        request_iterator: _MaybeAsyncIterator[_worker_pb2.DispatchInput],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_worker_pb2.DispatchOutput], _abc.AsyncIterator[_worker_pb2.DispatchOutput]]:
+        """Many attempts that wait for no call grants over one long stream: the scheduler
+        keeps a few open per worker pool and sends each attempt as a `start` keyed by a
+        number of its choosing; every message the worker sends back carries that key. An
+        attempt's answers are RunStep's (heartbeats and progress, then exactly one `result`
+        or `failure`), or one `error` where RunStep would have ended with that status: the
+        attempt was refused (INVALID_ARGUMENT, FAILED_PRECONDITION; UNAVAILABLE while the
+        worker drains) or broke (INTERNAL). An attempt's `timeout` bounds it as RunStep's
+        deadline does; the scheduler enforces it too, and sends `cancel` when it stops
+        waiting. A message per attempt costs far less than a call per attempt (a call's
+        setup is most of a no-op step's CPU on both sides).
+
+        When the scheduler ends its side, the worker finishes the attempts in flight and
+        then ends the stream with OK; a draining worker ends it once its last attempt
+        answered. A message that does not decode ends the stream with INVALID_ARGUMENT;
+        the attempts still in flight on it are stopped.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
