@@ -57,11 +57,22 @@ class _Ended:
 class DispatchAttempt:
     """One attempt on a stream: its answers, in order, and a way to stop waiting."""
 
-    def __init__(self, stream: _Stream, key: int) -> None:
+    def __init__(self, stream: _Stream, key: int, start: worker_pb2.DispatchStart) -> None:
         self._stream = stream
         self._key = key
+        self._start: worker_pb2.DispatchStart | None = start
         self._answers: asyncio.Queue[worker_pb2.DispatchOutput | _Ended] = asyncio.Queue()
         self._done = False
+
+    def deliver(self, answer: worker_pb2.DispatchOutput | _Ended) -> None:
+        """Queues what the stream brought for this attempt (its reader calls this)."""
+        self._answers.put_nowait(answer)
+
+    async def send(self) -> None:
+        """Sends the attempt to the worker (a stream that ended meanwhile answers EOF)."""
+        start, self._start = self._start, None
+        if start is not None:
+            await self._stream.send(worker_pb2.DispatchInput(key=self._key, start=start))
 
     async def read(self) -> worker_pb2.ExecuteStepResponse | object:
         """The attempt's next answer, or EOF when the stream ended without one.
@@ -110,7 +121,7 @@ class _Stream:
         self.retired = False
         self._ended = False
         self._sending = asyncio.Lock()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
         self.reader = asyncio.create_task(self._read(), name="dispatch-stream-reader")
 
     def live(self, now: float) -> bool:
@@ -122,19 +133,17 @@ class _Stream:
     def fits(self, timeout: float, now: float) -> bool:
         return now + timeout + DEADLINE_MARGIN_SECONDS <= self.deadline
 
-    async def start(self, key: int, start: worker_pb2.DispatchStart) -> DispatchAttempt:
-        attempt = DispatchAttempt(self, key)
+    def add(self, key: int, start: worker_pb2.DispatchStart) -> DispatchAttempt:
+        attempt = DispatchAttempt(self, key, start)
         self.waiting[key] = attempt
         if self._ended:
-            attempt._answers.put_nowait(_Ended(None))
-        else:
-            await self._send(worker_pb2.DispatchInput(key=key, start=start))
+            attempt.deliver(_Ended(None))
         return attempt
 
     def release(self, key: int, *, cancel: bool) -> None:
         self.waiting.pop(key, None)
         if cancel and not self._ended:
-            self._later(self._send(worker_pb2.DispatchInput(key=key, cancel=True)))
+            self._later(self.send(worker_pb2.DispatchInput(key=key, cancel=True)))
         if self.retired and not self.waiting:
             self._later(self._half_close())
 
@@ -153,10 +162,10 @@ class _Stream:
         # A write asked for by a step task that may be being cancelled: in a task of
         # its own, kept until done.
         task = asyncio.create_task(write)
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
-    async def _send(self, message: worker_pb2.DispatchInput) -> None:
+    async def send(self, message: worker_pb2.DispatchInput) -> None:
         try:
             async with self._sending:
                 await self._call.write(message)
@@ -180,14 +189,14 @@ class _Stream:
                 assert isinstance(message, worker_pb2.DispatchOutput)
                 attempt = self.waiting.get(message.key)
                 if attempt is not None:  # else stopped waiting: dropped
-                    attempt._answers.put_nowait(message)
+                    attempt.deliver(message)
         except grpc.aio.AioRpcError as err:
             error = err
         finally:
             self._ended = True
             self.retired = True
             for attempt in self.waiting.values():
-                attempt._answers.put_nowait(_Ended(error))
+                attempt.deliver(_Ended(error))
 
 
 class DispatchStreams:
@@ -205,9 +214,10 @@ class DispatchStreams:
         """Every stream not yet ended, retired ones too (until their attempts end)."""
         self._keys = itertools.count(1)
 
-    async def start(self, start: worker_pb2.DispatchStart, timeout: float) -> DispatchAttempt:
-        """Sends an attempt, which may take `timeout` seconds, on a stream."""
-        return await self._stream_for(timeout).start(next(self._keys), start)
+    def add(self, start: worker_pb2.DispatchStart, timeout: float) -> DispatchAttempt:
+        """Places an attempt, which may take `timeout` seconds, on a stream (`send`
+        sends it)."""
+        return self._stream_for(timeout).add(next(self._keys), start)
 
     def _stream_for(self, timeout: float) -> _Stream:
         now = time.monotonic()

@@ -248,7 +248,7 @@ class WorkerClient:
                 trace_context=trace_carrier(),
             )
             start.timeout.FromTimedelta(timedelta(seconds=timeout))
-            sent = await streams.start(start, timeout)
+            sent = streams.add(start, timeout)
             try:
                 # The stream has no deadline of its own per attempt: this is it.
                 async with asyncio.timeout(timeout):
@@ -258,6 +258,7 @@ class WorkerClient:
                         timeout,
                         report,
                         on_ask=_unasked,
+                        opening=sent.send(),
                     )
             except TimeoutError:
                 raise DispatchFailed(_timed_out(timeout)) from None
