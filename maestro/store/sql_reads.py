@@ -192,8 +192,14 @@ def _with_steps(tx: Tx, rows: list[Row]) -> list[RunRecord]:
     return [_run(row, tuple(by_run[row["run_id"]])) for row in rows]
 
 
+# A run's row with its workflow (kept apart: see schema.run_specs).
+_RUN_ROWS = (
+    "SELECT runs.*, run_specs.spec_json FROM runs JOIN run_specs ON run_specs.run_id = runs.run_id"
+)
+
+
 def get_run(tx: Tx, run_id: str) -> RunRecord | None:
-    row = tx.one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+    row = tx.one(f"{_RUN_ROWS} WHERE runs.run_id = ?", (run_id,))
     return None if row is None else _with_steps(tx, [row])[0]
 
 
@@ -206,7 +212,7 @@ def run_head(tx: Tx, run_id: str) -> RunHead | None:
 
 
 def find_run_by_request_id(tx: Tx, request_id: str) -> RunRecord | None:
-    row = tx.one("SELECT * FROM runs WHERE request_id = ?", (request_id,))
+    row = tx.one(f"{_RUN_ROWS} WHERE request_id = ?", (request_id,))
     return None if row is None else _with_steps(tx, [row])[0]
 
 
@@ -239,14 +245,14 @@ def list_runs(
         params.append(StepState.WAITING_APPROVAL.value)
     if after is not None:
         when = from_datetime(after[0])
-        where.append("(create_time < ? OR (create_time = ? AND run_id < ?))")
+        where.append("(create_time < ? OR (create_time = ? AND runs.run_id < ?))")
         params.extend((when, when, after[1]))
     if created_by is not None:
         where.append("created_by = ?")
         params.append(created_by)
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     rows = tx.all(
-        f"SELECT * FROM runs{clause} ORDER BY create_time DESC, run_id DESC LIMIT ?",
+        f"{_RUN_ROWS}{clause} ORDER BY create_time DESC, runs.run_id DESC LIMIT ?",
         (*params, limit),
     )
     return _with_steps(tx, rows)

@@ -73,3 +73,39 @@ async def test_a_database_from_before_migrations_is_named_as_such(tmp_path: Path
     conn.close()
     with pytest.raises(SchemaMismatch, match="before migrations existed"):
         await open_store(f"sqlite:///{path}")
+
+
+async def test_runs_recorded_before_0004_keep_their_workflow(backend: str, tmp_path: Path) -> None:
+    # 0004 moves each run's workflow out of its `runs` row (into run_specs).
+    if backend == "sqlite":
+        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
+    else:
+        name = create_postgres()
+        url = postgres_url(name)
+    spec = '{"name": "kept", "steps": [{"id": "a", "persona": "requirements_analyst"}]}'
+    try:
+        upgrade(url, "0003")
+        engine = sqlalchemy.create_engine(sqlalchemy_url(url))
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    sqlalchemy.text(
+                        "INSERT INTO runs (run_id, workflow_name, spec_json, requirement,"
+                        " provider, request_id, state, create_time)"
+                        " VALUES ('r1', 'kept', :spec, 'req', '', '', 'SUCCEEDED', 1)"
+                    ),
+                    {"spec": spec},
+                )
+        finally:
+            engine.dispose()
+        upgrade(url)
+        store = await open_store(url)
+        try:
+            run = await store.get_run("r1")
+        finally:
+            await store.close()
+    finally:
+        if name:
+            drop_postgres(name)
+    assert run is not None
+    assert run.spec_json == spec
