@@ -123,6 +123,9 @@ class _Stream:
         self._sending = asyncio.Lock()
         self._writes: set[asyncio.Task[None]] = set()
         self.reader = asyncio.create_task(self._read(), name="dispatch-stream-reader")
+        # Retired on time even if no attempt comes to notice: an idle stream then ends
+        # cleanly (half-closed, the worker answers OK) instead of at its deadline.
+        self._retiring = asyncio.get_running_loop().call_later(lifetime, self.retire)
 
     def live(self, now: float) -> bool:
         """Whether it takes new attempts (retiring it, if its time is up)."""
@@ -149,13 +152,17 @@ class _Stream:
 
     def retire(self) -> None:
         """Takes no new attempt; half-closes once none is waiting."""
+        if self.retired:
+            return
         self.retired = True
+        self._retiring.cancel()
         if not self.waiting:
             self._later(self._half_close())
 
     def close(self) -> None:
         """Ends the call now (the scheduler stops): waiting attempts see it end."""
         self.retired = True
+        self._retiring.cancel()
         self._call.cancel()
 
     def _later(self, write: Coroutine[Any, Any, None]) -> None:
@@ -195,6 +202,7 @@ class _Stream:
         finally:
             self._ended = True
             self.retired = True
+            self._retiring.cancel()
             for attempt in self.waiting.values():
                 attempt.deliver(_Ended(error))
 

@@ -242,6 +242,21 @@ async def test_streams_are_renewed_and_a_retired_one_ends_cleanly() -> None:
     assert streams_left == 1
 
 
+async def test_an_idle_stream_ends_cleanly_when_its_time_is_up() -> None:
+    async with _serving() as worker:
+        client = worker.client(streams=1, lifetime=0.2)
+        await client.execute(_attempt("only"), timeout=10, report=_ignore)
+        assert len(worker.servicer._streams) == 1
+        # No attempt comes: the stream retires on its own, half-closes, and the worker
+        # ends it (OK) long before its deadline.
+        for _ in range(100):
+            if not worker.servicer._streams:
+                break
+            await asyncio.sleep(0.02)
+        streams_left = len(worker.servicer._streams)
+    assert streams_left == 0
+
+
 async def test_a_worker_without_dispatch_gets_every_attempt_by_run_step() -> None:
     # A worker of an older release does not know Dispatch: the attempt goes again by
     # RunStep, and so do later ones.
