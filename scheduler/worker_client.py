@@ -33,14 +33,12 @@ from scheduler.convert import (
     step_result_from_proto,
     usage_from_proto,
 )
-from scheduler.dispatch_streams import AttemptRefused, DispatchStreams
+from scheduler.dispatch_streams import EOF, AttemptRefused, DispatchStreams
 from scheduler.models import AttemptRequest, AttemptResult, CallRequest
 from scheduler.retry import Failure, FailureKind
 
 log = logging.getLogger(__name__)
 
-# grpc.aio's end-of-stream sentinel (missing from the type stubs).
-EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 StreamCall = grpc.aio.StreamStreamCall[worker_pb2.ExecuteStepInput, worker_pb2.ExecuteStepResponse]
 
@@ -161,10 +159,11 @@ class WorkerClient:
             DispatchFailed: with the failure's kind (platform or work) and message.
         """
         attempt = attempt_request_to_proto(request)
+        request_id = f"{request.run_id}/{request.step_id}/{request.attempt}"
         streams = self._streams
         if not request.admit_calls and streams is not None:
             try:
-                return await self._on_stream(streams, request, attempt, timeout, report)
+                return await self._on_stream(streams, request, attempt, request_id, timeout, report)
             except DispatchFailed as failed:
                 if not _unimplemented(failed):
                     raise
@@ -178,7 +177,7 @@ class WorkerClient:
                     "pool's attempts go by RunStep from now on",
                     self.address,
                 )
-        metadata = (("x-request-id", f"{request.run_id}/{request.step_id}/{request.attempt}"),)
+        metadata = (("x-request-id", request_id),)
         if not request.admit_calls and self._run_step:
             # Nothing follows the attempt: RunStep sends it as the call opens, where a
             # stream of requests (ExecuteStep) costs a write of its own here and a
@@ -231,6 +230,7 @@ class WorkerClient:
         streams: DispatchStreams,
         request: AttemptRequest,
         attempt: worker_pb2.ExecuteStepRequest,
+        request_id: str,
         timeout: float,
         report: Reporter,
     ) -> AttemptResult:
@@ -244,7 +244,7 @@ class WorkerClient:
         with span("maestro.dispatch", attributes):
             start = worker_pb2.DispatchStart(
                 attempt=attempt,
-                request_id=f"{request.run_id}/{request.step_id}/{request.attempt}",
+                request_id=request_id,
                 trace_context=trace_carrier(),
             )
             start.timeout.FromTimedelta(timedelta(seconds=timeout))

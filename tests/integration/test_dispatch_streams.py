@@ -26,6 +26,7 @@ from persona_service.usage import UsageMeter
 from scheduler.models import AttemptRequest
 from scheduler.retry import FailureKind
 from scheduler.worker_client import DispatchFailed, WorkerClient
+from tests.support.grpc_calls import RecordsMethods
 
 
 class _WatchedBench(BenchProvider):
@@ -67,23 +68,12 @@ class _WatchedBench(BenchProvider):
             raise
 
 
-class _RecordsMethods(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Records the method of every call the server receives."""
-
-    def __init__(self) -> None:
-        self.methods: list[str] = []
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        self.methods.append(details.method.rsplit("/", 1)[-1])
-        return await continuation(details)
-
-
 @dataclass
 class _Worker:
     servicer: WorkerServicer
     bench: _WatchedBench
     server: grpc.aio.Server
-    calls: _RecordsMethods
+    calls: RecordsMethods
     address: str
     clients: list[WorkerClient] = field(default_factory=list)
 
@@ -104,7 +94,7 @@ async def _serving() -> AsyncIterator[_Worker]:
     providers: dict[str, Provider] = {"bench": bench, "offline": OfflineProvider()}
     runner = StepRunner(providers, default_provider="offline", heartbeat_interval=5.0)
     servicer = WorkerServicer(runner, 60)
-    calls = _RecordsMethods()
+    calls = RecordsMethods()
     server = grpc.aio.server(interceptors=[calls, ErrorInterceptor()])
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -272,7 +262,7 @@ async def test_a_worker_without_dispatch_gets_every_attempt_by_run_step() -> Non
             )
         },
     )
-    calls = _RecordsMethods()
+    calls = RecordsMethods()
     server = grpc.aio.server(interceptors=[calls, ErrorInterceptor()])
     server.add_generic_rpc_handlers((older_release,))
     port = server.add_insecure_port("127.0.0.1:0")

@@ -15,6 +15,7 @@ from maestro.store import Usage
 from scheduler.models import AttemptRequest, CallRequest
 from scheduler.retry import FailureKind
 from scheduler.worker_client import DispatchFailed, WorkerClient, _send
+from tests.support.grpc_calls import RecordsMethods
 
 REFUSAL = "the step's deadline passed while it waited " * 1_000
 
@@ -220,17 +221,6 @@ async def test_an_ask_for_a_grant_on_run_step_fails_the_dispatch_as_the_platform
     assert "takes no grants" in failed.value.failure.message
 
 
-class _RecordsMethods(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Records the method of every call the server receives, known or not."""
-
-    def __init__(self) -> None:
-        self.methods: list[str] = []
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        self.methods.append(details.method.rsplit("/", 1)[-1])
-        return await continuation(details)
-
-
 class _AnswersExecuteStep(_ScriptedWorker):
     async def ExecuteStep(
         self, requests: AsyncIterator[worker_pb2.ExecuteStepInput], context: Any
@@ -255,7 +245,7 @@ async def test_a_worker_without_run_step_gets_every_attempt_by_execute_step() ->
             )
         },
     )
-    calls = _RecordsMethods()
+    calls = RecordsMethods()
     server = grpc.aio.server(interceptors=[calls])
     server.add_generic_rpc_handlers((older_release,))
     port = server.add_insecure_port("127.0.0.1:0")
